@@ -1,0 +1,121 @@
+//! Domain values to protobuf messages. The one place that knows both.
+
+use crate::domain::{
+    self, FactRevision, FactStatus, FactValue, Metric, MetricKind, Provider, Quarter, Source,
+};
+
+use super::{
+    names,
+    pb::{google::r#type as gtype, runrate::v1 as api},
+};
+
+pub fn provider(provider: &Provider) -> api::Provider {
+    api::Provider {
+        name: names::provider_name(&provider.id),
+        display_name: provider.display_name.clone(),
+        parent_company: provider.parent_company.clone(),
+        fiscal_year_start_month: i32::from(provider.fiscal_year_start_month),
+    }
+}
+
+pub fn metric(metric: &Metric) -> api::Metric {
+    api::Metric {
+        name: names::metric_name(&metric.id),
+        display_name: metric.display_name.clone(),
+        unit: metric.unit.to_string(),
+        kind: metric_kind(metric.kind) as i32,
+        description: metric.description.clone(),
+        comparison_row: metric
+            .comparison_row
+            .map_or(0, |row| i32::try_from(row).unwrap_or(i32::MAX)),
+    }
+}
+
+fn metric_kind(kind: MetricKind) -> api::MetricKind {
+    match kind {
+        MetricKind::QuarterlyTotal => api::MetricKind::QuarterlyTotal,
+        MetricKind::RunRate => api::MetricKind::RunRate,
+        MetricKind::AnnualTotal => api::MetricKind::AnnualTotal,
+        MetricKind::Percent => api::MetricKind::Percent,
+        MetricKind::Ratio => api::MetricKind::Ratio,
+        MetricKind::Text => api::MetricKind::Text,
+        MetricKind::TextList => api::MetricKind::TextList,
+    }
+}
+
+pub fn period(period: &Quarter) -> api::Period {
+    api::Period {
+        name: names::period_name(period),
+        display_name: period.to_string(),
+        first_date: Some(date(period.first_date())),
+        last_date: Some(date(period.last_date())),
+    }
+}
+
+fn date(date: domain::Date) -> gtype::Date {
+    gtype::Date {
+        year: i32::from(date.year),
+        month: i32::from(date.month),
+        day: i32::from(date.day),
+    }
+}
+
+fn source(source: &Source) -> api::Source {
+    api::Source {
+        title: source.title.clone(),
+        publisher: source.publisher.clone().unwrap_or_default(),
+        publish_date: source.date.map(date),
+        uri: source.uri.clone().unwrap_or_default(),
+    }
+}
+
+fn status(status: FactStatus) -> api::FactStatus {
+    match status {
+        FactStatus::Reported => api::FactStatus::Reported,
+        FactStatus::Estimated => api::FactStatus::Estimated,
+        FactStatus::NotDisclosed => api::FactStatus::NotDisclosed,
+        FactStatus::Derived => api::FactStatus::Derived,
+    }
+}
+
+fn value(value: &FactValue) -> api::fact::Value {
+    match value {
+        FactValue::Money(money) => api::fact::Value::MoneyValue(gtype::Money {
+            currency_code: money.currency.to_string(),
+            units: money.units,
+            nanos: money.nanos,
+        }),
+        FactValue::Percent(number) | FactValue::Multiple(number) => {
+            api::fact::Value::DecimalValue(number.normalized().to_string())
+        }
+        FactValue::Text(text) => api::fact::Value::TextValue(text.clone()),
+        FactValue::TextList(items) => api::fact::Value::TextListValue(api::TextList {
+            values: items.clone(),
+        }),
+    }
+}
+
+pub fn fact(revision: &FactRevision) -> api::Fact {
+    let key = &revision.key;
+    let body = &revision.body;
+    api::Fact {
+        name: names::fact_name(key),
+        provider: names::provider_name(&key.provider),
+        metric: names::metric_name(&key.metric),
+        period: names::period_name(&key.period),
+        status: status(body.status) as i32,
+        value: body.value.as_ref().map(value),
+        approximate: body.approximate,
+        lower_bound: body.lower_bound,
+        upper_bound: body.upper_bound,
+        precision: body.precision,
+        estimated_by: body.estimated_by.clone().unwrap_or_default(),
+        note: body.note.clone().unwrap_or_default(),
+        sources: body.sources.iter().map(source).collect(),
+        display_value: domain::display_value(body),
+        revision: revision.revision,
+        load: names::load_name(revision.load_id),
+        record_time: Some(revision.recorded_at.into()),
+        derived_from: Vec::new(),
+    }
+}

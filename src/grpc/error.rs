@@ -1,0 +1,76 @@
+//! Errors of the gRPC layer and their one mapping to `tonic::Status`, with the richer
+//! error model: `BadRequest` field violations, `ResourceInfo` and an `ErrorInfo` reason.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// `ErrorInfo.domain` of every error runrate returns.
+pub const ERROR_DOMAIN: &str = "runrate.v1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A request field is malformed; `field` is its path, e.g. `page_token`.
+    #[error("{field}: {description}")]
+    InvalidArgument { field: String, description: String },
+    /// A well-formed name of something runrate does not have.
+    #[error("{resource_name} not found")]
+    NotFound {
+        resource_type: &'static str,
+        resource_name: String,
+    },
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        ApiError::InvalidArgument {
+            field: field.to_owned(),
+            description: description.into(),
+        }
+    }
+
+    pub fn not_found(resource_type: &'static str, resource_name: impl Into<String>) -> Self {
+        ApiError::NotFound {
+            resource_type,
+            resource_name: resource_name.into(),
+        }
+    }
+}
+
+impl From<ApiError> for Status {
+    fn from(err: ApiError) -> Self {
+        match err {
+            ApiError::InvalidArgument { field, description } => {
+                let message = format!("{field}: {description}");
+                let mut details = ErrorDetails::with_bad_request_violation(field, description);
+                details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new());
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            ApiError::NotFound {
+                resource_type,
+                resource_name,
+            } => {
+                let message = format!("{resource_name} not found");
+                let mut details = ErrorDetails::with_resource_info(
+                    resource_type,
+                    resource_name.clone(),
+                    "",
+                    message.clone(),
+                );
+                details.set_error_info(
+                    "RESOURCE_NOT_FOUND",
+                    ERROR_DOMAIN,
+                    HashMap::from([("resource".to_owned(), resource_name)]),
+                );
+                Status::with_error_details(Code::NotFound, message, details)
+            }
+            ApiError::Internal(err) => {
+                tracing::error!(error = format!("{err:#}"), "internal error");
+                Status::internal("internal error; the server log has the details")
+            }
+        }
+    }
+}

@@ -1,0 +1,15 @@
+//! runrate: the quarterly AI-business figures of the cloud hyperscalers, served over gRPC.
+
+pub mod cli;
+pub mod domain;
+pub mod figures;
+pub mod grpc;
+pub mod loader;
+pub mod report;
+pub mod settings;
+pub mod snapshot;
+pub mod startup;
+pub mod store;
+
+/// The generated `runrate.v1` API types and clients.
+pub use grpc::pb::runrate::v1 as api;

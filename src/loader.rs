@@ -1,0 +1,167 @@
+//! Applying a figures file: parse and check it against what is known, work out what it
+//! adds, revises and leaves unchanged, commit that as one load, and swap in a new read
+//! snapshot. Loads run one at a time.
+
+use std::sync::Arc;
+
+use tokio::sync::Mutex;
+
+use crate::{
+    domain::LoadRecord,
+    figures::{self, FiguresFile, FileError, ParseLimits},
+    snapshot::{ReadSnapshot, SharedSnapshot},
+    store::{FactChange, LoadPlan, Store, StoreError},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the figures file was rejected with {} error(s)", .0.len())]
+    Rejected(Vec<FileError>),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What a load did, or with a dry run, would do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadSummary {
+    /// The load written; `None` for a dry run or a load that changed nothing.
+    pub load: Option<LoadRecord>,
+    pub facts_added: u32,
+    pub facts_revised: u32,
+    pub facts_unchanged: u32,
+    pub definitions_changed: u32,
+}
+
+pub struct FigureLoader {
+    store: Arc<dyn Store>,
+    snapshot: SharedSnapshot,
+    limits: ParseLimits,
+    one_at_a_time: Mutex<()>,
+}
+
+/// How many times a load is planned again when another writer commits first.
+const MAX_CONFLICT_RETRIES: usize = 5;
+
+impl FigureLoader {
+    pub fn new(store: Arc<dyn Store>, snapshot: SharedSnapshot, limits: ParseLimits) -> Self {
+        FigureLoader {
+            store,
+            snapshot,
+            limits,
+            one_at_a_time: Mutex::new(()),
+        }
+    }
+
+    /// Rebuilds the read snapshot from the store and swaps it in.
+    pub async fn refresh_snapshot(&self) -> Result<(), StoreError> {
+        let contents = self.store.read_contents().await?;
+        self.snapshot.store(Arc::new(ReadSnapshot::build(contents)));
+        Ok(())
+    }
+
+    /// Loads the embedded seed figures, but only into a store that has never had a load:
+    /// later loads may have restated the seed's figures, and those must stand.
+    pub async fn load_seed_if_empty(&self) -> Result<Option<LoadSummary>, LoadError> {
+        if self.store.head_load_id().await? != 0 {
+            return Ok(None);
+        }
+        let summary = self
+            .load(figures::SEED_FILE_NAME, figures::SEED.as_bytes(), false)
+            .await?;
+        Ok(Some(summary))
+    }
+
+    pub async fn load(
+        &self,
+        file_name: &str,
+        bytes: &[u8],
+        dry_run: bool,
+    ) -> Result<LoadSummary, LoadError> {
+        let _guard = self.one_at_a_time.lock().await;
+        let mut attempts = 0;
+        loop {
+            let snapshot = self.snapshot.load_full();
+            let figures = figures::parse(file_name, bytes, snapshot.as_ref(), self.limits)
+                .map_err(LoadError::Rejected)?;
+            let plan = plan_load(&snapshot, figures);
+            let mut summary = LoadSummary {
+                load: None,
+                facts_added: plan.facts_added,
+                facts_revised: plan.facts_revised,
+                facts_unchanged: plan.facts_unchanged,
+                definitions_changed: (plan.providers.len() + plan.metrics.len()) as u32,
+            };
+            if dry_run || plan.is_no_op() {
+                return Ok(summary);
+            }
+            match self.store.commit_load(&plan).await {
+                Ok(record) => {
+                    self.refresh_snapshot().await?;
+                    tracing::info!(
+                        load = record.id,
+                        file = %record.file_name,
+                        added = record.facts_added,
+                        revised = record.facts_revised,
+                        unchanged = record.facts_unchanged,
+                        "figures loaded"
+                    );
+                    summary.load = Some(record);
+                    return Ok(summary);
+                }
+                Err(StoreError::Conflict { .. }) if attempts < MAX_CONFLICT_RETRIES => {
+                    attempts += 1;
+                    self.refresh_snapshot().await?;
+                }
+                Err(err) => return Err(err.into()),
+            }
+        }
+    }
+}
+
+/// Compares a checked file with the snapshot: new and changed definitions, and for each
+/// fact whether it is new, revised or unchanged.
+fn plan_load(snapshot: &ReadSnapshot, figures: FiguresFile) -> LoadPlan {
+    let providers = figures
+        .providers
+        .into_iter()
+        .filter(|p| snapshot.provider(&p.id) != Some(p))
+        .collect();
+    let metrics = figures
+        .metrics
+        .into_iter()
+        .filter(|m| snapshot.metric(&m.id) != Some(m))
+        .collect();
+    let mut plan = LoadPlan {
+        base_load_id: snapshot.head(),
+        file_name: figures.file_name,
+        content_sha256: figures.content_sha256,
+        providers,
+        metrics,
+        fact_changes: Vec::new(),
+        facts_added: 0,
+        facts_revised: 0,
+        facts_unchanged: 0,
+    };
+    for (key, body) in figures.facts {
+        let revision = match snapshot.fact(&key, None) {
+            None => {
+                plan.facts_added += 1;
+                1
+            }
+            Some(current) if current.body == body => {
+                plan.facts_unchanged += 1;
+                continue;
+            }
+            Some(current) => {
+                plan.facts_revised += 1;
+                current.revision + 1
+            }
+        };
+        plan.fact_changes.push(FactChange {
+            key,
+            revision,
+            body,
+        });
+    }
+    plan
+}

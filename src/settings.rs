@@ -1,0 +1,305 @@
+//! Configuration: defaults in code, then an optional TOML file, then environment
+//! variables `RUNRATE__SECTION__KEY`. No file or variable is needed to run.
+
+use std::{
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The file read from the working directory when no `--config` is given.
+pub const DEFAULT_CONFIG_FILE: &str = "runrate.toml";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Where the SQLite database (and later, emails and the admin token) live.
+    pub data_dir: PathBuf,
+    pub grpc: GrpcSettings,
+    pub database: DatabaseSettings,
+    pub load: LoadSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GrpcSettings {
+    /// Address the gRPC (and gRPC-Web) server listens on.
+    pub listen: ListenAddress,
+    /// HTTP/2 streams one connection may have open at once.
+    pub max_concurrent_streams: u32,
+    /// Longest a request may run; a shorter client `grpc-timeout` wins.
+    pub request_timeout: TextDuration,
+    /// How long shutdown waits for requests in flight before closing connections.
+    pub shutdown_timeout: TextDuration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH`; empty means `runrate.db` in the data directory.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoadSettings {
+    /// Largest figures file accepted, in bytes.
+    pub max_file_bytes: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// A tracing filter such as `info` or `runrate=debug,info`; `RUST_LOG` overrides it.
+    pub filter: String,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            data_dir: PathBuf::from("runrate-data"),
+            grpc: GrpcSettings {
+                listen: ListenAddress(SocketAddr::from(([127, 0, 0, 1], 50051))),
+                max_concurrent_streams: 200,
+                request_timeout: TextDuration(Duration::from_secs(30)),
+                shutdown_timeout: TextDuration(Duration::from_secs(10)),
+            },
+            database: DatabaseSettings { url: String::new() },
+            load: LoadSettings {
+                max_file_bytes: 1024 * 1024,
+            },
+            log: LogSettings {
+                filter: "info".into(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// Layers defaults, `file` (or `runrate.toml` in the working directory when it exists)
+    /// and the environment. `file` must exist when given.
+    pub fn load(file: Option<&Path>) -> Result<Settings, SettingsError> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (for tests).
+    pub fn load_from(
+        file: Option<&Path>,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, SettingsError> {
+        let defaults = config::Config::try_from(&Settings::default())
+            .map_err(|err| SettingsError(err.to_string()))?;
+        let mut builder = config::Config::builder().add_source(defaults);
+        builder = match file {
+            Some(path) => {
+                if !path.is_file() {
+                    return Err(SettingsError(format!(
+                        "configuration file {} does not exist",
+                        path.display()
+                    )));
+                }
+                builder.add_source(config::File::from(path).format(config::FileFormat::Toml))
+            }
+            None => builder.add_source(
+                config::File::with_name(DEFAULT_CONFIG_FILE)
+                    .format(config::FileFormat::Toml)
+                    .required(false),
+            ),
+        };
+        let environment: config::Map<String, String> = environment
+            .into_iter()
+            .filter(|(key, _)| key.starts_with("RUNRATE__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("RUNRATE")
+                .prefix_separator("__")
+                .separator("__")
+                .source(Some(environment)),
+        );
+        let settings: Settings = builder
+            .build()
+            .and_then(|config| config.try_deserialize())
+            .map_err(|err| SettingsError(explain_environment_key(err.to_string())))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    fn validate(&self) -> Result<(), SettingsError> {
+        let fail = |key: &str, expected: &str| {
+            Err(SettingsError(format!(
+                "`{key}` is out of range (expected {expected})"
+            )))
+        };
+        if self.grpc.max_concurrent_streams == 0 {
+            return fail("grpc.max_concurrent_streams", "at least 1");
+        }
+        if self.load.max_file_bytes == 0 {
+            return fail("load.max_file_bytes", "at least 1 byte");
+        }
+        if !self.database.url.is_empty() && !self.database.url.starts_with("sqlite:") {
+            return Err(SettingsError(format!(
+                "`database.url` `{}` is not supported (expected sqlite://PATH, or empty for {} in the data directory)",
+                self.database.url, DATABASE_FILE
+            )));
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file in the data directory.
+    pub fn database_url(&self) -> String {
+        if self.database.url.is_empty() {
+            format!("sqlite://{}", self.data_dir.join(DATABASE_FILE).display())
+        } else {
+            self.database.url.clone()
+        }
+    }
+}
+
+const DATABASE_FILE: &str = "runrate.db";
+
+/// config names keys as `grpc.listen`; say which variable that is, too.
+fn explain_environment_key(message: String) -> String {
+    if let Some(start) = message.find("for key `") {
+        let rest = &message[start + 9..];
+        if let Some(end) = rest.find('`') {
+            let key = &rest[..end];
+            let variable = format!("RUNRATE__{}", key.replace('.', "__").to_uppercase());
+            return format!("{message} (set in the file as `{key}`, or as {variable})");
+        }
+    }
+    message
+}
+
+/// A socket address written `HOST:PORT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenAddress(pub SocketAddr);
+
+impl Serialize for ListenAddress {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ListenAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map(ListenAddress).map_err(|_| {
+            serde::de::Error::custom(format!(
+                "`{text}` is not a listen address (expected IP:PORT such as 127.0.0.1:50051)"
+            ))
+        })
+    }
+}
+
+/// A duration written like `10s`, `500ms` or `2m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TextDuration(pub Duration);
+
+impl fmt::Display for TextDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", humantime::format_duration(self.0))
+    }
+}
+
+impl Serialize for TextDuration {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TextDuration {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        humantime::parse_duration(&text)
+            .map(TextDuration)
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "`{text}` is not a duration (expected a number and a unit, such as 10s or 500ms)"
+                ))
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_need_no_file_or_environment() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("runrate.toml");
+        std::fs::write(&missing, "").unwrap();
+        let settings = Settings::load_from(Some(&missing), env(&[])).unwrap();
+        assert_eq!(settings.grpc.listen.0.to_string(), "127.0.0.1:50051");
+        assert_eq!(settings.data_dir, PathBuf::from("runrate-data"));
+        assert_eq!(settings.database_url(), "sqlite://runrate-data/runrate.db");
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runrate.toml");
+        std::fs::write(
+            &file,
+            "[grpc]\nlisten = \"127.0.0.1:6000\"\nshutdown_timeout = \"3s\"\n",
+        )
+        .unwrap();
+        let settings = Settings::load_from(
+            Some(&file),
+            env(&[("RUNRATE__GRPC__LISTEN", "0.0.0.0:7000")]),
+        )
+        .unwrap();
+        assert_eq!(settings.grpc.listen.0.to_string(), "0.0.0.0:7000");
+        assert_eq!(settings.grpc.shutdown_timeout.0, Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_bad_value_names_its_key_and_the_expected_form() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runrate.toml");
+        std::fs::write(&file, "").unwrap();
+        let err = Settings::load_from(Some(&file), env(&[("RUNRATE__GRPC__LISTEN", "localhost")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("grpc.listen"), "{err}");
+        assert!(err.contains("IP:PORT"), "{err}");
+        assert!(err.contains("RUNRATE__GRPC__LISTEN"), "{err}");
+
+        let err = Settings::load_from(
+            Some(&file),
+            env(&[("RUNRATE__GRPC__SHUTDOWN_TIMEOUT", "soon")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("grpc.shutdown_timeout") && err.contains("10s"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runrate.toml");
+        std::fs::write(&file, "[grpc]\nlistne = \"127.0.0.1:1\"\n").unwrap();
+        let err = Settings::load_from(Some(&file), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("listne"), "{err}");
+    }
+}

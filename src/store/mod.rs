@@ -1,0 +1,105 @@
+//! Durable storage of loads, definitions and fact revisions, behind one trait with one
+//! implementation per database. Reads for clients never come here: they are served from
+//! the in-memory snapshot, which is built from [`Store::read_contents`].
+
+mod sqlite;
+
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use async_trait::async_trait;
+
+use crate::domain::{FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider};
+
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another load committed since the plan was made; plan again.
+    #[error(
+        "another load was committed first (the store is at load {current}, the plan was made at load {planned})"
+    )]
+    Conflict { planned: LoadId, current: LoadId },
+    #[error("database URL `{0}` is not supported (expected sqlite://PATH)")]
+    UnsupportedUrl(String),
+    #[error("stored data could not be read: {0}")]
+    Corrupt(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Migration(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Everything stored, in the order it was written.
+#[derive(Debug, Default)]
+pub struct StoreContents {
+    pub loads: Vec<LoadRecord>,
+    /// The newest version of each provider.
+    pub providers: Vec<Provider>,
+    /// The newest version of each metric.
+    pub metrics: Vec<Metric>,
+    /// Every revision of every fact.
+    pub fact_revisions: Vec<FactRevision>,
+}
+
+/// A fact revision a load will append.
+#[derive(Debug, Clone)]
+pub struct FactChange {
+    pub key: FactKey,
+    /// 1 for a new fact, one more than the current revision otherwise.
+    pub revision: i64,
+    pub body: FactBody,
+}
+
+/// What one load writes, computed against the store as it was at `base_load_id`.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    pub base_load_id: LoadId,
+    pub file_name: String,
+    pub content_sha256: String,
+    pub providers: Vec<Provider>,
+    pub metrics: Vec<Metric>,
+    pub fact_changes: Vec<FactChange>,
+    pub facts_added: u32,
+    pub facts_revised: u32,
+    pub facts_unchanged: u32,
+}
+
+impl LoadPlan {
+    /// A load that would change nothing is not written at all.
+    pub fn is_no_op(&self) -> bool {
+        self.providers.is_empty() && self.metrics.is_empty() && self.fact_changes.is_empty()
+    }
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn read_contents(&self) -> Result<StoreContents, StoreError>;
+
+    /// Id of the newest load, 0 when nothing was ever loaded.
+    async fn head_load_id(&self) -> Result<LoadId, StoreError>;
+
+    /// Writes the plan as load `base_load_id + 1` in one transaction, or nothing at all.
+    /// Fails with [`StoreError::Conflict`] when another load committed since the plan.
+    async fn commit_load(&self, plan: &LoadPlan) -> Result<LoadRecord, StoreError>;
+}
+
+/// Opens the store a database URL names, creating and migrating it as needed.
+pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(url).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.to_owned()))
+    }
+}
+
+pub(crate) fn to_micros(time: SystemTime) -> i64 {
+    time.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+pub(crate) fn from_micros(micros: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_micros(u64::try_from(micros).unwrap_or(0))
+}

@@ -1,0 +1,207 @@
+//! The embedded default: one SQLite file under the data directory, in WAL mode.
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use sqlx::{
+    Row, SqlitePool,
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+};
+
+use super::{LoadPlan, Store, StoreContents, StoreError, from_micros, to_micros};
+use crate::domain::{
+    FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider, Quarter, ResourceId,
+};
+
+static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open(url: &str) -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(5));
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await?;
+        MIGRATIONS.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn decode_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|err| StoreError::Corrupt(format!("{what}: {err}")))
+}
+
+fn encode_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|err| StoreError::Corrupt(err.to_string()))
+}
+
+fn count(value: i64) -> u32 {
+    u32::try_from(value).unwrap_or(u32::MAX)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn read_contents(&self) -> Result<StoreContents, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        let mut contents = StoreContents::default();
+        for row in sqlx::query(
+            "SELECT id, recorded_at_us, file_name, content_sha256, facts_added, facts_revised, \
+             facts_unchanged, definitions_changed FROM loads ORDER BY id",
+        )
+        .fetch_all(&mut *connection)
+        .await?
+        {
+            contents.loads.push(LoadRecord {
+                id: row.get(0),
+                recorded_at: from_micros(row.get(1)),
+                file_name: row.get(2),
+                content_sha256: row.get(3),
+                facts_added: count(row.get(4)),
+                facts_revised: count(row.get(5)),
+                facts_unchanged: count(row.get(6)),
+                definitions_changed: count(row.get(7)),
+            });
+        }
+        // The newest version of each definition: the row with the highest load id.
+        for row in sqlx::query(
+            "SELECT body FROM provider_versions v WHERE load_id = \
+             (SELECT MAX(load_id) FROM provider_versions WHERE provider_id = v.provider_id) \
+             ORDER BY provider_id",
+        )
+        .fetch_all(&mut *connection)
+        .await?
+        {
+            let provider: Provider = decode_json("provider", row.get(0))?;
+            contents.providers.push(provider);
+        }
+        for row in sqlx::query(
+            "SELECT body FROM metric_versions v WHERE load_id = \
+             (SELECT MAX(load_id) FROM metric_versions WHERE metric_id = v.metric_id) \
+             ORDER BY metric_id",
+        )
+        .fetch_all(&mut *connection)
+        .await?
+        {
+            let metric: Metric = decode_json("metric", row.get(0))?;
+            contents.metrics.push(metric);
+        }
+        for row in sqlx::query(
+            "SELECT f.provider_id, f.period, f.metric_id, f.revision, f.load_id, l.recorded_at_us, f.body \
+             FROM fact_revisions f JOIN loads l ON l.id = f.load_id \
+             ORDER BY f.provider_id, f.period, f.metric_id, f.revision",
+        )
+        .fetch_all(&mut *connection)
+        .await?
+        {
+            let corrupt = |what: &str| StoreError::Corrupt(format!("fact revision {what}"));
+            let key = FactKey {
+                provider: ResourceId::parse(row.get(0)).map_err(|_| corrupt("provider"))?,
+                period: Quarter::parse(row.get(1)).map_err(|_| corrupt("period"))?,
+                metric: ResourceId::parse(row.get(2)).map_err(|_| corrupt("metric"))?,
+            };
+            let body: FactBody = decode_json("fact", row.get(6))?;
+            contents.fact_revisions.push(FactRevision {
+                key,
+                revision: row.get(3),
+                load_id: row.get(4),
+                recorded_at: from_micros(row.get(5)),
+                body,
+            });
+        }
+        Ok(contents)
+    }
+
+    async fn head_load_id(&self) -> Result<LoadId, StoreError> {
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM loads")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(head)
+    }
+
+    async fn commit_load(&self, plan: &LoadPlan) -> Result<LoadRecord, StoreError> {
+        // IMMEDIATE takes the write lock up front, so the head check below cannot race
+        // another writer.
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let (current, last_recorded): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(MAX(id), 0), COALESCE(MAX(recorded_at_us), 0) FROM loads",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if current != plan.base_load_id {
+            return Err(StoreError::Conflict {
+                planned: plan.base_load_id,
+                current,
+            });
+        }
+        let id = current + 1;
+        // As-of reads need load times that only grow, even if the wall clock steps back.
+        let recorded_at_us = to_micros(std::time::SystemTime::now()).max(last_recorded + 1);
+        let definitions_changed = (plan.providers.len() + plan.metrics.len()) as u32;
+        sqlx::query(
+            "INSERT INTO loads (id, recorded_at_us, file_name, content_sha256, facts_added, \
+             facts_revised, facts_unchanged, definitions_changed) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(id)
+        .bind(recorded_at_us)
+        .bind(&plan.file_name)
+        .bind(&plan.content_sha256)
+        .bind(i64::from(plan.facts_added))
+        .bind(i64::from(plan.facts_revised))
+        .bind(i64::from(plan.facts_unchanged))
+        .bind(i64::from(definitions_changed))
+        .execute(&mut *tx)
+        .await?;
+        for provider in &plan.providers {
+            sqlx::query(
+                "INSERT INTO provider_versions (provider_id, load_id, body) VALUES (?, ?, ?)",
+            )
+            .bind(provider.id.as_str())
+            .bind(id)
+            .bind(encode_json(provider)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for metric in &plan.metrics {
+            sqlx::query("INSERT INTO metric_versions (metric_id, load_id, body) VALUES (?, ?, ?)")
+                .bind(metric.id.as_str())
+                .bind(id)
+                .bind(encode_json(metric)?)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for change in &plan.fact_changes {
+            sqlx::query(
+                "INSERT INTO fact_revisions (provider_id, period, metric_id, revision, load_id, body) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(change.key.provider.as_str())
+            .bind(change.key.period.to_string())
+            .bind(change.key.metric.as_str())
+            .bind(change.revision)
+            .bind(id)
+            .bind(encode_json(&change.body)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(LoadRecord {
+            id,
+            recorded_at: from_micros(recorded_at_us),
+            file_name: plan.file_name.clone(),
+            content_sha256: plan.content_sha256.clone(),
+            facts_added: plan.facts_added,
+            facts_revised: plan.facts_revised,
+            facts_unchanged: plan.facts_unchanged,
+            definitions_changed,
+        })
+    }
+}
