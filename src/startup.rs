@@ -102,10 +102,19 @@ impl Application {
         health_reporter
             .set_serving::<MetricsServiceServer<MetricsApi>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        // Both reflection versions: grpcurl before 1.9 and many other tools still ask v1alpha.
+        let reflection = || {
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+                // So that tools can decode the error details runrate sends.
+                .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        };
+        let reflection_v1 = reflection()
             .build_v1()
+            .context("cannot build the reflection service")?;
+        let reflection_v1alpha = reflection()
+            .build_v1alpha()
             .context("cannot build the reflection service")?;
         let metrics = MetricsServiceServer::new(MetricsApi::new(self.snapshot.clone()))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
@@ -120,7 +129,8 @@ impl Application {
             .timeout(grpc.request_timeout.0)
             .layer(tonic_web::GrpcWebLayer::new())
             .add_service(health_service)
-            .add_service(reflection)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
             .add_service(metrics);
         let incoming = TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true));
         let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {

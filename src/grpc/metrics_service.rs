@@ -28,15 +28,19 @@ impl MetricsApi {
 }
 
 fn read_time(time: Option<&prost_types::Timestamp>) -> Result<Option<SystemTime>, ApiError> {
-    time.map(|time| {
-        SystemTime::try_from(*time).map_err(|_| {
-            ApiError::invalid(
-                "read_time",
-                "is not a valid timestamp (seconds since 1970 and nanos within 0..1e9)",
-            )
-        })
-    })
-    .transpose()
+    let Some(time) = time else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::invalid(
+            "read_time",
+            "is not a valid timestamp (expected seconds from 1970 on and nanos from 0 to 999,999,999)",
+        )
+    };
+    if time.seconds < 0 || !(0..1_000_000_000).contains(&time.nanos) {
+        return Err(invalid());
+    }
+    SystemTime::try_from(*time).map(Some).map_err(|_| invalid())
 }
 
 fn require_period(snapshot: &ReadSnapshot, period: Quarter) -> Result<Quarter, ApiError> {

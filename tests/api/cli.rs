@@ -1,0 +1,161 @@
+//! The built `runrate` binary: `serve` with no configuration, `report` against it,
+//! refusal of bad configuration, and a clean stop on SIGTERM.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+const BINARY: &str = env!("CARGO_BIN_EXE_runrate");
+
+struct RunningServer {
+    child: Child,
+    url: String,
+}
+
+impl Drop for RunningServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `runrate serve` in `dir` on a free port and waits for its "serving" log line.
+fn serve_in(dir: &std::path::Path) -> RunningServer {
+    let mut child = Command::new(BINARY)
+        .arg("serve")
+        .current_dir(dir)
+        .env("RUNRATE__GRPC__LISTEN", "127.0.0.1:0")
+        .env("NO_COLOR", "1")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start runrate serve");
+    let stdout = child.stdout.take().expect("stdout");
+    let (lines_tx, lines_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let address = loop {
+        let line = lines_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("runrate serve logs that it is serving");
+        if line.contains("serving gRPC") {
+            let address = line
+                .split("address=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .expect("the log line names the address")
+                .trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':')
+                .to_owned();
+            break address;
+        }
+    };
+    RunningServer {
+        child,
+        url: format!("http://{address}"),
+    }
+}
+
+#[test]
+fn serve_with_no_configuration_then_report_prints_the_article_table() {
+    let dir = tempfile::tempdir().expect("a working directory");
+    let server = serve_in(dir.path());
+    assert!(dir.path().join("runrate-data/runrate.db").is_file());
+
+    let output = Command::new(BINARY)
+        .args(["report", "--server", &server.url])
+        .output()
+        .expect("run runrate report");
+    assert!(output.status.success(), "{output:?}");
+    let table = String::from_utf8(output.stdout).expect("UTF-8");
+    for expected in [
+        "AWS (Amazon)",
+        "~$29B",
+        "~$12.5B",
+        "~$13B (est.)",
+        "Not disclosed",
+        "TPU v5p, Axion",
+        "DeepMind (internal)",
+        "~33%",
+    ] {
+        assert!(table.contains(expected), "{expected} missing from\n{table}");
+    }
+
+    let output = Command::new(BINARY)
+        .args(["report", "2026-Q1", "--json", "--server", &server.url])
+        .output()
+        .expect("run runrate report --json");
+    assert!(output.status.success(), "{output:?}");
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    assert_eq!(json["period"], "2026-Q1");
+    assert_eq!(json["rows"][1]["cells"][1]["display"], "~$13B (est.)");
+    assert_eq!(
+        json["rows"][1]["cells"][1]["status"],
+        "FACT_STATUS_ESTIMATED"
+    );
+    assert_eq!(json["rows"][0]["cells"][2]["value"]["units"], "12500000000");
+
+    let output = Command::new(BINARY)
+        .args(["report", "2026-Q5", "--server", &server.url])
+        .output()
+        .expect("run runrate report 2026-Q5");
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("2026-Q5"));
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let dir = tempfile::tempdir().expect("a working directory");
+    let mut server = serve_in(dir.path());
+    let status = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .expect("send SIGTERM");
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(exit) = server.child.try_wait().expect("poll the server") {
+            assert!(exit.success(), "exit status {exit}");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still running 20 s after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_bad_setting_stops_start_up_naming_the_key() {
+    let dir = tempfile::tempdir().expect("a working directory");
+    let output = Command::new(BINARY)
+        .arg("serve")
+        .current_dir(dir.path())
+        .env("RUNRATE__GRPC__REQUEST_TIMEOUT", "forever")
+        .output()
+        .expect("run runrate serve");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("grpc.request_timeout"), "{stderr}");
+    assert!(stderr.contains("10s"), "{stderr}");
+
+    std::fs::write(dir.path().join("runrate.toml"), "[grpc]\nlisten = 5\n")
+        .expect("write the file");
+    let output = Command::new(BINARY)
+        .arg("serve")
+        .current_dir(dir.path())
+        .output()
+        .expect("run runrate serve");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("grpc.listen"), "{stderr}");
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real server on a real socket, driven by generated gRPC clients
+//! (and, for the CLI, by the built binary).
+
+mod bad_input;
+mod cli;
+mod helpers;
+mod pagination;
+mod seed;
+mod standard_services;
