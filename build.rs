@@ -14,7 +14,10 @@ fn main() -> Result<(), Box<dyn Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("runrate_descriptor.bin"))
         .compile_protos(
-            &[PathBuf::from("proto/runrate/v1/metrics_service.proto")],
+            &[
+                PathBuf::from("proto/runrate/v1/metrics_service.proto"),
+                PathBuf::from("proto/runrate/v1/admin_service.proto"),
+            ],
             &includes,
         )?;
     println!("cargo:rerun-if-changed=proto");

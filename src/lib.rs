@@ -1,6 +1,8 @@
 //! runrate: the quarterly AI-business figures of the cloud hyperscalers, served over gRPC.
 
+pub mod auth;
 pub mod cli;
+pub mod derived;
 pub mod domain;
 pub mod figures;
 pub mod grpc;

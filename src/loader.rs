@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::Mutex;
 
 use crate::{
-    domain::LoadRecord,
+    domain::{FactStatus, LoadRecord, RevisionReason},
     figures::{self, FiguresFile, FileError, ParseLimits},
     snapshot::{ReadSnapshot, SharedSnapshot},
     store::{FactChange, LoadPlan, Store, StoreError},
@@ -52,10 +52,14 @@ impl FigureLoader {
         }
     }
 
+    pub fn snapshot(&self) -> SharedSnapshot {
+        self.snapshot.clone()
+    }
+
     /// Rebuilds the read snapshot from the store and swaps it in.
     pub async fn refresh_snapshot(&self) -> Result<(), StoreError> {
         let contents = self.store.read_contents().await?;
-        self.snapshot.store(Arc::new(ReadSnapshot::build(contents)));
+        self.snapshot.install(ReadSnapshot::build(contents));
         Ok(())
     }
 
@@ -142,25 +146,33 @@ fn plan_load(snapshot: &ReadSnapshot, figures: FiguresFile) -> LoadPlan {
         facts_revised: 0,
         facts_unchanged: 0,
     };
-    for (key, body) in figures.facts {
-        let revision = match snapshot.fact(&key, None) {
+    for stated in figures.facts {
+        let (revision, reason) = match snapshot.fact(&stated.key, None) {
             None => {
                 plan.facts_added += 1;
-                1
+                (1, None)
             }
-            Some(current) if current.body == body => {
+            Some(current) if current.body == stated.body => {
                 plan.facts_unchanged += 1;
                 continue;
             }
             Some(current) => {
                 plan.facts_revised += 1;
-                current.revision + 1
+                let replaces_estimate = current.body.status == FactStatus::Estimated
+                    && stated.body.status == FactStatus::Reported;
+                let reason = stated.revision_reason.unwrap_or(if replaces_estimate {
+                    RevisionReason::EstimateReplaced
+                } else {
+                    RevisionReason::Restated
+                });
+                (current.revision + 1, Some(reason))
             }
         };
         plan.fact_changes.push(FactChange {
-            key,
+            key: stated.key,
             revision,
-            body,
+            reason,
+            body: stated.body,
         });
     }
     plan

@@ -21,6 +21,8 @@ pub struct Settings {
     pub grpc: GrpcSettings,
     pub database: DatabaseSettings,
     pub load: LoadSettings,
+    pub watch: WatchSettings,
+    pub admin: AdminSettings,
     pub log: LogSettings,
 }
 
@@ -53,6 +55,23 @@ pub struct LoadSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct WatchSettings {
+    /// How often an idle WatchLoads stream gets a heartbeat.
+    pub heartbeat_interval: TextDuration,
+    /// How many loads back a resume token may point; older tokens must list again.
+    pub resume_history_loads: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token for AdminService. Empty: the server generates one on first start and
+    /// keeps it in `<data_dir>/admin-token`, readable by its owner only.
+    pub token: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// A tracing filter such as `info` or `runrate=debug,info`; `RUST_LOG` overrides it.
     pub filter: String,
@@ -71,6 +90,13 @@ impl Default for Settings {
             database: DatabaseSettings { url: String::new() },
             load: LoadSettings {
                 max_file_bytes: 1024 * 1024,
+            },
+            watch: WatchSettings {
+                heartbeat_interval: TextDuration(Duration::from_secs(15)),
+                resume_history_loads: 1000,
+            },
+            admin: AdminSettings {
+                token: Secret(String::new()),
             },
             log: LogSettings {
                 filter: "info".into(),
@@ -144,6 +170,22 @@ impl Settings {
         if self.load.max_file_bytes == 0 {
             return fail("load.max_file_bytes", "at least 1 byte");
         }
+        if self.watch.heartbeat_interval.0.is_zero() {
+            return fail(
+                "watch.heartbeat_interval",
+                "a duration above zero, such as 15s",
+            );
+        }
+        if self.watch.resume_history_loads == 0 {
+            return fail("watch.resume_history_loads", "at least 1");
+        }
+        let token = self.admin.token.expose();
+        if !token.is_empty() && (token.len() < 16 || token.chars().any(|c| !c.is_ascii_graphic())) {
+            return fail(
+                "admin.token",
+                "at least 16 printable ASCII characters without spaces, or empty to have one generated",
+            );
+        }
         if !self.database.url.is_empty() && !self.database.url.starts_with("sqlite:") {
             return Err(SettingsError(format!(
                 "`database.url` `{}` is not supported (expected sqlite://PATH, or empty for {} in the data directory)",
@@ -176,6 +218,31 @@ fn explain_environment_key(message: String) -> String {
         }
     }
     message
+}
+
+/// A secret setting: never printed by `Debug`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Secret(empty)"
+        } else {
+            "Secret(***)"
+        })
+    }
 }
 
 /// A socket address written `HOST:PORT`.

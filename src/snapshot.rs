@@ -5,11 +5,12 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     ops::Bound,
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::SystemTime,
 };
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, Guard};
+use tokio::sync::watch;
 
 use crate::{
     domain::{
@@ -21,7 +22,57 @@ use crate::{
 };
 
 /// The snapshot every reader shares; swapped atomically after each load.
-pub type SharedSnapshot = Arc<ArcSwap<ReadSnapshot>>;
+pub type SharedSnapshot = Arc<SnapshotCell>;
+
+/// Holds the current snapshot and tells watchers when a newer one is installed.
+pub struct SnapshotCell {
+    current: ArcSwap<ReadSnapshot>,
+    head: watch::Sender<LoadId>,
+    installing: Mutex<()>,
+}
+
+impl SnapshotCell {
+    pub fn new(snapshot: ReadSnapshot) -> SharedSnapshot {
+        let (head, _) = watch::channel(snapshot.head);
+        Arc::new(SnapshotCell {
+            current: ArcSwap::from_pointee(snapshot),
+            head,
+            installing: Mutex::new(()),
+        })
+    }
+
+    /// The current snapshot, cheaply, for one request.
+    pub fn load(&self) -> Guard<Arc<ReadSnapshot>> {
+        self.current.load()
+    }
+
+    pub fn load_full(&self) -> Arc<ReadSnapshot> {
+        self.current.load_full()
+    }
+
+    /// Swaps in `snapshot` unless the current one is newer, then wakes watchers.
+    pub fn install(&self, snapshot: ReadSnapshot) {
+        let _one_at_a_time = self
+            .installing
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if snapshot.head < self.current.load().head {
+            return;
+        }
+        let head = snapshot.head;
+        self.current.store(Arc::new(snapshot));
+        self.head.send_if_modified(|current| {
+            let newer = *current < head;
+            *current = head;
+            newer
+        });
+    }
+
+    /// Changes whenever a snapshot with a newer load is installed.
+    pub fn subscribe(&self) -> watch::Receiver<LoadId> {
+        self.head.subscribe()
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct ReadSnapshot {
@@ -31,6 +82,8 @@ pub struct ReadSnapshot {
     metrics: BTreeMap<ResourceId, Metric>,
     /// Every revision of each fact, oldest first.
     facts: BTreeMap<FactKey, Vec<FactRevision>>,
+    /// The revisions each load recorded: fact and revision number.
+    load_changes: BTreeMap<LoadId, Vec<(FactKey, i64)>>,
     /// Quarters with at least one fact, oldest first.
     periods: Vec<Quarter>,
     /// Metrics with a comparison row, in row order.
@@ -68,7 +121,12 @@ impl ReadSnapshot {
             .map(|m| (m.id.clone(), m))
             .collect();
         let mut facts: BTreeMap<FactKey, Vec<FactRevision>> = BTreeMap::new();
+        let mut load_changes: BTreeMap<LoadId, Vec<(FactKey, i64)>> = BTreeMap::new();
         for revision in contents.fact_revisions {
+            load_changes
+                .entry(revision.load_id)
+                .or_default()
+                .push((revision.key.clone(), revision.revision));
             facts
                 .entry(revision.key.clone())
                 .or_default()
@@ -90,13 +148,14 @@ impl ReadSnapshot {
             providers,
             metrics,
             facts,
+            load_changes,
             periods: periods.into_iter().collect(),
             comparison_metrics,
         }
     }
 
     pub fn shared(self) -> SharedSnapshot {
-        Arc::new(ArcSwap::from_pointee(self))
+        SnapshotCell::new(self)
     }
 
     /// Id of the newest load in the snapshot, 0 before the first.
@@ -104,8 +163,31 @@ impl ReadSnapshot {
         self.head
     }
 
+    /// Every load, oldest first.
     pub fn loads(&self) -> &[LoadRecord] {
         &self.loads
+    }
+
+    pub fn load_record(&self, id: LoadId) -> Option<&LoadRecord> {
+        let index = self.loads.binary_search_by_key(&id, |load| load.id).ok()?;
+        self.loads.get(index)
+    }
+
+    /// The fact revisions a load recorded, ordered by fact.
+    pub fn load_changes(&self, id: LoadId) -> impl Iterator<Item = &FactRevision> {
+        self.load_changes
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter_map(|(key, revision)| {
+                let revisions = self.facts.get(key)?;
+                revisions.iter().find(|r| r.revision == *revision)
+            })
+    }
+
+    /// Every revision of a fact, oldest first; empty for an unknown fact.
+    pub fn revisions(&self, key: &FactKey) -> &[FactRevision] {
+        self.facts.get(key).map_or(&[], Vec::as_slice)
     }
 
     /// Providers ordered by id.
@@ -146,16 +228,17 @@ impl ReadSnapshot {
 
     /// Facts matching the query, ordered by provider, period and metric, starting after
     /// `after`. Facts not yet recorded at `read_time` are left out.
-    pub fn facts<'a>(
-        &'a self,
-        query: &'a FactQuery,
+    pub fn facts(
+        &self,
+        query: FactQuery,
         read_time: Option<SystemTime>,
         after: Option<&FactKey>,
-    ) -> impl Iterator<Item = &'a FactRevision> + 'a {
+    ) -> impl Iterator<Item = &FactRevision> {
         let start = match after {
             Some(key) => Bound::Excluded(key.clone()),
             None => Bound::Unbounded,
         };
+        let status = query.status;
         self.facts
             .range((start, Bound::Unbounded))
             .filter(move |(key, _)| {
@@ -164,7 +247,7 @@ impl ReadSnapshot {
                     && query.metric.as_ref().is_none_or(|m| &key.metric == m)
             })
             .filter_map(move |(_, revisions)| current_revision(revisions, read_time))
-            .filter(move |revision| query.status.is_none_or(|s| revision.body.status == s))
+            .filter(move |revision| status.is_none_or(|s| revision.body.status == s))
     }
 
     pub fn comparison(&self, period: Quarter) -> Comparison<'_> {

@@ -7,11 +7,20 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tonic::transport::{Server, server::TcpIncoming};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::{
+    auth::AdminToken,
     figures::ParseLimits,
     grpc::{
-        MetricsApi,
-        pb::{self, runrate::v1::metrics_service_server::MetricsServiceServer},
+        AdminApi, MetricsApi, RequireAdminToken, WatchConfig,
+        pb::{
+            self,
+            runrate::v1::{
+                admin_service_server::AdminServiceServer,
+                metrics_service_server::MetricsServiceServer,
+            },
+        },
     },
     loader::FigureLoader,
     settings::Settings,
@@ -33,6 +42,7 @@ pub struct Application {
     grpc_address: SocketAddr,
     snapshot: SharedSnapshot,
     loader: Arc<FigureLoader>,
+    admin_token: Arc<AdminToken>,
 }
 
 impl Application {
@@ -68,6 +78,10 @@ impl Application {
                 "loaded the seed figures into the new store"
             );
         }
+        let admin_token = Arc::new(AdminToken::resolve(
+            settings.admin.token.expose(),
+            &settings.data_dir,
+        )?);
         let listen = settings.grpc.listen.0;
         let grpc_listener = TcpListener::bind(listen)
             .await
@@ -79,6 +93,7 @@ impl Application {
             grpc_address,
             snapshot,
             loader,
+            admin_token,
         })
     }
 
@@ -102,6 +117,9 @@ impl Application {
         health_reporter
             .set_serving::<MetricsServiceServer<MetricsApi>>()
             .await;
+        health_reporter
+            .set_serving::<AdminServiceServer<AdminApi>>()
+            .await;
         // Both reflection versions: grpcurl before 1.9 and many other tools still ask v1alpha.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -116,9 +134,24 @@ impl Application {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .context("cannot build the reflection service")?;
-        let metrics = MetricsServiceServer::new(MetricsApi::new(self.snapshot.clone()))
+        let shutting_down = CancellationToken::new();
+        let watch = WatchConfig {
+            heartbeat_interval: self.settings.watch.heartbeat_interval.0,
+            resume_history_loads: self.settings.watch.resume_history_loads,
+            shutdown: shutting_down.clone(),
+        };
+        let metrics = MetricsServiceServer::new(MetricsApi::new(self.snapshot.clone(), watch))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+        // A figures file rides in one message; leave room so that a file over the limit
+        // still reaches the loader, which names the limit in its answer.
+        let admin_decoding_limit = self.settings.load.max_file_bytes.saturating_mul(2) + 64 * 1024;
+        let admin = tonic::service::interceptor::InterceptedService::new(
+            AdminServiceServer::new(AdminApi::new(self.loader.clone()))
+                .max_decoding_message_size(admin_decoding_limit)
+                .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES),
+            RequireAdminToken(self.admin_token.clone()),
+        );
 
         let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
         let router = Server::builder()
@@ -131,7 +164,8 @@ impl Application {
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(metrics);
+            .add_service(metrics)
+            .add_service(admin);
         let incoming = TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true));
         let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
             let _ = serving_stopped.await;
@@ -143,6 +177,7 @@ impl Application {
         health_reporter
             .set_not_serving::<MetricsServiceServer<MetricsApi>>()
             .await;
+        shutting_down.cancel();
         let _ = stop_serving.send(());
         let deadline: Duration = grpc.shutdown_timeout.0;
         match tokio::time::timeout(deadline, &mut server).await {

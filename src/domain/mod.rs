@@ -275,6 +275,40 @@ impl fmt::Display for FactKey {
 /// Id of a load: grows by one with every load that changes something.
 pub type LoadId = i64;
 
+/// Why a fact's value changed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RevisionReason {
+    /// The company restated the figure.
+    Restated,
+    /// runrate's earlier value was wrong.
+    Corrected,
+    /// A reported figure replaced an estimate.
+    EstimateReplaced,
+}
+
+impl RevisionReason {
+    pub const ALL: [(RevisionReason, &'static str); 3] = [
+        (RevisionReason::Restated, "restated"),
+        (RevisionReason::Corrected, "corrected"),
+        (RevisionReason::EstimateReplaced, "estimate-replaced"),
+    ];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|(_, name)| *name == text)
+            .map(|(reason, _)| *reason)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(reason, _)| reason == self)
+            .map_or("", |(_, name)| name)
+    }
+}
+
 /// One recorded value of a fact. Revisions are appended, never overwritten.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FactRevision {
@@ -282,6 +316,8 @@ pub struct FactRevision {
     pub revision: i64,
     pub load_id: LoadId,
     pub recorded_at: SystemTime,
+    /// Why this revision replaced the previous one; `None` for a first revision.
+    pub reason: Option<RevisionReason>,
     pub body: FactBody,
 }
 

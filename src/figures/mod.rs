@@ -8,9 +8,12 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use crate::domain::{
-    Date, Decimal, FactBody, FactKey, FactStatus, FactValue, Metric, MetricKind, Money, Provider,
-    Quarter, ResourceId, Source, Unit,
+use crate::{
+    derived,
+    domain::{
+        Date, Decimal, FactBody, FactKey, FactStatus, FactValue, Metric, MetricKind, Money,
+        Provider, Quarter, ResourceId, RevisionReason, Source, Unit,
+    },
 };
 
 /// The Q1 2026 figures of the seed article, loaded into an empty store on first start.
@@ -27,7 +30,16 @@ pub struct FiguresFile {
     pub content_sha256: String,
     pub providers: Vec<Provider>,
     pub metrics: Vec<Metric>,
-    pub facts: Vec<(FactKey, FactBody)>,
+    pub facts: Vec<StatedFact>,
+}
+
+/// A fact as a file states it.
+#[derive(Debug, Clone)]
+pub struct StatedFact {
+    pub key: FactKey,
+    pub body: FactBody,
+    /// Why the file changes the fact, when it does; `None` lets the loader decide.
+    pub revision_reason: Option<RevisionReason>,
 }
 
 /// One thing wrong with a figures file.
@@ -216,6 +228,7 @@ struct RawFact {
     note: Option<String>,
     #[serde(default)]
     sources: Vec<String>,
+    revision_reason: Option<String>,
 }
 
 struct Checker<'a> {
@@ -350,6 +363,14 @@ impl Checker<'_> {
                 continue;
             };
             let subject = Some(format!("metric `{id}`"));
+            if derived::is_reserved_metric_id(id.as_str()) {
+                self.error(
+                    &span,
+                    subject.clone(),
+                    "ids ending in -qoq, -yoy or -share name derived figures; choose another id"
+                        .into(),
+                );
+            }
             let unit = Unit::parse(&metric.unit);
             if unit.is_none() {
                 self.error(
@@ -417,7 +438,7 @@ impl Checker<'_> {
         sources: &HashMap<String, Source>,
         providers: &[Provider],
         metrics: &[Metric],
-    ) -> Vec<(FactKey, FactBody)> {
+    ) -> Vec<StatedFact> {
         let mut facts = Vec::new();
         let mut first_line: HashMap<FactKey, usize> = HashMap::new();
         for spanned in raw {
@@ -432,7 +453,7 @@ impl Checker<'_> {
                 continue;
             };
             let line = line_of(self.text, span.start);
-            if let Some(first) = first_line.insert(checked.0.clone(), line) {
+            if let Some(first) = first_line.insert(checked.key.clone(), line) {
                 self.error(
                     &span,
                     subject,
@@ -453,7 +474,7 @@ impl Checker<'_> {
         sources: &HashMap<String, Source>,
         providers: &[Provider],
         metrics: &[Metric],
-    ) -> Option<(FactKey, FactBody)> {
+    ) -> Option<StatedFact> {
         let errors_before = self.errors.len();
         let fail = |checker: &mut Self, message: String| {
             checker.error(span, subject.clone(), message);
@@ -532,6 +553,18 @@ impl Checker<'_> {
                 ),
             }
         }
+        let revision_reason = fact.revision_reason.as_deref().and_then(|text| {
+            let reason = RevisionReason::parse(text);
+            if reason.is_none() {
+                fail(
+                    self,
+                    format!(
+                        "unknown revision_reason `{text}` (expected restated, corrected or estimate-replaced)"
+                    ),
+                );
+            }
+            reason
+        });
         if fact.lower_bound && fact.upper_bound {
             fail(
                 self,
@@ -595,7 +628,11 @@ impl Checker<'_> {
             note: fact.note,
             sources: resolved_sources,
         };
-        Some((key, body))
+        Some(StatedFact {
+            key,
+            body,
+            revision_reason,
+        })
     }
 }
 
@@ -775,7 +812,7 @@ kind = "quarterly-total"
             "{HEADER}\n[[facts]]\nprovider = \"aws\"\nmetric = \"cloud-revenue\"\nperiod = \"2026-Q1\"\nvalue = \"12.5B\"\nsources = [\"article\"]\n"
         );
         let figures = parse_text(&text).unwrap();
-        let (_, body) = &figures.facts[0];
+        let body = &figures.facts[0].body;
         let Some(FactValue::Money(money)) = &body.value else {
             panic!("not money: {body:?}");
         };

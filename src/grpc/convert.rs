@@ -1,7 +1,11 @@
 //! Domain values to protobuf messages. The one place that knows both.
 
-use crate::domain::{
-    self, FactRevision, FactStatus, FactValue, Metric, MetricKind, Provider, Quarter, Source,
+use crate::{
+    derived::{Derivation, DerivedFact},
+    domain::{
+        self, FactBody, FactKey, FactRevision, FactStatus, FactValue, LoadRecord, Metric,
+        MetricKind, Provider, Quarter, RevisionReason, Source,
+    },
 };
 
 use super::{
@@ -95,9 +99,25 @@ fn value(value: &FactValue) -> api::fact::Value {
     }
 }
 
-pub fn fact(revision: &FactRevision) -> api::Fact {
-    let key = &revision.key;
-    let body = &revision.body;
+fn revision_reason(reason: Option<RevisionReason>) -> api::RevisionReason {
+    match reason {
+        None => api::RevisionReason::Unspecified,
+        Some(RevisionReason::Restated) => api::RevisionReason::Restated,
+        Some(RevisionReason::Corrected) => api::RevisionReason::Corrected,
+        Some(RevisionReason::EstimateReplaced) => api::RevisionReason::EstimateReplaced,
+    }
+}
+
+fn derivation(derivation: Derivation) -> api::Derivation {
+    match derivation {
+        Derivation::QuarterOnQuarter => api::Derivation::QuarterOnQuarterChange,
+        Derivation::YearOnYear => api::Derivation::YearOnYearChange,
+        Derivation::ShareOfTotal => api::Derivation::ShareOfTotal,
+    }
+}
+
+/// The fields every fact message has, from its key and body.
+fn fact_message(key: &FactKey, body: &FactBody) -> api::Fact {
     api::Fact {
         name: names::fact_name(key),
         provider: names::provider_name(&key.provider),
@@ -113,9 +133,47 @@ pub fn fact(revision: &FactRevision) -> api::Fact {
         note: body.note.clone().unwrap_or_default(),
         sources: body.sources.iter().map(source).collect(),
         display_value: domain::display_value(body),
+        ..Default::default()
+    }
+}
+
+pub fn fact(revision: &FactRevision) -> api::Fact {
+    api::Fact {
         revision: revision.revision,
         load: names::load_name(revision.load_id),
         record_time: Some(revision.recorded_at.into()),
-        derived_from: Vec::new(),
+        revision_reason: revision_reason(revision.reason) as i32,
+        ..fact_message(&revision.key, &revision.body)
+    }
+}
+
+pub fn derived_fact(derived: &DerivedFact) -> api::Fact {
+    api::Fact {
+        load: names::load_name(derived.load_id),
+        record_time: Some(derived.recorded_at.into()),
+        derived_from: derived.inputs.iter().map(names::fact_name).collect(),
+        derivation: derivation(derived.derivation) as i32,
+        ..fact_message(&derived.key, &derived.body)
+    }
+}
+
+pub fn load<'a>(record: &LoadRecord, changes: impl Iterator<Item = &'a FactRevision>) -> api::Load {
+    let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    api::Load {
+        name: names::load_name(record.id),
+        create_time: Some(record.recorded_at.into()),
+        file_name: record.file_name.clone(),
+        content_sha256: record.content_sha256.clone(),
+        facts_added: count(record.facts_added),
+        facts_revised: count(record.facts_revised),
+        facts_unchanged: count(record.facts_unchanged),
+        definitions_changed: count(record.definitions_changed),
+        changes: changes
+            .map(|revision| api::FactChange {
+                fact: names::fact_name(&revision.key),
+                revision: revision.revision,
+                revision_reason: revision_reason(revision.reason) as i32,
+            })
+            .collect(),
     }
 }

@@ -9,6 +9,10 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// `ErrorInfo.domain` of every error runrate returns.
 pub const ERROR_DOMAIN: &str = "runrate.v1";
 
+/// Errors of a rejected figures file written into the status message and its details.
+const MAX_ERRORS_IN_MESSAGE: usize = 20;
+const MAX_ERRORS_IN_DETAILS: usize = 100;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// A request field is malformed; `field` is its path, e.g. `page_token`.
@@ -20,6 +24,15 @@ pub enum ApiError {
         resource_type: &'static str,
         resource_name: String,
     },
+    /// The request cannot be served in the current state; `reason` is the ErrorInfo reason.
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: &'static str,
+        message: String,
+    },
+    /// A figures file failed its checks: one entry per error.
+    #[error("the figures file was rejected")]
+    FiguresRejected { errors: Vec<String> },
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -66,6 +79,31 @@ impl From<ApiError> for Status {
                     HashMap::from([("resource".to_owned(), resource_name)]),
                 );
                 Status::with_error_details(Code::NotFound, message, details)
+            }
+            ApiError::FailedPrecondition { reason, message } => {
+                let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
+                Status::with_error_details(Code::FailedPrecondition, message, details)
+            }
+            ApiError::FiguresRejected { errors } => {
+                // Status messages and details travel in HTTP/2 trailers, whose size peers
+                // limit: a file with thousands of errors must not make the answer unreadable.
+                let mut message = format!(
+                    "the figures file was rejected with {} error(s); nothing was written:\n{}",
+                    errors.len(),
+                    errors[..errors.len().min(MAX_ERRORS_IN_MESSAGE)].join("\n")
+                );
+                if errors.len() > MAX_ERRORS_IN_MESSAGE {
+                    message.push_str(&format!(
+                        "\n… and {} more",
+                        errors.len() - MAX_ERRORS_IN_MESSAGE
+                    ));
+                }
+                let mut details = ErrorDetails::new();
+                for error in errors.into_iter().take(MAX_ERRORS_IN_DETAILS) {
+                    details.add_bad_request_violation("content", error);
+                }
+                details.set_error_info("FIGURES_FILE_REJECTED", ERROR_DOMAIN, HashMap::new());
+                Status::with_error_details(Code::InvalidArgument, message, details)
             }
             ApiError::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");

@@ -4,9 +4,12 @@ use std::time::SystemTime;
 
 use tonic::{Request, Response, Status};
 
+use tokio_stream::wrappers::ReceiverStream;
+
 use crate::{
-    domain::{FactKey, Quarter},
-    snapshot::{ReadSnapshot, SharedSnapshot},
+    derived::{self, DerivedFact},
+    domain::{FactKey, FactRevision, FactStatus, Quarter, ResourceId},
+    snapshot::{FactQuery, ReadSnapshot, SharedSnapshot},
 };
 
 use super::{
@@ -15,15 +18,17 @@ use super::{
     names,
     paging::{PageRequest, fingerprint},
     pb::runrate::v1::{self as api, metrics_service_server::MetricsService},
+    watch::{WatchConfig, watch_loads},
 };
 
 pub struct MetricsApi {
     snapshot: SharedSnapshot,
+    watch: WatchConfig,
 }
 
 impl MetricsApi {
-    pub fn new(snapshot: SharedSnapshot) -> Self {
-        MetricsApi { snapshot }
+    pub fn new(snapshot: SharedSnapshot, watch: WatchConfig) -> Self {
+        MetricsApi { snapshot, watch }
     }
 }
 
@@ -54,10 +59,7 @@ fn require_period(snapshot: &ReadSnapshot, period: Quarter) -> Result<Quarter, A
     }
 }
 
-fn require_provider(
-    snapshot: &ReadSnapshot,
-    id: &crate::domain::ResourceId,
-) -> Result<(), ApiError> {
+fn require_provider(snapshot: &ReadSnapshot, id: &ResourceId) -> Result<(), ApiError> {
     match snapshot.provider(id) {
         Some(_) => Ok(()),
         None => Err(ApiError::not_found(
@@ -67,14 +69,76 @@ fn require_provider(
     }
 }
 
-fn require_metric(snapshot: &ReadSnapshot, id: &crate::domain::ResourceId) -> Result<(), ApiError> {
-    match snapshot.metric(id) {
-        Some(_) => Ok(()),
-        None => Err(ApiError::not_found(
+/// A stored metric, or with `derived`, a derived metric id of a stored one.
+fn require_metric(snapshot: &ReadSnapshot, id: &ResourceId, derived: bool) -> Result<(), ApiError> {
+    let known = snapshot.metric(id).is_some()
+        || (derived
+            && derived::parse_derived_metric(id)
+                .is_some_and(|(base, _)| snapshot.metric(&base).is_some()));
+    if known {
+        Ok(())
+    } else {
+        Err(ApiError::not_found(
             "runrate.v1.Metric",
             names::metric_name(id),
-        )),
+        ))
     }
+}
+
+/// A fact a listing returns: stored, or computed on read.
+enum Listed<'a> {
+    Stored(&'a FactRevision),
+    Derived(DerivedFact),
+}
+
+impl Listed<'_> {
+    fn key(&self) -> &FactKey {
+        match self {
+            Listed::Stored(fact) => &fact.key,
+            Listed::Derived(fact) => &fact.key,
+        }
+    }
+
+    fn to_message(&self) -> api::Fact {
+        match self {
+            Listed::Stored(fact) => convert::fact(fact),
+            Listed::Derived(fact) => convert::derived_fact(fact),
+        }
+    }
+}
+
+/// Stored facts matching `query`, and the facts derived from the stored facts of the same
+/// providers and periods, merged in key order.
+fn facts_with_derived<'a>(
+    snapshot: &'a ReadSnapshot,
+    query: &FactQuery,
+    read_time: Option<SystemTime>,
+) -> Vec<Listed<'a>> {
+    let scope = FactQuery {
+        provider: query.provider.clone(),
+        period: query.period,
+        ..FactQuery::default()
+    };
+    let in_scope: Vec<&FactRevision> = snapshot.facts(scope, read_time, None).collect();
+    let derived = derived::derive_all(snapshot, &in_scope, read_time);
+    let metric_matches = |key: &FactKey| query.metric.as_ref().is_none_or(|m| &key.metric == m);
+    let mut listed: Vec<Listed<'a>> = in_scope
+        .into_iter()
+        .filter(|fact| {
+            metric_matches(&fact.key) && query.status.is_none_or(|s| fact.body.status == s)
+        })
+        .map(Listed::Stored)
+        .collect();
+    if query.status.is_none_or(|s| s == FactStatus::Derived) {
+        listed.extend(
+            derived
+                .into_iter()
+                .filter(|fact| metric_matches(&fact.key))
+                .map(Listed::Derived),
+        );
+    }
+    listed.sort_by(|a, b| a.key().cmp(b.key()));
+    listed
 }
 
 #[tonic::async_trait]
@@ -195,10 +259,21 @@ impl MetricsService for MetricsApi {
         let mut query = parse_fact_filter(&request.filter)?;
         let read_time = read_time(request.read_time.as_ref())?;
         let read_time_text = read_time.map(|t| format!("{t:?}")).unwrap_or_default();
+        let derived_text = if request.include_derived {
+            "derived"
+        } else {
+            ""
+        };
         let page = PageRequest::parse(
             request.page_size,
             &request.page_token,
-            fingerprint(&["facts", &request.parent, &request.filter, &read_time_text]),
+            fingerprint(&[
+                "facts",
+                &request.parent,
+                &request.filter,
+                &read_time_text,
+                derived_text,
+            ]),
         )?;
         let after = page
             .after
@@ -221,15 +296,25 @@ impl MetricsService for MetricsApi {
             require_provider(&snapshot, provider)?;
         }
         if let Some(metric) = &query.metric {
-            require_metric(&snapshot, metric)?;
+            require_metric(&snapshot, metric, request.include_derived)?;
         }
         if let Some(period) = query.period {
             require_period(&snapshot, period)?;
         }
-        let rest = snapshot.facts(&query, read_time, after.as_ref());
-        let (facts, next_page_token) = page.page(rest, |fact| names::fact_name(&fact.key));
+        let (facts, next_page_token) = if request.include_derived {
+            let listed = facts_with_derived(&snapshot, &query, read_time);
+            let rest = listed
+                .into_iter()
+                .filter(|fact| after.as_ref().is_none_or(|after| fact.key() > after));
+            let (page, token) = page.page(rest, |fact| names::fact_name(fact.key()));
+            (page.iter().map(Listed::to_message).collect(), token)
+        } else {
+            let rest = snapshot.facts(query, read_time, after.as_ref());
+            let (page, token) = page.page(rest, |fact| names::fact_name(&fact.key));
+            (page.into_iter().map(convert::fact).collect(), token)
+        };
         Ok(Response::new(api::ListFactsResponse {
-            facts: facts.into_iter().map(convert::fact).collect(),
+            facts,
             next_page_token,
         }))
     }
@@ -243,12 +328,17 @@ impl MetricsService for MetricsApi {
         let read_time = read_time(request.read_time.as_ref())?;
         let snapshot = self.snapshot.load();
         require_provider(&snapshot, &key.provider)?;
-        require_metric(&snapshot, &key.metric)?;
+        require_metric(&snapshot, &key.metric, true)?;
         require_period(&snapshot, key.period)?;
-        let fact = snapshot
-            .fact(&key, read_time)
-            .ok_or_else(|| ApiError::not_found("runrate.v1.Fact", names::fact_name(&key)))?;
-        Ok(Response::new(convert::fact(fact)))
+        let not_found = || ApiError::not_found("runrate.v1.Fact", names::fact_name(&key));
+        let fact = if snapshot.metric(&key.metric).is_some() {
+            convert::fact(snapshot.fact(&key, read_time).ok_or_else(not_found)?)
+        } else {
+            convert::derived_fact(
+                &derived::derive(&snapshot, &key, read_time).ok_or_else(not_found)?,
+            )
+        };
+        Ok(Response::new(fact))
     }
 
     async fn compare_providers(
@@ -294,5 +384,91 @@ impl MetricsService for MetricsApi {
                 .collect(),
             rows,
         }))
+    }
+
+    async fn list_fact_revisions(
+        &self,
+        request: Request<api::ListFactRevisionsRequest>,
+    ) -> Result<Response<api::ListFactRevisionsResponse>, Status> {
+        let request = request.into_inner();
+        let key = names::parse_fact_name("parent", &request.parent)?;
+        let page = PageRequest::parse(
+            request.page_size,
+            &request.page_token,
+            fingerprint(&["revisions", &request.parent]),
+        )?;
+        let before = page.after_number()?;
+        let snapshot = self.snapshot.load();
+        require_provider(&snapshot, &key.provider)?;
+        require_metric(&snapshot, &key.metric, false)?;
+        let revisions = snapshot.revisions(&key);
+        if revisions.is_empty() {
+            return Err(ApiError::not_found("runrate.v1.Fact", names::fact_name(&key)).into());
+        }
+        let rest = revisions
+            .iter()
+            .rev()
+            .filter(|r| before.is_none_or(|before| r.revision < before));
+        let (page, next_page_token) = page.page(rest, |r| r.revision.to_string());
+        Ok(Response::new(api::ListFactRevisionsResponse {
+            revisions: page.into_iter().map(convert::fact).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn list_loads(
+        &self,
+        request: Request<api::ListLoadsRequest>,
+    ) -> Result<Response<api::ListLoadsResponse>, Status> {
+        let request = request.into_inner();
+        let page = PageRequest::parse(
+            request.page_size,
+            &request.page_token,
+            fingerprint(&["loads"]),
+        )?;
+        let before = page.after_number()?;
+        let snapshot = self.snapshot.load();
+        let rest = snapshot
+            .loads()
+            .iter()
+            .rev()
+            .filter(|load| before.is_none_or(|before| load.id < before));
+        let (page, next_page_token) = page.page(rest, |load| load.id.to_string());
+        Ok(Response::new(api::ListLoadsResponse {
+            loads: page
+                .into_iter()
+                .map(|load| convert::load(load, snapshot.load_changes(load.id)))
+                .collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_load(
+        &self,
+        request: Request<api::GetLoadRequest>,
+    ) -> Result<Response<api::Load>, Status> {
+        let id = names::parse_load_name("name", &request.get_ref().name)?;
+        let snapshot = self.snapshot.load();
+        let load = snapshot
+            .load_record(id)
+            .ok_or_else(|| ApiError::not_found("runrate.v1.Load", names::load_name(id)))?;
+        Ok(Response::new(convert::load(
+            load,
+            snapshot.load_changes(id),
+        )))
+    }
+
+    type WatchLoadsStream = ReceiverStream<Result<api::WatchLoadsResponse, Status>>;
+
+    async fn watch_loads(
+        &self,
+        request: Request<api::WatchLoadsRequest>,
+    ) -> Result<Response<Self::WatchLoadsStream>, Status> {
+        let stream = watch_loads(
+            self.snapshot.clone(),
+            self.watch.clone(),
+            &request.get_ref().resume_token,
+        )?;
+        Ok(Response::new(stream))
     }
 }

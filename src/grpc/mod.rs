@@ -1,15 +1,19 @@
 //! The gRPC edge: generated protobuf types, conversions to and from the domain, request
 //! parsing (names, page tokens, filters), errors as `tonic::Status`, and the services.
 
+mod admin_service;
 mod convert;
 mod error;
 mod filter;
 mod metrics_service;
 mod names;
 mod paging;
+mod watch;
 
+pub use admin_service::{AdminApi, RequireAdminToken};
 pub use error::ApiError;
 pub use metrics_service::MetricsApi;
+pub use watch::WatchConfig;
 
 /// Generated protobuf code. Only this module includes it.
 pub mod pb {

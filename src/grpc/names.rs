@@ -96,6 +96,23 @@ pub fn parse_fact_name(field: &str, name: &str) -> Result<FactKey, ApiError> {
     })
 }
 
+pub fn parse_load_name(field: &str, name: &str) -> Result<i64, ApiError> {
+    let parts = segments(field, name, "loads/{load}")?;
+    parts[0]
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                field,
+                format!(
+                    "`{}` is not a load id (expected a positive integer)",
+                    parts[0]
+                ),
+            )
+        })
+}
+
 /// `providers/{provider}/periods/{period}`, where either may be `-` (all).
 pub fn parse_facts_parent(
     field: &str,

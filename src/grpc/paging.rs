@@ -65,6 +65,18 @@ impl PageRequest {
         })
     }
 
+    /// The cursor read as a number, for listings keyed by one (loads, revisions).
+    pub fn after_number(&self) -> Result<Option<i64>, ApiError> {
+        self.after
+            .as_deref()
+            .map(|text| {
+                text.parse().map_err(|_| {
+                    ApiError::invalid("page_token", "is not a page token for this listing")
+                })
+            })
+            .transpose()
+    }
+
     /// Takes one page from `items` (already positioned after the cursor) and the token
     /// for the next page, empty when there is none.
     pub fn page<T>(

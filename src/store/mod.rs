@@ -11,7 +11,9 @@ use std::{
 
 use async_trait::async_trait;
 
-use crate::domain::{FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider};
+use crate::domain::{
+    FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider, RevisionReason,
+};
 
 pub use sqlite::SqliteStore;
 
@@ -50,6 +52,8 @@ pub struct FactChange {
     pub key: FactKey,
     /// 1 for a new fact, one more than the current revision otherwise.
     pub revision: i64,
+    /// Why the fact changed; `None` for a new fact.
+    pub reason: Option<RevisionReason>,
     pub body: FactBody,
 }
 

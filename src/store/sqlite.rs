@@ -11,6 +11,7 @@ use sqlx::{
 use super::{LoadPlan, Store, StoreContents, StoreError, from_micros, to_micros};
 use crate::domain::{
     FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider, Quarter, ResourceId,
+    RevisionReason,
 };
 
 static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
@@ -95,7 +96,7 @@ impl Store for SqliteStore {
             contents.metrics.push(metric);
         }
         for row in sqlx::query(
-            "SELECT f.provider_id, f.period, f.metric_id, f.revision, f.load_id, l.recorded_at_us, f.body \
+            "SELECT f.provider_id, f.period, f.metric_id, f.revision, f.load_id, l.recorded_at_us, f.body, f.reason \
              FROM fact_revisions f JOIN loads l ON l.id = f.load_id \
              ORDER BY f.provider_id, f.period, f.metric_id, f.revision",
         )
@@ -109,11 +110,16 @@ impl Store for SqliteStore {
                 metric: ResourceId::parse(row.get(2)).map_err(|_| corrupt("metric"))?,
             };
             let body: FactBody = decode_json("fact", row.get(6))?;
+            let reason = match row.get::<Option<&str>, _>(7) {
+                None => None,
+                Some(text) => Some(RevisionReason::parse(text).ok_or_else(|| corrupt("reason"))?),
+            };
             contents.fact_revisions.push(FactRevision {
                 key,
                 revision: row.get(3),
                 load_id: row.get(4),
                 recorded_at: from_micros(row.get(5)),
+                reason,
                 body,
             });
         }
@@ -180,8 +186,8 @@ impl Store for SqliteStore {
         }
         for change in &plan.fact_changes {
             sqlx::query(
-                "INSERT INTO fact_revisions (provider_id, period, metric_id, revision, load_id, body) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO fact_revisions (provider_id, period, metric_id, revision, load_id, body, reason) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(change.key.provider.as_str())
             .bind(change.key.period.to_string())
@@ -189,6 +195,7 @@ impl Store for SqliteStore {
             .bind(change.revision)
             .bind(id)
             .bind(encode_json(&change.body)?)
+            .bind(change.reason.map(|reason| reason.as_str()))
             .execute(&mut *tx)
             .await?;
         }

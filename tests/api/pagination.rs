@@ -23,7 +23,7 @@ async fn all_fact_names(
                 filter: filter.into(),
                 page_size,
                 page_token: page_token.clone(),
-                read_time: None,
+                ..Default::default()
             })
             .await
             .expect("list a page of facts")
