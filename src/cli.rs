@@ -5,12 +5,17 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use tonic::transport::{Channel, Endpoint};
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    transport::{Channel, Endpoint},
+};
+use tonic_types::StatusExt;
 
 use crate::{
     domain::Quarter,
     grpc::pb::runrate::v1::{
-        CompareProvidersRequest, metrics_service_client::MetricsServiceClient,
+        CompareProvidersRequest, LoadFiguresRequest, RevisionReason,
+        admin_service_client::AdminServiceClient, metrics_service_client::MetricsServiceClient,
     },
     report,
     settings::Settings,
@@ -46,6 +51,57 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Load a figures file (a new quarter, or a restatement) into a running server.
+    Load {
+        /// The figures file (TOML; see the README for the format).
+        file: PathBuf,
+        /// Check the file and show what it would change, without writing anything.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct TokenArgs {
+    /// The admin token (default: read from --token-file).
+    #[arg(
+        long = "token",
+        value_name = "TOKEN",
+        env = "RUNRATE_ADMIN_TOKEN",
+        hide_env_values = true
+    )]
+    token: Option<String>,
+    /// The file the server wrote its generated admin token to.
+    #[arg(
+        long = "token-file",
+        value_name = "FILE",
+        default_value = "runrate-data/admin-token"
+    )]
+    token_file: PathBuf,
+}
+
+impl TokenArgs {
+    fn bearer(&self) -> anyhow::Result<MetadataValue<Ascii>> {
+        let token = match &self.token {
+            Some(token) => token.trim().to_owned(),
+            None => std::fs::read_to_string(&self.token_file)
+                .with_context(|| {
+                    format!(
+                        "cannot read the admin token from {} (pass --token, set RUNRATE_ADMIN_TOKEN, or point --token-file at <data_dir>/admin-token)",
+                        self.token_file.display()
+                    )
+                })?
+                .trim()
+                .to_owned(),
+        };
+        format!("Bearer {token}")
+            .parse()
+            .context("the admin token has characters a header cannot carry")
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -85,6 +141,90 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             server,
             json,
         } => print_report(period, &server, json).await,
+        Command::Load {
+            file,
+            dry_run,
+            server,
+            token,
+        } => load_figures(&file, dry_run, &server, &token).await,
+    }
+}
+
+async fn load_figures(
+    file: &std::path::Path,
+    dry_run: bool,
+    server: &ServerArgs,
+    token: &TokenArgs,
+) -> anyhow::Result<()> {
+    let content = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let file_name = file.file_name().map_or_else(
+        || file.display().to_string(),
+        |name| name.to_string_lossy().into_owned(),
+    );
+    let mut request = tonic::Request::new(LoadFiguresRequest {
+        file_name: file_name.clone(),
+        content,
+        validate_only: dry_run,
+    });
+    request
+        .metadata_mut()
+        .insert("authorization", token.bearer()?);
+    let mut client = AdminServiceClient::new(server.connect().await?);
+    let response = match client.load_figures(request).await {
+        Ok(response) => response.into_inner(),
+        Err(status) => {
+            let violations = status
+                .get_details_bad_request()
+                .map(|bad| bad.field_violations)
+                .unwrap_or_default();
+            if violations.is_empty() {
+                anyhow::bail!("{}: {}", status.code(), status.message());
+            }
+            for violation in &violations {
+                eprintln!("{}", violation.description);
+            }
+            let total = status
+                .get_details_error_info()
+                .and_then(|info| info.metadata.get("error_count")?.parse().ok())
+                .unwrap_or(violations.len());
+            anyhow::bail!("{file_name} was rejected with {total} error(s); nothing was written");
+        }
+    };
+    let counts = format!(
+        "{} facts added, {} revised, {} unchanged, {} definitions changed",
+        response.facts_added,
+        response.facts_revised,
+        response.facts_unchanged,
+        response.definitions_changed
+    );
+    match &response.load {
+        _ if response.validate_only => {
+            println!("{file_name} is valid. Loading it would give: {counts}. Nothing was written.")
+        }
+        Some(load) => {
+            println!("Loaded {file_name} as {}: {counts}.", load.name);
+            for change in &load.changes {
+                let reason = RevisionReason::try_from(change.revision_reason)
+                    .ok()
+                    .filter(|r| *r != RevisionReason::Unspecified)
+                    .map(|r| format!(" ({})", reason_text(r)))
+                    .unwrap_or_default();
+                println!("  {} revision {}{reason}", change.fact, change.revision);
+            }
+        }
+        None => println!(
+            "Nothing to load: {file_name} changes nothing ({counts}). No load was created."
+        ),
+    }
+    Ok(())
+}
+
+fn reason_text(reason: RevisionReason) -> &'static str {
+    match reason {
+        RevisionReason::Unspecified => "",
+        RevisionReason::Restated => "restated",
+        RevisionReason::Corrected => "corrected",
+        RevisionReason::EstimateReplaced => "estimate replaced by a reported figure",
     }
 }
 

@@ -52,6 +52,10 @@ impl FigureLoader {
         }
     }
 
+    pub fn store(&self) -> Arc<dyn Store> {
+        self.store.clone()
+    }
+
     pub fn snapshot(&self) -> SharedSnapshot {
         self.snapshot.clone()
     }

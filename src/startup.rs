@@ -109,6 +109,10 @@ impl Application {
         self.loader.clone()
     }
 
+    pub fn store(&self) -> Arc<dyn store::Store> {
+        self.loader.store()
+    }
+
     /// Serves until `shutdown` completes, then lets requests in flight finish for at most
     /// `grpc.shutdown_timeout` before dropping the connections that are left.
     pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {

@@ -213,11 +213,11 @@ struct RawMetric {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawFact {
-    provider: String,
-    metric: String,
-    period: String,
-    status: Option<String>,
-    value: Option<toml::Value>,
+    provider: Spanned<String>,
+    metric: Spanned<String>,
+    period: Spanned<String>,
+    status: Option<Spanned<String>>,
+    value: Option<Spanned<toml::Value>>,
     #[serde(default)]
     approximate: bool,
     #[serde(default)]
@@ -226,9 +226,8 @@ struct RawFact {
     upper_bound: bool,
     estimated_by: Option<String>,
     note: Option<String>,
-    #[serde(default)]
-    sources: Vec<String>,
-    revision_reason: Option<String>,
+    sources: Option<Spanned<Vec<String>>>,
+    revision_reason: Option<Spanned<String>>,
 }
 
 struct Checker<'a> {
@@ -446,7 +445,9 @@ impl Checker<'_> {
             let fact = spanned.into_inner();
             let subject = Some(format!(
                 "fact {} / {} / {}",
-                fact.provider, fact.metric, fact.period
+                fact.provider.get_ref(),
+                fact.metric.get_ref(),
+                fact.period.get_ref()
             ));
             let Some(checked) = self.check_fact(&span, &subject, fact, sources, providers, metrics)
             else {
@@ -476,21 +477,34 @@ impl Checker<'_> {
         metrics: &[Metric],
     ) -> Option<StatedFact> {
         let errors_before = self.errors.len();
-        let fail = |checker: &mut Self, message: String| {
-            checker.error(span, subject.clone(), message);
+        // Each error points at the line of the field it is about.
+        let fail = |checker: &mut Self, at: &Range<usize>, message: String| {
+            checker.error(at, subject.clone(), message);
         };
+        let provider_span = fact.provider.span();
+        let metric_span = fact.metric.span();
+        let period_span = fact.period.span();
+        let sources_span = fact.sources.as_ref().map_or(span.clone(), Spanned::span);
+        let listed_sources = fact
+            .sources
+            .as_ref()
+            .map_or(&[][..], |s| s.get_ref().as_slice());
+        let value_span = fact.value.as_ref().map_or(span.clone(), Spanned::span);
+        let status_span = fact.status.as_ref().map_or(span.clone(), Spanned::span);
 
-        let provider = ResourceId::parse(&fact.provider).ok();
+        let provider = ResourceId::parse(fact.provider.get_ref()).ok();
         match &provider {
             None => fail(
                 self,
-                format!("provider `{}` is not a valid id", fact.provider),
+                &provider_span,
+                format!("provider `{}` is not a valid id", fact.provider.get_ref()),
             ),
             Some(id)
                 if !providers.iter().any(|p| &p.id == id) && !self.known.known_provider(id) =>
             {
                 fail(
                     self,
+                    &provider_span,
                     format!(
                         "provider `{id}` is not defined (add it under [[providers]] in this file)"
                     ),
@@ -498,7 +512,7 @@ impl Checker<'_> {
             }
             Some(_) => {}
         }
-        let metric = ResourceId::parse(&fact.metric)
+        let metric = ResourceId::parse(fact.metric.get_ref())
             .ok()
             .and_then(|id| {
                 metrics
@@ -510,26 +524,32 @@ impl Checker<'_> {
         if metric.is_none() {
             fail(
                 self,
+                &metric_span,
                 format!(
                     "metric `{}` is not defined (add it under [[metrics]] in this file)",
-                    fact.metric
+                    fact.metric.get_ref()
                 ),
             );
         }
-        let period = match Quarter::parse(&fact.period) {
+        let period = match Quarter::parse(fact.period.get_ref()) {
             Ok(period) => Some(period),
             Err(err) => {
-                fail(self, format!("period: {err}"));
+                fail(self, &period_span, format!("period: {err}"));
                 None
             }
         };
-        let status = match fact.status.as_deref().unwrap_or("reported") {
+        let status = match fact
+            .status
+            .as_ref()
+            .map_or("reported", |s| s.get_ref().as_str())
+        {
             "reported" => Some(FactStatus::Reported),
             "estimated" => Some(FactStatus::Estimated),
             "not-disclosed" => Some(FactStatus::NotDisclosed),
             other => {
                 fail(
                     self,
+                    &status_span,
                     format!(
                         "unknown status `{other}` (expected reported, estimated or not-disclosed)"
                     ),
@@ -537,27 +557,31 @@ impl Checker<'_> {
                 None
             }
         };
-        if fact.sources.is_empty() {
+        if listed_sources.is_empty() {
             fail(
                 self,
+                &sources_span,
                 "has no source (list at least one id from [[sources]] in `sources`)".into(),
             );
         }
         let mut resolved_sources = Vec::new();
-        for id in &fact.sources {
+        for id in listed_sources {
             match sources.get(id) {
                 Some(source) => resolved_sources.push(source.clone()),
                 None => fail(
                     self,
+                    &sources_span,
                     format!("source `{id}` is not defined under [[sources]] in this file"),
                 ),
             }
         }
-        let revision_reason = fact.revision_reason.as_deref().and_then(|text| {
-            let reason = RevisionReason::parse(text);
+        let revision_reason = fact.revision_reason.as_ref().and_then(|text| {
+            let reason = RevisionReason::parse(text.get_ref());
             if reason.is_none() {
+                let text = text.get_ref();
                 fail(
                     self,
+                    span,
                     format!(
                         "unknown revision_reason `{text}` (expected restated, corrected or estimate-replaced)"
                     ),
@@ -568,12 +592,14 @@ impl Checker<'_> {
         if fact.lower_bound && fact.upper_bound {
             fail(
                 self,
+                span,
                 "cannot be both a lower bound and an upper bound".into(),
             );
         }
         if fact.estimated_by.is_some() && status != Some(FactStatus::Estimated) {
             fail(
                 self,
+                &status_span,
                 "estimated_by is given but the status is not `estimated`".into(),
             );
         }
@@ -582,28 +608,31 @@ impl Checker<'_> {
         match (status, &fact.value) {
             (Some(FactStatus::NotDisclosed), Some(_)) => fail(
                 self,
+                &value_span,
                 "has a value but its status is `not-disclosed` (a figure that is not disclosed has no value)".into(),
             ),
             (Some(FactStatus::NotDisclosed), None) => {
                 if fact.approximate || fact.lower_bound || fact.upper_bound {
                     fail(
                         self,
+                        span,
                         "is not disclosed, so it cannot be approximate or a bound".into(),
                     );
                 }
             }
             (Some(_), None) => fail(
                 self,
+                span,
                 "has no value (write status = \"not-disclosed\" when the source does not disclose it)".into(),
             ),
             (Some(_), Some(raw_value)) => {
                 if let Some(metric) = &metric {
-                    match parse_value(&metric.unit, raw_value) {
+                    match parse_value(&metric.unit, raw_value.get_ref()) {
                         Ok((parsed, stated_precision)) => {
                             value = Some(parsed);
                             precision = stated_precision;
                         }
-                        Err(message) => fail(self, message),
+                        Err(message) => fail(self, &value_span, message),
                     }
                 }
             }
@@ -831,7 +860,16 @@ kind = "quarterly-total"
         assert!(all.contains("provider `nobody` is not defined"), "{all}");
         assert!(all.contains("`2026-Q5` is not a calendar quarter"), "{all}");
         assert!(all.contains("has no source"), "{all}");
-        assert!(errors.iter().all(|e| e.line == Some(19)), "{errors:?}");
+        let line_of_error = |needle: &str| {
+            errors
+                .iter()
+                .find(|e| e.message.contains(needle))
+                .and_then(|e| e.line)
+        };
+        assert_eq!(line_of_error("provider `nobody`"), Some(20), "{all}");
+        assert_eq!(line_of_error("2026-Q5"), Some(22), "{all}");
+        assert_eq!(line_of_error("is negative"), Some(23), "{all}");
+        assert_eq!(line_of_error("has no source"), Some(19), "{all}");
     }
 
     #[test]

@@ -99,10 +99,14 @@ impl From<ApiError> for Status {
                     ));
                 }
                 let mut details = ErrorDetails::new();
+                details.set_error_info(
+                    "FIGURES_FILE_REJECTED",
+                    ERROR_DOMAIN,
+                    HashMap::from([("error_count".to_owned(), errors.len().to_string())]),
+                );
                 for error in errors.into_iter().take(MAX_ERRORS_IN_DETAILS) {
                     details.add_bad_request_violation("content", error);
                 }
-                details.set_error_info("FIGURES_FILE_REJECTED", ERROR_DOMAIN, HashMap::new());
                 Status::with_error_details(Code::InvalidArgument, message, details)
             }
             ApiError::Internal(err) => {

@@ -88,7 +88,7 @@ fn require_metric(snapshot: &ReadSnapshot, id: &ResourceId, derived: bool) -> Re
 /// A fact a listing returns: stored, or computed on read.
 enum Listed<'a> {
     Stored(&'a FactRevision),
-    Derived(DerivedFact),
+    Derived(Box<DerivedFact>),
 }
 
 impl Listed<'_> {
@@ -134,7 +134,7 @@ fn facts_with_derived<'a>(
             derived
                 .into_iter()
                 .filter(|fact| metric_matches(&fact.key))
-                .map(Listed::Derived),
+                .map(|fact| Listed::Derived(Box::new(fact))),
         );
     }
     listed.sort_by(|a, b| a.key().cmp(b.key()));

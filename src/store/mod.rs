@@ -85,6 +85,10 @@ pub trait Store: Send + Sync + 'static {
     /// Id of the newest load, 0 when nothing was ever loaded.
     async fn head_load_id(&self) -> Result<LoadId, StoreError>;
 
+    /// Every row of every table as text, tables by name and rows in insertion order: two
+    /// dumps are equal exactly when the stored data is.
+    async fn dump(&self) -> Result<String, StoreError>;
+
     /// Writes the plan as load `base_load_id + 1` in one transaction, or nothing at all.
     /// Fails with [`StoreError::Conflict`] when another load committed since the plan.
     async fn commit_load(&self, plan: &LoadPlan) -> Result<LoadRecord, StoreError>;

@@ -133,6 +133,39 @@ impl Store for SqliteStore {
         Ok(head)
     }
 
+    async fn dump(&self) -> Result<String, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+        )
+        .fetch_all(&mut *connection)
+        .await?;
+        let mut dump = String::new();
+        for table in tables {
+            let columns: Vec<String> =
+                sqlx::query_scalar("SELECT name FROM pragma_table_info(?) ORDER BY cid")
+                    .bind(&table)
+                    .fetch_all(&mut *connection)
+                    .await?;
+            let row_text = columns
+                .iter()
+                .map(|column| format!("quote(\"{column}\")"))
+                .collect::<Vec<_>>()
+                .join(" || '|' || ");
+            let rows: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT {row_text} FROM \"{table}\" ORDER BY rowid"
+            ))
+            .fetch_all(&mut *connection)
+            .await?;
+            dump.push_str(&format!("-- {table} ({})\n", columns.join(", ")));
+            for row in rows {
+                dump.push_str(&row);
+                dump.push('\n');
+            }
+        }
+        Ok(dump)
+    }
+
     async fn commit_load(&self, plan: &LoadPlan) -> Result<LoadRecord, StoreError> {
         // IMMEDIATE takes the write lock up front, so the head check below cannot race
         // another writer.

@@ -1,12 +1,20 @@
 //! Starts the real server on a free port with a fresh data directory, and hands out
 //! generated gRPC clients connected to it over TCP.
 
-use std::{net::SocketAddr, path::PathBuf, sync::Once};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Once},
+};
 
 use runrate::{
-    api::metrics_service_client::MetricsServiceClient,
+    api::{
+        LoadFiguresRequest, LoadFiguresResponse, admin_service_client::AdminServiceClient,
+        metrics_service_client::MetricsServiceClient,
+    },
     settings::{ListenAddress, Settings},
     startup::Application,
+    store::Store,
 };
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
@@ -15,6 +23,7 @@ use tonic::transport::Channel;
 pub struct TestServer {
     pub address: SocketAddr,
     pub data_dir: PathBuf,
+    pub store: Arc<dyn Store>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     // Dropped last: removes the data directory.
@@ -58,6 +67,7 @@ impl TestServer {
             .await
             .expect("the server starts");
         let address = application.grpc_address();
+        let store = application.store();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(application.run_until(async {
             let _ = stopped.await;
@@ -65,6 +75,7 @@ impl TestServer {
         TestServer {
             address,
             data_dir,
+            store,
             stop: Some(stop),
             task: Some(task),
             _temp: None,
@@ -109,5 +120,58 @@ impl TestServer {
         let mut server = TestServer::start_with(test_settings(data_dir)).await;
         server._temp = temp;
         server
+    }
+}
+
+/// The example figures files under `tests/figures/`.
+pub fn figures_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/figures")
+        .join(name)
+}
+
+impl TestServer {
+    /// The admin token the server generated into its data directory.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("admin-token"))
+            .expect("the server wrote its admin token")
+            .trim()
+            .to_owned()
+    }
+
+    /// Calls LoadFigures with the given bytes and token.
+    pub async fn load_with_token(
+        &self,
+        file_name: &str,
+        content: Vec<u8>,
+        validate_only: bool,
+        token: Option<&str>,
+    ) -> Result<LoadFiguresResponse, tonic::Status> {
+        let mut request = tonic::Request::new(LoadFiguresRequest {
+            file_name: file_name.into(),
+            content,
+            validate_only,
+        });
+        if let Some(token) = token {
+            let value = format!("Bearer {token}").parse().expect("a header value");
+            request.metadata_mut().insert("authorization", value);
+        }
+        let mut admin = AdminServiceClient::new(self.channel().await);
+        admin
+            .load_figures(request)
+            .await
+            .map(tonic::Response::into_inner)
+    }
+
+    /// Loads an example file from `tests/figures/` with the right token.
+    pub async fn load_example(&self, name: &str) -> Result<LoadFiguresResponse, tonic::Status> {
+        let content = std::fs::read(figures_file(name)).expect("read the example file");
+        let token = self.admin_token();
+        self.load_with_token(name, content, false, Some(&token))
+            .await
+    }
+
+    pub async fn dump(&self) -> String {
+        self.store.dump().await.expect("dump the store")
     }
 }

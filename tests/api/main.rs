@@ -4,6 +4,7 @@
 mod bad_input;
 mod cli;
 mod helpers;
+mod loading;
 mod pagination;
 mod seed;
 mod standard_services;
