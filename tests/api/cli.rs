@@ -159,3 +159,81 @@ fn a_bad_setting_stops_start_up_naming_the_key() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("grpc.listen"), "{stderr}");
 }
+
+fn run_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(BINARY)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run runrate")
+}
+
+#[test]
+fn load_sends_a_file_and_says_what_it_did() {
+    let dir = tempfile::tempdir().expect("a working directory");
+    let server = serve_in(dir.path());
+    let example = crate::helpers::figures_file("2026-q2-example.toml");
+    let example = example.to_str().expect("a UTF-8 path");
+    let restatement = crate::helpers::figures_file("2026-q1-restatement-example.toml");
+    let restatement = restatement.to_str().expect("a UTF-8 path");
+
+    let output = run_in(
+        dir.path(),
+        &["load", restatement, "--dry-run", "--server", &server.url],
+    );
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("0 facts added, 2 revised"), "{stdout}");
+    assert!(stdout.contains("Nothing was written"), "{stdout}");
+
+    let output = run_in(dir.path(), &["load", example, "--server", &server.url]);
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        stdout.starts_with("Loaded 2026-q2-example.toml as loads/2: 21 facts added, 0 revised"),
+        "{stdout}"
+    );
+
+    let output = run_in(dir.path(), &["load", example, "--server", &server.url]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("Nothing to load"));
+
+    let output = run_in(dir.path(), &["load", restatement, "--server", &server.url]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("providers/azure/periods/2026-q1/facts/ai-revenue-run-rate revision 2 (estimate replaced by a reported figure)"), "{stdout}");
+
+    let bad = crate::helpers::figures_file("bad/negative-revenue.toml");
+    let output = run_in(
+        dir.path(),
+        &[
+            "load",
+            bad.to_str().expect("UTF-8"),
+            "--server",
+            &server.url,
+        ],
+    );
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("negative-revenue.toml:13: fact aws / cloud-revenue / 2026-Q3: value -5000000000 is negative"), "{stderr}");
+    assert!(
+        stderr.contains("rejected with 1 error(s); nothing was written"),
+        "{stderr}"
+    );
+
+    let output = run_in(
+        dir.path(),
+        &[
+            "load",
+            example,
+            "--server",
+            &server.url,
+            "--token",
+            "wrong-token-wrong-token",
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("the admin token is wrong"),
+        "{output:?}"
+    );
+}

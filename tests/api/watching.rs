@@ -1,0 +1,209 @@
+//! WatchLoads: live events, resuming without gaps or repeats, heartbeats, and expired
+//! tokens.
+
+use std::time::Duration;
+
+use runrate::api::{WatchLoadsRequest, WatchLoadsResponse, watch_loads_response::Event};
+use tonic::{Code, Streaming};
+use tonic_types::StatusExt;
+
+use crate::helpers::{TestServer, test_settings};
+
+async fn next(stream: &mut Streaming<WatchLoadsResponse>) -> WatchLoadsResponse {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("an event within 10 s")
+        .expect("a healthy stream")
+        .expect("the stream is open")
+}
+
+async fn watch(server: &TestServer, resume_token: &str) -> Streaming<WatchLoadsResponse> {
+    server
+        .metrics()
+        .await
+        .watch_loads(WatchLoadsRequest {
+            resume_token: resume_token.into(),
+        })
+        .await
+        .expect("open a watch")
+        .into_inner()
+}
+
+fn load_name(response: &WatchLoadsResponse) -> Option<&str> {
+    match &response.event {
+        Some(Event::Load(event)) => event.load.as_ref().map(|load| load.name.as_str()),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_watcher_receives_each_load_as_one_event() {
+    let server = TestServer::start().await;
+    let mut stream = watch(&server, "").await;
+    let current = next(&mut stream).await;
+    assert!(
+        matches!(current.event, Some(Event::Current(_))),
+        "{current:?}"
+    );
+
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load");
+    let event = next(&mut stream).await;
+    let Some(Event::Load(load_event)) = &event.event else {
+        panic!("not a load event: {event:?}");
+    };
+    assert_eq!(
+        load_event.load.as_ref().map(|l| l.name.as_str()),
+        Some("loads/2")
+    );
+    assert_eq!(
+        load_event.facts.len(),
+        21,
+        "every fact of the load in the one event"
+    );
+    assert!(
+        load_event
+            .facts
+            .iter()
+            .all(|f| f.period == "periods/2026-q2")
+    );
+    assert_ne!(event.resume_token, current.resume_token);
+
+    server
+        .load_example("2026-q1-restatement-example.toml")
+        .await
+        .expect("load");
+    let event = next(&mut stream).await;
+    assert_eq!(load_name(&event), Some("loads/3"));
+}
+
+#[tokio::test]
+async fn resuming_delivers_exactly_the_loads_missed() {
+    let server = TestServer::start().await;
+    let mut stream = watch(&server, "").await;
+    let token_at_seed = next(&mut stream).await.resume_token;
+    drop(stream);
+
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load 2");
+    server
+        .load_example("2026-q1-restatement-example.toml")
+        .await
+        .expect("load 3");
+
+    let mut stream = watch(&server, &token_at_seed).await;
+    let second = next(&mut stream).await;
+    assert_eq!(load_name(&second), Some("loads/2"));
+    let third = next(&mut stream).await;
+    assert_eq!(load_name(&third), Some("loads/3"));
+    let current = next(&mut stream).await;
+    assert!(
+        matches!(current.event, Some(Event::Current(_))),
+        "{current:?}"
+    );
+
+    // From the token of load 2, only load 3 is missing.
+    let mut stream = watch(&server, &second.resume_token).await;
+    assert_eq!(load_name(&next(&mut stream).await), Some("loads/3"));
+    assert!(matches!(
+        next(&mut stream).await.event,
+        Some(Event::Current(_))
+    ));
+
+    // And a load after resuming arrives live, once.
+    server
+        .load_example("new-provider-example.toml")
+        .await
+        .expect("load 4");
+    assert_eq!(load_name(&next(&mut stream).await), Some("loads/4"));
+}
+
+#[tokio::test]
+async fn heartbeats_carry_the_current_token() {
+    let temp = tempfile::tempdir().expect("a data directory");
+    let mut settings = test_settings(temp.path().to_path_buf());
+    settings.watch.heartbeat_interval = runrate::settings::TextDuration(Duration::from_millis(100));
+    let server = TestServer::start_with(settings).await;
+    let mut stream = watch(&server, "").await;
+    let current = next(&mut stream).await;
+    let beat = next(&mut stream).await;
+    assert!(matches!(beat.event, Some(Event::Heartbeat(_))), "{beat:?}");
+    assert_eq!(beat.resume_token, current.resume_token);
+}
+
+#[tokio::test]
+async fn a_token_too_old_fails_with_a_reason_to_list_again() {
+    let temp = tempfile::tempdir().expect("a data directory");
+    let mut settings = test_settings(temp.path().to_path_buf());
+    settings.watch.resume_history_loads = 1;
+    let server = TestServer::start_with(settings).await;
+    let mut stream = watch(&server, "").await;
+    let old_token = next(&mut stream).await.resume_token;
+    drop(stream);
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load 2");
+    server
+        .load_example("2026-q1-restatement-example.toml")
+        .await
+        .expect("load 3");
+
+    let status = server
+        .metrics()
+        .await
+        .watch_loads(WatchLoadsRequest {
+            resume_token: old_token,
+        })
+        .await
+        .expect_err("too old");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(
+        status.get_details_error_info().map(|info| info.reason),
+        Some("RESUME_TOKEN_EXPIRED".to_owned())
+    );
+
+    let status = server
+        .metrics()
+        .await
+        .watch_loads(WatchLoadsRequest {
+            resume_token: "made-up".into(),
+        })
+        .await
+        .expect_err("not a token");
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn a_token_from_another_store_is_refused() {
+    let first = TestServer::start().await;
+    server_load_two(&first).await;
+    let mut stream = watch(&first, "").await;
+    let token_at_three = next(&mut stream).await.resume_token;
+
+    let second = TestServer::start().await;
+    let status = second
+        .metrics()
+        .await
+        .watch_loads(WatchLoadsRequest {
+            resume_token: token_at_three,
+        })
+        .await
+        .expect_err("another history");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+}
+
+async fn server_load_two(server: &TestServer) {
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load 2");
+    server
+        .load_example("2026-q1-restatement-example.toml")
+        .await
+        .expect("load 3");
+}
