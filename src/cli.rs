@@ -203,13 +203,17 @@ async fn load_figures(
         }
         Some(load) => {
             println!("Loaded {file_name} as {}: {counts}.", load.name);
-            for change in &load.changes {
+            // New facts are many and need no explanation; revisions each get a line.
+            for change in load.changes.iter().filter(|c| c.revision > 1) {
                 let reason = RevisionReason::try_from(change.revision_reason)
                     .ok()
                     .filter(|r| *r != RevisionReason::Unspecified)
                     .map(|r| format!(" ({})", reason_text(r)))
                     .unwrap_or_default();
-                println!("  {} revision {}{reason}", change.fact, change.revision);
+                println!(
+                    "  revised {} to revision {}{reason}",
+                    change.fact, change.revision
+                );
             }
         }
         None => println!(

@@ -200,7 +200,7 @@ fn load_sends_a_file_and_says_what_it_did() {
 
     let output = run_in(dir.path(), &["load", restatement, "--server", &server.url]);
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains("providers/azure/periods/2026-q1/facts/ai-revenue-run-rate revision 2 (estimate replaced by a reported figure)"), "{stdout}");
+    assert!(stdout.contains("  revised providers/azure/periods/2026-q1/facts/ai-revenue-run-rate to revision 2 (estimate replaced by a reported figure)"), "{stdout}");
 
     let bad = crate::helpers::figures_file("bad/negative-revenue.toml");
     let output = run_in(
