@@ -7,6 +7,7 @@ pub mod domain;
 pub mod figures;
 pub mod grpc;
 pub mod loader;
+pub mod newsletter;
 pub mod report;
 pub mod settings;
 pub mod snapshot;

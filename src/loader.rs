@@ -149,6 +149,7 @@ fn plan_load(snapshot: &ReadSnapshot, figures: FiguresFile) -> LoadPlan {
         facts_added: 0,
         facts_revised: 0,
         facts_unchanged: 0,
+        notify_providers: Vec::new(),
     };
     for stated in figures.facts {
         let (revision, reason) = match snapshot.fact(&stated.key, None) {
@@ -172,6 +173,9 @@ fn plan_load(snapshot: &ReadSnapshot, figures: FiguresFile) -> LoadPlan {
                 (current.revision + 1, Some(reason))
             }
         };
+        if !plan.notify_providers.contains(&stated.key.provider) {
+            plan.notify_providers.push(stated.key.provider.clone());
+        }
         plan.fact_changes.push(FactChange {
             key: stated.key,
             revision,

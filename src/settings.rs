@@ -5,6 +5,7 @@ use std::{
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
+    str::FromStr,
     time::Duration,
 };
 
@@ -23,6 +24,10 @@ pub struct Settings {
     pub load: LoadSettings,
     pub watch: WatchSettings,
     pub admin: AdminSettings,
+    pub http: HttpSettings,
+    pub newsletter: NewsletterSettings,
+    pub mail: MailSettings,
+    pub delivery: DeliverySettings,
     pub log: LogSettings,
 }
 
@@ -72,6 +77,89 @@ pub struct AdminSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    /// Address of the web side: sign-up page, confirm and unsubscribe links.
+    pub listen: ListenAddress,
+    /// The address readers reach the web side at, used in every link in emails.
+    pub public_base_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewsletterSettings {
+    /// How long a confirmation link stays valid.
+    pub confirmation_ttl: TextDuration,
+    /// A pending address gets at most one confirmation email per this window.
+    pub confirmation_resend_window: TextDuration,
+    /// Sign-ups allowed per client IP (IPv6 by /64) per `subscribe_rate_window`.
+    pub subscribe_rate_limit: u32,
+    pub subscribe_rate_window: TextDuration,
+}
+
+/// Where emails go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MailTransport {
+    /// Each email as an `.eml` file under `<data_dir>/mail`: no mail server needed.
+    File,
+    Smtp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    None,
+    Starttls,
+    Implicit,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MailSettings {
+    pub transport: MailTransport,
+    /// The sender, e.g. `runrate <newsletter@example.com>`.
+    pub from: String,
+    /// An address for `List-Unsubscribe: <mailto:…>` as well as the link; empty for none.
+    pub unsubscribe_mailto: String,
+    pub smtp: SmtpSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpSettings {
+    pub host: String,
+    pub port: u16,
+    pub tls: SmtpTls,
+    /// Empty for no authentication.
+    pub username: String,
+    pub password: Secret,
+    /// Long-lived connections kept open to the server.
+    pub pool_size: u32,
+    pub connect_timeout: TextDuration,
+    /// Longest one email may take, from MAIL FROM to the server's final answer.
+    pub send_timeout: TextDuration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverySettings {
+    /// Emails sent at once.
+    pub concurrency: u32,
+    /// Deliveries a worker claims at a time.
+    pub batch_size: u32,
+    /// Attempts before a delivery that keeps failing transiently is given up as failed.
+    pub max_attempts: u32,
+    /// Wait before the first retry; doubles with each attempt, up to `retry_max`.
+    pub retry_base: TextDuration,
+    pub retry_max: TextDuration,
+    /// How long a claimed delivery is held before another worker may take it over.
+    pub lease: TextDuration,
+    /// How often the worker looks for due deliveries when not woken by a load.
+    pub poll_interval: TextDuration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LogSettings {
     /// A tracing filter such as `info` or `runrate=debug,info`; `RUST_LOG` overrides it.
     pub filter: String,
@@ -97,6 +185,40 @@ impl Default for Settings {
             },
             admin: AdminSettings {
                 token: Secret(String::new()),
+            },
+            http: HttpSettings {
+                listen: ListenAddress(SocketAddr::from(([127, 0, 0, 1], 8080))),
+                public_base_url: "http://127.0.0.1:8080".into(),
+            },
+            newsletter: NewsletterSettings {
+                confirmation_ttl: TextDuration(Duration::from_secs(72 * 3600)),
+                confirmation_resend_window: TextDuration(Duration::from_secs(30 * 60)),
+                subscribe_rate_limit: 25,
+                subscribe_rate_window: TextDuration(Duration::from_secs(5 * 60)),
+            },
+            mail: MailSettings {
+                transport: MailTransport::File,
+                from: "runrate <newsletter@localhost>".into(),
+                unsubscribe_mailto: String::new(),
+                smtp: SmtpSettings {
+                    host: "127.0.0.1".into(),
+                    port: 25,
+                    tls: SmtpTls::None,
+                    username: String::new(),
+                    password: Secret(String::new()),
+                    pool_size: 4,
+                    connect_timeout: TextDuration(Duration::from_secs(10)),
+                    send_timeout: TextDuration(Duration::from_secs(60)),
+                },
+            },
+            delivery: DeliverySettings {
+                concurrency: 4,
+                batch_size: 100,
+                max_attempts: 8,
+                retry_base: TextDuration(Duration::from_secs(30)),
+                retry_max: TextDuration(Duration::from_secs(3600)),
+                lease: TextDuration(Duration::from_secs(300)),
+                poll_interval: TextDuration(Duration::from_secs(5)),
             },
             log: LogSettings {
                 filter: "info".into(),
@@ -161,7 +283,7 @@ impl Settings {
     fn validate(&self) -> Result<(), SettingsError> {
         let fail = |key: &str, expected: &str| {
             Err(SettingsError(format!(
-                "`{key}` is out of range (expected {expected})"
+                "`{key}` is not valid (expected {expected})"
             )))
         };
         if self.grpc.max_concurrent_streams == 0 {
@@ -178,6 +300,58 @@ impl Settings {
         }
         if self.watch.resume_history_loads == 0 {
             return fail("watch.resume_history_loads", "at least 1");
+        }
+        if self.newsletter.subscribe_rate_limit == 0 {
+            return fail("newsletter.subscribe_rate_limit", "at least 1");
+        }
+        for (key, value) in [
+            (
+                "newsletter.confirmation_ttl",
+                self.newsletter.confirmation_ttl,
+            ),
+            (
+                "newsletter.subscribe_rate_window",
+                self.newsletter.subscribe_rate_window,
+            ),
+            ("mail.smtp.connect_timeout", self.mail.smtp.connect_timeout),
+            ("mail.smtp.send_timeout", self.mail.smtp.send_timeout),
+            ("delivery.retry_base", self.delivery.retry_base),
+            ("delivery.retry_max", self.delivery.retry_max),
+            ("delivery.lease", self.delivery.lease),
+            ("delivery.poll_interval", self.delivery.poll_interval),
+        ] {
+            if value.0.is_zero() {
+                return fail(key, "a duration above zero");
+            }
+        }
+        for (key, value) in [
+            ("mail.smtp.pool_size", self.mail.smtp.pool_size),
+            ("delivery.concurrency", self.delivery.concurrency),
+            ("delivery.batch_size", self.delivery.batch_size),
+            ("delivery.max_attempts", self.delivery.max_attempts),
+        ] {
+            if value == 0 {
+                return fail(key, "at least 1");
+            }
+        }
+        if !(self.http.public_base_url.starts_with("http://")
+            || self.http.public_base_url.starts_with("https://"))
+        {
+            return fail("http.public_base_url", "an http:// or https:// URL");
+        }
+        if lettre::message::Mailbox::from_str(&self.mail.from).is_err() {
+            return fail(
+                "mail.from",
+                "an address such as `runrate <newsletter@example.com>`",
+            );
+        }
+        if !self.mail.unsubscribe_mailto.is_empty()
+            && lettre::Address::from_str(&self.mail.unsubscribe_mailto).is_err()
+        {
+            return fail("mail.unsubscribe_mailto", "an email address, or empty");
+        }
+        if self.mail.transport == MailTransport::Smtp && self.mail.smtp.host.trim().is_empty() {
+            return fail("mail.smtp.host", "a host name when mail.transport is smtp");
         }
         let token = self.admin.token.expose();
         if !token.is_empty() && (token.len() < 16 || token.chars().any(|c| !c.is_ascii_graphic())) {

@@ -11,8 +11,15 @@ use std::{
 
 use async_trait::async_trait;
 
-use crate::domain::{
-    FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider, RevisionReason,
+use crate::{
+    domain::{
+        FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider, ResourceId,
+        RevisionReason,
+    },
+    newsletter::model::{
+        ClaimedDelivery, DeliveryReport, DeliveryResult, NewToken, SubscribeCommand,
+        SubscribeOutcome, Subscriber, SubscriberState, TokenOutcome,
+    },
 };
 
 pub use sqlite::SqliteStore;
@@ -69,6 +76,9 @@ pub struct LoadPlan {
     pub facts_added: u32,
     pub facts_revised: u32,
     pub facts_unchanged: u32,
+    /// Providers whose facts the load adds or revises: their followers get an update
+    /// email, queued in the load's transaction. Empty: nobody is notified.
+    pub notify_providers: Vec<ResourceId>,
 }
 
 impl LoadPlan {
@@ -78,8 +88,13 @@ impl LoadPlan {
     }
 }
 
+/// Everything runrate stores: figures and the newsletter, in one database.
+pub trait Store: FigureStore + NewsletterStore {}
+
+impl<T: FigureStore + NewsletterStore> Store for T {}
+
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait FigureStore: Send + Sync + 'static {
     async fn read_contents(&self) -> Result<StoreContents, StoreError>;
 
     /// Id of the newest load, 0 when nothing was ever loaded.
@@ -89,9 +104,70 @@ pub trait Store: Send + Sync + 'static {
     /// dumps are equal exactly when the stored data is.
     async fn dump(&self) -> Result<String, StoreError>;
 
-    /// Writes the plan as load `base_load_id + 1` in one transaction, or nothing at all.
+    /// Writes the plan as load `base_load_id + 1` in one transaction, or nothing at all:
+    /// its facts, and when it notifies, its notification and one update delivery per
+    /// confirmed subscriber following a changed provider.
     /// Fails with [`StoreError::Conflict`] when another load committed since the plan.
     async fn commit_load(&self, plan: &LoadPlan) -> Result<LoadRecord, StoreError>;
+}
+
+#[async_trait]
+pub trait NewsletterStore: Send + Sync + 'static {
+    /// Records a sign-up and, when one is due, queues a confirmation email.
+    async fn subscribe(&self, command: &SubscribeCommand) -> Result<SubscribeOutcome, StoreError>;
+
+    /// Confirms the pending subscriber a confirmation token belongs to.
+    async fn confirm(&self, digest: &str, now: SystemTime) -> Result<TokenOutcome, StoreError>;
+
+    /// Unsubscribes the subscriber an unsubscribe token belongs to.
+    async fn unsubscribe(&self, digest: &str, now: SystemTime) -> Result<TokenOutcome, StoreError>;
+
+    /// Sets which providers a subscriber follows (`None`: all), by unsubscribe token.
+    async fn update_preferences(
+        &self,
+        digest: &str,
+        providers: Option<&[ResourceId]>,
+        now: SystemTime,
+    ) -> Result<TokenOutcome, StoreError>;
+
+    /// Subscribers by id, after `after_id`, optionally in one state.
+    async fn list_subscribers(
+        &self,
+        state: Option<SubscriberState>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Subscriber>, StoreError>;
+
+    /// Claims up to `limit` due deliveries until `lease_until`, counting an attempt each.
+    async fn claim_deliveries(
+        &self,
+        now: SystemTime,
+        lease_until: SystemTime,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError>;
+
+    /// Stores the digests of tokens about to be sent.
+    async fn store_tokens(&self, tokens: &[NewToken]) -> Result<(), StoreError>;
+
+    /// Records what happened to claimed deliveries.
+    async fn record_deliveries(
+        &self,
+        results: &[DeliveryResult],
+        now: SystemTime,
+    ) -> Result<(), StoreError>;
+
+    /// When the next unfinished delivery falls due, if any.
+    async fn next_delivery_due(&self) -> Result<Option<SystemTime>, StoreError>;
+
+    /// The update deliveries of one load; `None` when the load notified nobody.
+    async fn delivery_report(&self, load_id: LoadId) -> Result<Option<DeliveryReport>, StoreError>;
+
+    /// Makes failed update deliveries (of one load, or all) due again; returns how many.
+    async fn retry_failed_deliveries(
+        &self,
+        load_id: Option<LoadId>,
+        now: SystemTime,
+    ) -> Result<u64, StoreError>;
 }
 
 /// Opens the store a database URL names, creating and migrating it as needed.

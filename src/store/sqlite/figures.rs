@@ -1,56 +1,19 @@
-//! The embedded default: one SQLite file under the data directory, in WAL mode.
-
-use std::{str::FromStr, time::Duration};
+//! Figures on SQLite: loads, definitions and fact revisions, all append-only.
 
 use async_trait::async_trait;
-use sqlx::{
-    Row, SqlitePool,
-    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous},
+use sqlx::Row;
+
+use super::{SqliteStore, count, decode_json, encode_json};
+use crate::{
+    domain::{
+        FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider, Quarter, ResourceId,
+        RevisionReason,
+    },
+    store::{FigureStore, LoadPlan, StoreContents, StoreError, from_micros, to_micros},
 };
-
-use super::{LoadPlan, Store, StoreContents, StoreError, from_micros, to_micros};
-use crate::domain::{
-    FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider, Quarter, ResourceId,
-    RevisionReason,
-};
-
-static MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
-
-pub struct SqliteStore {
-    pool: SqlitePool,
-}
-
-impl SqliteStore {
-    pub async fn open(url: &str) -> Result<Self, StoreError> {
-        let options = SqliteConnectOptions::from_str(url)?
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(5));
-        let pool = SqlitePoolOptions::new()
-            .max_connections(4)
-            .connect_with(options)
-            .await?;
-        MIGRATIONS.run(&pool).await?;
-        Ok(SqliteStore { pool })
-    }
-}
-
-fn decode_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|err| StoreError::Corrupt(format!("{what}: {err}")))
-}
-
-fn encode_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|err| StoreError::Corrupt(err.to_string()))
-}
-
-fn count(value: i64) -> u32 {
-    u32::try_from(value).unwrap_or(u32::MAX)
-}
 
 #[async_trait]
-impl Store for SqliteStore {
+impl FigureStore for SqliteStore {
     async fn read_contents(&self) -> Result<StoreContents, StoreError> {
         let mut connection = self.pool.acquire().await?;
         let mut contents = StoreContents::default();
@@ -229,6 +192,33 @@ impl Store for SqliteStore {
             .bind(id)
             .bind(encode_json(&change.body)?)
             .bind(change.reason.map(|reason| reason.as_str()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !plan.notify_providers.is_empty() {
+            // The transactional outbox: the audience is frozen here, with the load.
+            let providers: Vec<&str> = plan.notify_providers.iter().map(|p| p.as_str()).collect();
+            let queued = sqlx::query(
+                "INSERT INTO deliveries (kind, load_id, subscriber_id, email, state, attempts, \
+                 next_attempt_at_us, created_at_us) \
+                 SELECT 'update', ?1, s.id, s.email, 'pending', 0, ?2, ?2 FROM subscribers s \
+                 WHERE s.state = 'confirmed' AND (s.follows_all = 1 OR EXISTS ( \
+                   SELECT 1 FROM subscriber_providers p WHERE p.subscriber_id = s.id \
+                   AND p.provider_id IN (SELECT value FROM json_each(?3)))) \
+                 ORDER BY s.id",
+            )
+            .bind(id)
+            .bind(recorded_at_us)
+            .bind(encode_json(&providers)?)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "INSERT INTO notifications (load_id, created_at_us, recipients) VALUES (?, ?, ?)",
+            )
+            .bind(id)
+            .bind(recorded_at_us)
+            .bind(i64::try_from(queued).unwrap_or(i64::MAX))
             .execute(&mut *tx)
             .await?;
         }
