@@ -7,12 +7,14 @@ pub mod domain;
 pub mod figures;
 pub mod grpc;
 pub mod loader;
+pub mod mail;
 pub mod newsletter;
 pub mod report;
 pub mod settings;
 pub mod snapshot;
 pub mod startup;
 pub mod store;
+pub mod templates;
 
 /// The generated `runrate.v1` API types and clients.
 pub use grpc::pb::runrate::v1 as api;

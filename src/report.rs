@@ -12,18 +12,34 @@ pub fn render_table(comparison: &api::CompareProvidersResponse) -> String {
         .as_ref()
         .map_or("", |p| p.display_name.as_str());
     let mut header = vec![format!("Metric ({period})")];
-    header.extend(comparison.providers.iter().map(column_title));
-    let mut lines = vec![header];
-    for row in &comparison.rows {
-        let mut line = vec![
-            row.metric
-                .as_ref()
-                .map_or_else(String::new, |m| m.display_name.clone()),
-        ];
-        line.extend(row.cells.iter().map(|cell| cell.display_value.clone()));
-        lines.push(line);
-    }
-    let columns = lines.iter().map(Vec::len).max().unwrap_or(0);
+    header.extend(
+        comparison
+            .providers
+            .iter()
+            .map(|p| column_title(&p.display_name, &p.parent_company)),
+    );
+    let rows: Vec<Vec<String>> = comparison
+        .rows
+        .iter()
+        .map(|row| {
+            let mut line = vec![
+                row.metric
+                    .as_ref()
+                    .map_or_else(String::new, |m| m.display_name.clone()),
+            ];
+            line.extend(row.cells.iter().map(|cell| cell.display_value.clone()));
+            line
+        })
+        .collect();
+    render_aligned(&header, &rows)
+}
+
+/// Columns padded to their widest cell, with a rule under the header.
+pub fn render_aligned(header: &[String], rows: &[Vec<String>]) -> String {
+    let lines: Vec<&[String]> = std::iter::once(header)
+        .chain(rows.iter().map(Vec::as_slice))
+        .collect();
+    let columns = lines.iter().map(|line| line.len()).max().unwrap_or(0);
     let widths: Vec<usize> = (0..columns)
         .map(|column| {
             lines
@@ -53,11 +69,11 @@ pub fn render_table(comparison: &api::CompareProvidersResponse) -> String {
 }
 
 /// "AWS (Amazon)", as the article heads its columns.
-fn column_title(provider: &api::Provider) -> String {
-    if provider.parent_company.is_empty() || provider.parent_company == provider.display_name {
-        provider.display_name.clone()
+pub fn column_title(display_name: &str, parent_company: &str) -> String {
+    if parent_company.is_empty() || parent_company == display_name {
+        display_name.to_owned()
     } else {
-        format!("{} ({})", provider.display_name, provider.parent_company)
+        format!("{display_name} ({parent_company})")
     }
 }
 

@@ -250,7 +250,8 @@ impl ReadSnapshot {
             .filter(move |revision| status.is_none_or(|s| revision.body.status == s))
     }
 
-    pub fn comparison(&self, period: Quarter) -> Comparison<'_> {
+    /// The comparison of `period` as known at `read_time` (now when `None`).
+    pub fn comparison(&self, period: Quarter, read_time: Option<SystemTime>) -> Comparison<'_> {
         let providers: Vec<&Provider> = self.providers.values().collect();
         let rows = self
             .comparison_metrics
@@ -265,7 +266,7 @@ impl ReadSnapshot {
                             period,
                             metric: metric.id.clone(),
                         };
-                        self.fact(&key, None)
+                        self.fact(&key, read_time)
                     })
                     .collect();
                 (metric, cells)

@@ -352,7 +352,7 @@ impl MetricsService for MetricsApi {
             })?,
             name => require_period(&snapshot, names::parse_period_name("period", name)?)?,
         };
-        let comparison = snapshot.comparison(period);
+        let comparison = snapshot.comparison(period, None);
         let rows = comparison
             .rows
             .iter()

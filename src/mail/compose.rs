@@ -1,0 +1,232 @@
+//! Emails from the templates: the confirmation email and the update email for a load,
+//! multipart text + HTML, with `Message-ID` and the RFC 8058 one-click unsubscribe
+//! headers. An update is rendered once per load and then personalised per recipient by
+//! swapping in their unsubscribe link, so a large fan-out does not render it again.
+
+use std::{str::FromStr, time::Duration};
+
+use lettre::{
+    Message,
+    message::{
+        Mailbox, MultiPart,
+        header::{Header, HeaderName, HeaderValue},
+    },
+};
+use minijinja::context;
+
+use super::OutgoingEmail;
+use crate::{
+    auth::generate_secret,
+    domain::{LoadId, display_value},
+    settings::{HttpSettings, MailSettings},
+    snapshot::ReadSnapshot,
+    templates::{ComparisonTable, render},
+};
+
+/// Stands in for a recipient's unsubscribe URL in a rendered update; made only of
+/// characters no template escapes.
+const UNSUBSCRIBE_MARKER: &str = "RUNRATE-UNSUBSCRIBE-URL-MARKER";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ComposeError {
+    #[error("cannot render the {0} email: {1}")]
+    Template(&'static str, minijinja::Error),
+    #[error("cannot build the email: {0}")]
+    Message(String),
+    #[error("load {0} has no figures to announce")]
+    NothingToAnnounce(LoadId),
+}
+
+pub struct EmailComposer {
+    from: Mailbox,
+    base_url: String,
+    unsubscribe_mailto: Option<String>,
+    message_id_domain: String,
+    confirmation_ttl: Duration,
+}
+
+/// An update email rendered for every recipient of a load, before personalisation.
+#[derive(Debug, Clone)]
+pub struct UpdateEmail {
+    subject: String,
+    text: String,
+    html: String,
+}
+
+#[derive(Clone)]
+struct ListUnsubscribe(String);
+
+impl Header for ListUnsubscribe {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe")
+    }
+
+    fn parse(text: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribe(text.to_owned()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
+#[derive(Clone)]
+struct ListUnsubscribePost;
+
+impl Header for ListUnsubscribePost {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
+    }
+
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListUnsubscribePost)
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".to_owned())
+    }
+}
+
+fn html_escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+impl EmailComposer {
+    pub fn new(mail: &MailSettings, http: &HttpSettings, confirmation_ttl: Duration) -> anyhow::Result<Self> {
+        let from = Mailbox::from_str(&mail.from)
+            .map_err(|err| anyhow::anyhow!("mail.from `{}` is not an address: {err}", mail.from))?;
+        let message_id_domain = from.email.domain().to_owned();
+        Ok(EmailComposer {
+            from,
+            base_url: http.public_base_url.trim_end_matches('/').to_owned(),
+            unsubscribe_mailto: (!mail.unsubscribe_mailto.is_empty())
+                .then(|| mail.unsubscribe_mailto.clone()),
+            message_id_domain,
+            confirmation_ttl,
+        })
+    }
+
+    pub fn confirm_url(&self, token: &str) -> String {
+        format!("{}/confirm?token={token}", self.base_url)
+    }
+
+    pub fn unsubscribe_url(&self, token: &str) -> String {
+        format!("{}/unsubscribe?token={token}", self.base_url)
+    }
+
+    fn message_id(&self) -> Result<String, ComposeError> {
+        let unique = generate_secret().map_err(|err| ComposeError::Message(err.to_string()))?;
+        Ok(format!("<{unique}@{}>", self.message_id_domain))
+    }
+
+    fn build(
+        &self,
+        to: &str,
+        subject: &str,
+        text: String,
+        html: String,
+        unsubscribe_url: Option<&str>,
+    ) -> Result<OutgoingEmail, ComposeError> {
+        let to: Mailbox = to
+            .parse()
+            .map_err(|err| ComposeError::Message(format!("recipient `{to}`: {err}")))?;
+        let message_id = self.message_id()?;
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(to)
+            .subject(subject)
+            .message_id(Some(message_id.clone()));
+        if let Some(url) = unsubscribe_url {
+            let mut value = format!("<{url}>");
+            if let Some(mailto) = &self.unsubscribe_mailto {
+                value.push_str(&format!(", <mailto:{mailto}?subject=unsubscribe>"));
+            }
+            builder = builder
+                .header(ListUnsubscribe(value))
+                .header(ListUnsubscribePost);
+        }
+        let message = builder
+            .multipart(MultiPart::alternative_plain_html(text, html))
+            .map_err(|err| ComposeError::Message(err.to_string()))?;
+        Ok(OutgoingEmail {
+            envelope: message.envelope().clone(),
+            bytes: message.formatted(),
+            message_id,
+        })
+    }
+
+    pub fn confirmation(&self, to: &str, token: &str) -> Result<OutgoingEmail, ComposeError> {
+        let ttl = humantime::format_duration(self.confirmation_ttl).to_string();
+        let context = context! { confirm_url => self.confirm_url(token), ttl => ttl };
+        let text = render("confirmation_email.txt", &context)
+            .map_err(|err| ComposeError::Template("confirmation", err))?;
+        let html = render("confirmation_email.html", &context)
+            .map_err(|err| ComposeError::Template("confirmation", err))?;
+        self.build(to, "Confirm your runrate subscription", text, html, None)
+    }
+
+    /// Renders the update for a load, as known when the load was recorded.
+    pub fn update(&self, snapshot: &ReadSnapshot, load: LoadId) -> Result<UpdateEmail, ComposeError> {
+        let record = snapshot
+            .load_record(load)
+            .ok_or(ComposeError::NothingToAnnounce(load))?;
+        let table = ComparisonTable::for_load(snapshot, load).ok_or(ComposeError::NothingToAnnounce(load))?;
+        let revisions: Vec<_> = snapshot
+            .load_changes(load)
+            .filter(|change| change.revision > 1)
+            .map(|change| {
+                let before = snapshot
+                    .revisions(&change.key)
+                    .iter()
+                    .find(|r| r.revision == change.revision - 1)
+                    .map_or_else(|| "n/a".to_owned(), |r| display_value(&r.body));
+                let provider = snapshot
+                    .provider(&change.key.provider)
+                    .map_or(change.key.provider.as_str(), |p| p.display_name.as_str());
+                let metric = snapshot
+                    .metric(&change.key.metric)
+                    .map_or(change.key.metric.as_str(), |m| m.display_name.as_str());
+                context! {
+                    label => format!("{provider}, {metric}, {}", change.key.period),
+                    before => before,
+                    after => display_value(&change.body),
+                    reason => change.reason.map_or("revised", |r| r.as_str()),
+                }
+            })
+            .collect();
+        let period = table.title.rsplit(", ").next().unwrap_or_default().to_owned();
+        let context = context! {
+            file_name => record.file_name.clone(),
+            table_text => table.to_text(),
+            table => table,
+            revisions => revisions,
+            base_url => self.base_url.clone(),
+            unsubscribe_url => UNSUBSCRIBE_MARKER,
+        };
+        Ok(UpdateEmail {
+            subject: format!("runrate: new figures for {period}"),
+            text: render("update_email.txt", &context).map_err(|err| ComposeError::Template("update", err))?,
+            html: render("update_email.html", &context).map_err(|err| ComposeError::Template("update", err))?,
+        })
+    }
+
+    /// The update for one recipient, with their own unsubscribe link.
+    pub fn personalise(
+        &self,
+        update: &UpdateEmail,
+        to: &str,
+        unsubscribe_token: &str,
+    ) -> Result<OutgoingEmail, ComposeError> {
+        let url = self.unsubscribe_url(unsubscribe_token);
+        self.build(
+            to,
+            &update.subject,
+            update.text.replace(UNSUBSCRIBE_MARKER, &url),
+            update.html.replace(UNSUBSCRIBE_MARKER, &html_escape(&url)),
+            Some(&url),
+        )
+    }
+}
