@@ -17,6 +17,7 @@ fn main() -> Result<(), Box<dyn Error>> {
             &[
                 PathBuf::from("proto/runrate/v1/metrics_service.proto"),
                 PathBuf::from("proto/runrate/v1/admin_service.proto"),
+                PathBuf::from("proto/runrate/v1/newsletter_service.proto"),
             ],
             &includes,
         )?;

@@ -2,10 +2,12 @@
 
 pub mod auth;
 pub mod cli;
+pub mod delivery;
 pub mod derived;
 pub mod domain;
 pub mod figures;
 pub mod grpc;
+pub mod http;
 pub mod loader;
 pub mod mail;
 pub mod newsletter;

@@ -1,31 +1,39 @@
 //! Building and running the service: open the store, load the seed into an empty one,
-//! build the read snapshot, bind the gRPC port and serve until told to stop.
+//! build the read snapshot, bind the gRPC and HTTP ports, start the delivery worker, and
+//! serve until told to stop.
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use tokio::net::TcpListener;
-use tonic::transport::{Server, server::TcpIncoming};
-
+use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Server, server::TcpIncoming},
+};
 
 use crate::{
     auth::AdminToken,
+    delivery::DeliveryWorker,
     figures::ParseLimits,
     grpc::{
-        AdminApi, MetricsApi, RequireAdminToken, WatchConfig,
+        AdminApi, MetricsApi, NewsletterApi, RequireAdminToken, WatchConfig,
         pb::{
             self,
             runrate::v1::{
                 admin_service_server::AdminServiceServer,
                 metrics_service_server::MetricsServiceServer,
+                newsletter_service_server::NewsletterServiceServer,
             },
         },
     },
+    http::{self, WebState},
     loader::FigureLoader,
+    mail::{EmailComposer, build_mailer},
+    newsletter::Newsletter,
     settings::Settings,
     snapshot::{ReadSnapshot, SharedSnapshot},
-    store,
+    store::{self, Store},
 };
 
 /// Largest request message accepted; runrate's requests are small.
@@ -38,16 +46,33 @@ const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 
 pub struct Application {
     settings: Settings,
-    grpc_listener: TcpListener,
+    grpc_listener: Option<TcpListener>,
     grpc_address: SocketAddr,
+    http_listener: Option<TcpListener>,
+    http_address: SocketAddr,
     snapshot: SharedSnapshot,
     loader: Arc<FigureLoader>,
     admin_token: Arc<AdminToken>,
+    newsletter: Arc<Newsletter>,
+    delivery: Arc<DeliveryWorker>,
+    wake_delivery: Arc<Notify>,
+}
+
+async fn bind(
+    address: SocketAddr,
+    what: &str,
+    key: &str,
+) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen for {what} on {address} ({key})"))?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
 }
 
 impl Application {
     /// Opens (or creates) the store, loads the seed into an empty one, and binds the
-    /// gRPC port. Port 0 binds a free port; [`Application::grpc_address`] tells which.
+    /// ports. Port 0 binds a free port; the `*_address` methods tell which.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
             format!(
@@ -63,7 +88,7 @@ impl Application {
         let limits = ParseLimits {
             max_file_bytes: settings.load.max_file_bytes,
         };
-        let loader = Arc::new(FigureLoader::new(store, snapshot.clone(), limits));
+        let loader = Arc::new(FigureLoader::new(store.clone(), snapshot.clone(), limits));
         loader
             .refresh_snapshot()
             .await
@@ -82,23 +107,55 @@ impl Application {
             settings.admin.token.expose(),
             &settings.data_dir,
         )?);
-        let listen = settings.grpc.listen.0;
-        let grpc_listener = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen for gRPC on {listen} (grpc.listen)"))?;
-        let grpc_address = grpc_listener.local_addr()?;
+
+        let wake_delivery = Arc::new(Notify::new());
+        let newsletter = Arc::new(Newsletter::new(
+            store.clone(),
+            snapshot.clone(),
+            settings.newsletter.clone(),
+            wake_delivery.clone(),
+        ));
+        let mailer = build_mailer(&settings.mail, &settings.data_dir)?;
+        let composer = Arc::new(EmailComposer::new(
+            &settings.mail,
+            &settings.http,
+            settings.newsletter.confirmation_ttl.0,
+        )?);
+        let delivery = Arc::new(DeliveryWorker::new(
+            store,
+            snapshot.clone(),
+            mailer,
+            composer,
+            settings.delivery.clone(),
+            settings.newsletter.confirmation_ttl.0,
+            wake_delivery.clone(),
+        ));
+
+        let (grpc_listener, grpc_address) =
+            bind(settings.grpc.listen.0, "gRPC", "grpc.listen").await?;
+        let (http_listener, http_address) =
+            bind(settings.http.listen.0, "HTTP", "http.listen").await?;
         Ok(Application {
             settings,
-            grpc_listener,
+            grpc_listener: Some(grpc_listener),
             grpc_address,
+            http_listener: Some(http_listener),
+            http_address,
             snapshot,
             loader,
             admin_token,
+            newsletter,
+            delivery,
+            wake_delivery,
         })
     }
 
     pub fn grpc_address(&self) -> SocketAddr {
         self.grpc_address
+    }
+
+    pub fn http_address(&self) -> SocketAddr {
+        self.http_address
     }
 
     pub fn snapshot(&self) -> SharedSnapshot {
@@ -109,21 +166,72 @@ impl Application {
         self.loader.clone()
     }
 
-    pub fn store(&self) -> Arc<dyn store::Store> {
+    pub fn store(&self) -> Arc<dyn Store> {
         self.loader.store()
     }
 
-    /// Serves until `shutdown` completes, then lets requests in flight finish for at most
-    /// `grpc.shutdown_timeout` before dropping the connections that are left.
-    pub async fn run_until(self, shutdown: impl Future<Output = ()> + Send) -> anyhow::Result<()> {
-        let grpc = &self.settings.grpc;
+    /// Serves until `shutdown` completes, then lets requests in flight and the emails
+    /// being sent finish for at most `grpc.shutdown_timeout` before closing what is left.
+    pub async fn run_until(
+        mut self,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> anyhow::Result<()> {
+        let (Some(grpc_listener), Some(http_listener)) =
+            (self.grpc_listener.take(), self.http_listener.take())
+        else {
+            anyhow::bail!("the application is already running");
+        };
+        let stopping = CancellationToken::new();
         let (health_reporter, health_service) = tonic_health::server::health_reporter();
         health_reporter
             .set_serving::<MetricsServiceServer<MetricsApi>>()
             .await;
         health_reporter
+            .set_serving::<NewsletterServiceServer<NewsletterApi>>()
+            .await;
+        health_reporter
             .set_serving::<AdminServiceServer<AdminApi>>()
             .await;
+
+        let grpc = self.spawn_grpc(grpc_listener, health_service, stopping.clone())?;
+        let http = self.spawn_http(http_listener, stopping.clone());
+        let delivery = tokio::spawn(self.delivery.clone().run(stopping.clone()));
+        tracing::info!(address = %self.grpc_address, "serving gRPC");
+        tracing::info!(address = %self.http_address, "serving HTTP");
+
+        shutdown.await;
+        tracing::info!("shutting down");
+        health_reporter
+            .set_not_serving::<MetricsServiceServer<MetricsApi>>()
+            .await;
+        stopping.cancel();
+        let deadline: Duration = self.settings.grpc.shutdown_timeout.0;
+        let all_stopped = async {
+            let (grpc, http, delivery) = tokio::join!(grpc, http, delivery);
+            grpc.context("the gRPC server task failed")??;
+            http.context("the HTTP server task failed")??;
+            delivery.context("the delivery worker failed")?;
+            anyhow::Ok(())
+        };
+        match tokio::time::timeout(deadline, all_stopped).await {
+            Ok(result) => result?,
+            Err(_) => tracing::warn!(
+                ?deadline,
+                "work was still running at the shutdown deadline; closing what is left"
+            ),
+        }
+        Ok(())
+    }
+
+    fn spawn_grpc(
+        &self,
+        listener: TcpListener,
+        health_service: tonic_health::pb::health_server::HealthServer<
+            impl tonic_health::pb::health_server::Health,
+        >,
+        stopping: CancellationToken,
+    ) -> anyhow::Result<JoinHandle<Result<(), tonic::transport::Error>>> {
+        let grpc = &self.settings.grpc;
         // Both reflection versions: grpcurl before 1.9 and many other tools still ask v1alpha.
         let reflection = || {
             tonic_reflection::server::Builder::configure()
@@ -138,26 +246,29 @@ impl Application {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .context("cannot build the reflection service")?;
-        let shutting_down = CancellationToken::new();
         let watch = WatchConfig {
             heartbeat_interval: self.settings.watch.heartbeat_interval.0,
             resume_history_loads: self.settings.watch.resume_history_loads,
-            shutdown: shutting_down.clone(),
+            shutdown: stopping.clone(),
         };
         let metrics = MetricsServiceServer::new(MetricsApi::new(self.snapshot.clone(), watch))
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+        let newsletter = NewsletterServiceServer::new(NewsletterApi::new(self.newsletter.clone()))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
         // A figures file rides in one message; leave room so that a file over the limit
         // still reaches the loader, which names the limit in its answer.
         let admin_decoding_limit = self.settings.load.max_file_bytes.saturating_mul(2) + 64 * 1024;
-        let admin = tonic::service::interceptor::InterceptedService::new(
-            AdminServiceServer::new(AdminApi::new(self.loader.clone()))
-                .max_decoding_message_size(admin_decoding_limit)
-                .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES),
+        let admin = InterceptedService::new(
+            AdminServiceServer::new(AdminApi::new(
+                self.loader.clone(),
+                self.wake_delivery.clone(),
+            ))
+            .max_decoding_message_size(admin_decoding_limit)
+            .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES),
             RequireAdminToken(self.admin_token.clone()),
         );
-
-        let (stop_serving, serving_stopped) = tokio::sync::oneshot::channel::<()>();
         let router = Server::builder()
             .accept_http1(true)
             .tcp_nodelay(true)
@@ -169,32 +280,35 @@ impl Application {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(metrics)
+            .add_service(newsletter)
             .add_service(admin);
-        let incoming = TcpIncoming::from(self.grpc_listener).with_nodelay(Some(true));
-        let mut server = tokio::spawn(router.serve_with_incoming_shutdown(incoming, async {
-            let _ = serving_stopped.await;
-        }));
-        tracing::info!(address = %self.grpc_address, "serving gRPC");
+        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        Ok(tokio::spawn(router.serve_with_incoming_shutdown(
+            incoming,
+            async move {
+                stopping.cancelled().await;
+            },
+        )))
+    }
 
-        shutdown.await;
-        tracing::info!("shutting down");
-        health_reporter
-            .set_not_serving::<MetricsServiceServer<MetricsApi>>()
-            .await;
-        shutting_down.cancel();
-        let _ = stop_serving.send(());
-        let deadline: Duration = grpc.shutdown_timeout.0;
-        match tokio::time::timeout(deadline, &mut server).await {
-            Ok(joined) => joined.context("the gRPC server task failed")??,
-            Err(_) => {
-                server.abort();
-                tracing::warn!(
-                    ?deadline,
-                    "requests were still running at the shutdown deadline; closing their connections"
-                );
-            }
-        }
-        Ok(())
+    fn spawn_http(
+        &self,
+        listener: TcpListener,
+        stopping: CancellationToken,
+    ) -> JoinHandle<anyhow::Result<()>> {
+        let app = http::router(WebState {
+            newsletter: self.newsletter.clone(),
+            snapshot: self.snapshot.clone(),
+        });
+        tokio::spawn(async move {
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { stopping.cancelled().await })
+            .await
+            .context("the HTTP server stopped")
+        })
     }
 }
 

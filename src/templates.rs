@@ -21,7 +21,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("signup.html", include_str!("templates/signup.html")),
     ("message.html", include_str!("templates/message.html")),
     ("confirm.html", include_str!("templates/confirm.html")),
-    ("unsubscribe.html", include_str!("templates/unsubscribe.html")),
+    (
+        "unsubscribe.html",
+        include_str!("templates/unsubscribe.html"),
+    ),
     (
         "confirmation_email.txt",
         include_str!("templates/confirmation_email.txt"),
@@ -30,8 +33,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         "confirmation_email.html",
         include_str!("templates/confirmation_email.html"),
     ),
-    ("update_email.txt", include_str!("templates/update_email.txt")),
-    ("update_email.html", include_str!("templates/update_email.html")),
+    (
+        "update_email.txt",
+        include_str!("templates/update_email.txt"),
+    ),
+    (
+        "update_email.html",
+        include_str!("templates/update_email.html"),
+    ),
 ];
 
 /// The shared template environment; `.html` templates escape their values.
@@ -86,7 +95,9 @@ impl ComparisonTable {
                     label: metric.display_name.clone(),
                     cells: cells
                         .iter()
-                        .map(|cell| cell.map_or_else(|| "n/a".to_owned(), |f| display_value(&f.body)))
+                        .map(|cell| {
+                            cell.map_or_else(|| "n/a".to_owned(), |f| display_value(&f.body))
+                        })
                         .collect(),
                 })
                 .collect(),

@@ -2,26 +2,73 @@
 
 use std::sync::Arc;
 
+use std::time::SystemTime;
+
+use tokio::sync::Notify;
 use tonic::{Request, Response, Status, service::Interceptor};
 
 use crate::{
     auth::AdminToken,
+    domain::LoadId,
     loader::{FigureLoader, LoadError},
+    store::{Store, StoreError},
 };
 
 use super::{
     ApiError, convert,
+    filter::parse_subscriber_filter,
+    names,
+    paging::{PageRequest, fingerprint},
     pb::runrate::v1::{self as api, admin_service_server::AdminService},
 };
 
 pub struct AdminApi {
     loader: Arc<FigureLoader>,
+    store: Arc<dyn Store>,
+    /// Wakes the delivery worker when failed deliveries become due again.
+    wake_delivery: Arc<Notify>,
 }
 
 impl AdminApi {
-    pub fn new(loader: Arc<FigureLoader>) -> Self {
-        AdminApi { loader }
+    pub fn new(loader: Arc<FigureLoader>, wake_delivery: Arc<Notify>) -> Self {
+        AdminApi {
+            store: loader.store(),
+            loader,
+            wake_delivery,
+        }
     }
+
+    /// The load a request names, or the newest load that sent updates.
+    async fn notified_load(&self, name: &str) -> Result<Option<LoadId>, ApiError> {
+        if !name.is_empty() {
+            return Ok(Some(names::parse_load_name("load", name)?));
+        }
+        let loads: Vec<LoadId> = self
+            .loader
+            .snapshot()
+            .load()
+            .loads()
+            .iter()
+            .rev()
+            .map(|load| load.id)
+            .collect();
+        for load in loads {
+            if self
+                .store
+                .delivery_report(load)
+                .await
+                .map_err(internal)?
+                .is_some()
+            {
+                return Ok(Some(load));
+            }
+        }
+        Ok(None)
+    }
+}
+
+fn internal(err: StoreError) -> ApiError {
+    ApiError::Internal(err.into())
 }
 
 /// Lets a request through only with `authorization: Bearer <admin token>`.
@@ -88,6 +135,82 @@ impl AdminService for AdminApi {
             facts_unchanged: count(summary.facts_unchanged),
             definitions_changed: count(summary.definitions_changed),
             validate_only: request.validate_only,
+        }))
+    }
+
+    async fn list_subscribers(
+        &self,
+        request: Request<api::ListSubscribersRequest>,
+    ) -> Result<Response<api::ListSubscribersResponse>, Status> {
+        let request = request.into_inner();
+        let state = parse_subscriber_filter(&request.filter)?;
+        let page = PageRequest::parse(
+            request.page_size,
+            &request.page_token,
+            fingerprint(&["subscribers", &request.filter]),
+        )?;
+        let after = page.after_number()?.unwrap_or(0);
+        // One more than the page, to know whether another page follows.
+        let limit = u32::try_from(page.size + 1).unwrap_or(u32::MAX);
+        let subscribers = self
+            .store
+            .list_subscribers(state, after, limit)
+            .await
+            .map_err(internal)?;
+        let (subscribers, next_page_token) = page.page(subscribers.into_iter(), |subscriber| {
+            subscriber.id.to_string()
+        });
+        Ok(Response::new(api::ListSubscribersResponse {
+            subscribers: subscribers.iter().map(convert::subscriber).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_delivery_report(
+        &self,
+        request: Request<api::GetDeliveryReportRequest>,
+    ) -> Result<Response<api::DeliveryReport>, Status> {
+        let name = request.into_inner().load;
+        let not_found = || {
+            ApiError::not_found(
+                "runrate.v1.DeliveryReport",
+                if name.is_empty() {
+                    "loads/- (no load has sent updates yet)".to_owned()
+                } else {
+                    format!("{name}/deliveryReport")
+                },
+            )
+        };
+        let load = self.notified_load(&name).await?.ok_or_else(not_found)?;
+        let report = self
+            .store
+            .delivery_report(load)
+            .await
+            .map_err(internal)?
+            .ok_or_else(not_found)?;
+        Ok(Response::new(convert::delivery_report(&report)))
+    }
+
+    async fn retry_failed_deliveries(
+        &self,
+        request: Request<api::RetryFailedDeliveriesRequest>,
+    ) -> Result<Response<api::RetryFailedDeliveriesResponse>, Status> {
+        let name = request.into_inner().load;
+        let load = if name.is_empty() {
+            None
+        } else {
+            Some(names::parse_load_name("load", &name)?)
+        };
+        let retried = self
+            .store
+            .retry_failed_deliveries(load, SystemTime::now())
+            .await
+            .map_err(internal)?;
+        if retried > 0 {
+            self.wake_delivery.notify_waiters();
+        }
+        Ok(Response::new(api::RetryFailedDeliveriesResponse {
+            deliveries_retried: i64::try_from(retried).unwrap_or(i64::MAX),
         }))
     }
 }

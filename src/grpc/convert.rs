@@ -6,6 +6,7 @@ use crate::{
         self, FactBody, FactKey, FactRevision, FactStatus, FactValue, LoadRecord, Metric,
         MetricKind, Provider, Quarter, RevisionReason, Source,
     },
+    newsletter::model::{DeliveryReport, Subscriber, SubscriberState},
 };
 
 use super::{
@@ -173,6 +174,56 @@ pub fn load<'a>(record: &LoadRecord, changes: impl Iterator<Item = &'a FactRevis
                 fact: names::fact_name(&revision.key),
                 revision: revision.revision,
                 revision_reason: revision_reason(revision.reason) as i32,
+            })
+            .collect(),
+    }
+}
+
+fn subscriber_state(state: SubscriberState) -> api::SubscriberState {
+    match state {
+        SubscriberState::Pending => api::SubscriberState::Pending,
+        SubscriberState::Confirmed => api::SubscriberState::Confirmed,
+        SubscriberState::Unsubscribed => api::SubscriberState::Unsubscribed,
+        SubscriberState::Bounced => api::SubscriberState::Bounced,
+        SubscriberState::Complained => api::SubscriberState::Complained,
+    }
+}
+
+pub fn subscriber(subscriber: &Subscriber) -> api::Subscriber {
+    api::Subscriber {
+        name: format!("subscribers/{}", subscriber.id),
+        email: subscriber.email.clone(),
+        state: subscriber_state(subscriber.state) as i32,
+        language: subscriber.language.clone(),
+        providers: subscriber
+            .providers
+            .iter()
+            .flatten()
+            .map(|id| format!("providers/{id}"))
+            .collect(),
+        create_time: Some(subscriber.created_at.into()),
+        update_time: Some(subscriber.updated_at.into()),
+    }
+}
+
+pub fn delivery_report(report: &DeliveryReport) -> api::DeliveryReport {
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    api::DeliveryReport {
+        load: names::load_name(report.load_id),
+        recipients: count(report.recipients),
+        sent: count(report.sent),
+        pending: count(report.pending),
+        retrying: count(report.retrying),
+        failed: count(report.failed),
+        skipped: count(report.skipped),
+        failures: report
+            .failures
+            .iter()
+            .map(|failure| api::DeliveryFailure {
+                email: failure.email.clone(),
+                state: failure.state.clone(),
+                attempts: i32::try_from(failure.attempts).unwrap_or(i32::MAX),
+                last_error: failure.last_error.clone(),
             })
             .collect(),
     }

@@ -4,6 +4,8 @@
 use std::collections::HashMap;
 
 use tonic::{Code, Status};
+
+use crate::newsletter::NewsletterError;
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// `ErrorInfo.domain` of every error runrate returns.
@@ -30,6 +32,9 @@ pub enum ApiError {
         reason: &'static str,
         message: String,
     },
+    /// Over a rate limit.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// A figures file failed its checks: one entry per error.
     #[error("the figures file was rejected")]
     FiguresRejected { errors: Vec<String> },
@@ -84,6 +89,12 @@ impl From<ApiError> for Status {
                 let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
                 Status::with_error_details(Code::FailedPrecondition, message, details)
             }
+            ApiError::ResourceExhausted(message) => {
+                let mut details =
+                    ErrorDetails::with_error_info("RATE_LIMITED", ERROR_DOMAIN, HashMap::new());
+                details.set_retry_info(Some(std::time::Duration::from_secs(60)));
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
             ApiError::FiguresRejected { errors } => {
                 // Status messages and details travel in HTTP/2 trailers, whose size peers
                 // limit: a file with thousands of errors must not make the answer unreadable.
@@ -113,6 +124,24 @@ impl From<ApiError> for Status {
                 tracing::error!(error = format!("{err:#}"), "internal error");
                 Status::internal("internal error; the server log has the details")
             }
+        }
+    }
+}
+
+impl From<NewsletterError> for ApiError {
+    fn from(err: NewsletterError) -> Self {
+        let message = err.to_string();
+        match err {
+            NewsletterError::InvalidEmail(_) => ApiError::invalid("email", message),
+            NewsletterError::UnsupportedLanguage(_) => ApiError::invalid("language", message),
+            NewsletterError::UnknownProvider(_) => ApiError::invalid("providers", message),
+            NewsletterError::RateLimited => ApiError::ResourceExhausted(message),
+            NewsletterError::UnknownToken => ApiError::invalid("token", message),
+            NewsletterError::ExpiredToken => ApiError::FailedPrecondition {
+                reason: "TOKEN_EXPIRED",
+                message,
+            },
+            NewsletterError::Store(err) => ApiError::Internal(err.into()),
         }
     }
 }

@@ -1,65 +1,69 @@
-//! The `filter` of ListFacts: a small subset of AIP-160, `field = "value"` terms joined
-//! by AND, over the fields provider, metric, period and status.
+//! `filter` strings: a small subset of AIP-160, `field = "value"` terms joined by AND.
+//! ListFacts filters on provider, metric, period and status; ListSubscribers on state.
 
 use crate::{
     domain::{FactStatus, Quarter, ResourceId},
+    newsletter::model::SubscriberState,
     snapshot::FactQuery,
 };
 
 use super::ApiError;
 
 const FIELD: &str = "filter";
-const FIELDS: &str = "provider, metric, period, status";
 
 fn invalid(description: String) -> ApiError {
     ApiError::invalid(FIELD, description)
 }
 
-/// Parses a filter into a query; the empty filter matches every fact.
-pub fn parse_fact_filter(filter: &str) -> Result<FactQuery, ApiError> {
-    let mut query = FactQuery::default();
+/// Splits a filter into `(field, value)` terms over `fields`, each field at most once.
+fn parse_terms(filter: &str, fields: &[&str]) -> Result<Vec<(String, String)>, ApiError> {
     let tokens = tokenize(filter)?;
     if tokens.is_empty() {
-        return Ok(query);
+        return Ok(Vec::new());
     }
-    let mut terms = tokens.split(|token| matches!(token, Token::And));
-    for term in &mut terms {
+    let known = fields.join(", ");
+    let mut terms: Vec<(String, String)> = Vec::new();
+    for term in tokens.split(|token| matches!(token, Token::And)) {
         let [Token::Word(field), Token::Equals, value] = term else {
             return Err(invalid(format!(
-                "`{filter}` is not a filter of the form field = \"value\" [AND field = \"value\" ...] (fields: {FIELDS})"
+                "`{filter}` is not a filter of the form field = \"value\" [AND field = \"value\" ...] (fields: {known})"
             )));
         };
         let value = match value {
-            Token::Word(text) | Token::Quoted(text) => text.as_str(),
+            Token::Word(text) | Token::Quoted(text) => text.clone(),
             _ => return Err(invalid(format!("`{field} =` needs a value"))),
         };
+        if !fields.contains(&field.as_str()) {
+            return Err(invalid(format!(
+                "`{field}` is not a field you can filter on (fields: {known})"
+            )));
+        }
+        if terms.iter().any(|(seen, _)| seen == field) {
+            return Err(invalid(format!("`{field}` appears more than once")));
+        }
+        terms.push((field.clone(), value));
+    }
+    Ok(terms)
+}
+
+/// Parses a ListFacts filter; the empty filter matches every fact.
+pub fn parse_fact_filter(filter: &str) -> Result<FactQuery, ApiError> {
+    let mut query = FactQuery::default();
+    for (field, value) in parse_terms(filter, &["provider", "metric", "period", "status"])? {
         let parse_id = |prefix: &str| {
-            let id = value.strip_prefix(prefix).unwrap_or(value);
+            let id = value.strip_prefix(prefix).unwrap_or(&value);
             ResourceId::parse(id).map_err(|err| invalid(format!("{field}: {err}")))
         };
-        let duplicate = || invalid(format!("`{field}` appears more than once"));
         match field.as_str() {
-            "provider" => {
-                let id = parse_id("providers/")?;
-                if query.provider.replace(id).is_some() {
-                    return Err(duplicate());
-                }
-            }
-            "metric" => {
-                let id = parse_id("metrics/")?;
-                if query.metric.replace(id).is_some() {
-                    return Err(duplicate());
-                }
-            }
+            "provider" => query.provider = Some(parse_id("providers/")?),
+            "metric" => query.metric = Some(parse_id("metrics/")?),
             "period" => {
-                let text = value.strip_prefix("periods/").unwrap_or(value);
+                let text = value.strip_prefix("periods/").unwrap_or(&value);
                 let period =
                     Quarter::parse(text).map_err(|err| invalid(format!("period: {err}")))?;
-                if query.period.replace(period).is_some() {
-                    return Err(duplicate());
-                }
+                query.period = Some(period);
             }
-            "status" => {
+            _ => {
                 let normalized = value
                     .trim_start_matches("FACT_STATUS_")
                     .to_ascii_lowercase()
@@ -69,18 +73,29 @@ pub fn parse_fact_filter(filter: &str) -> Result<FactQuery, ApiError> {
                         "status `{value}` is not one of reported, estimated, not-disclosed, derived"
                     ))
                 })?;
-                if query.status.replace(status).is_some() {
-                    return Err(duplicate());
-                }
-            }
-            other => {
-                return Err(invalid(format!(
-                    "`{other}` is not a field you can filter on (fields: {FIELDS})"
-                )));
+                query.status = Some(status);
             }
         }
     }
     Ok(query)
+}
+
+/// Parses a ListSubscribers filter: `state = "confirmed"`, or empty for all.
+pub fn parse_subscriber_filter(filter: &str) -> Result<Option<SubscriberState>, ApiError> {
+    let terms = parse_terms(filter, &["state"])?;
+    terms
+        .first()
+        .map(|(_, value)| {
+            let normalized = value
+                .trim_start_matches("SUBSCRIBER_STATE_")
+                .to_ascii_lowercase();
+            SubscriberState::parse(&normalized).ok_or_else(|| {
+                invalid(format!(
+                    "state `{value}` is not one of pending, confirmed, unsubscribed, bounced, complained"
+                ))
+            })
+        })
+        .transpose()
 }
 
 #[derive(Debug, PartialEq)]
@@ -148,6 +163,17 @@ fn tokenize(filter: &str) -> Result<Vec<Token>, ApiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_subscriber_states() {
+        assert_eq!(parse_subscriber_filter("").unwrap(), None);
+        assert_eq!(
+            parse_subscriber_filter("state = \"confirmed\"").unwrap(),
+            Some(SubscriberState::Confirmed)
+        );
+        assert!(parse_subscriber_filter("state = \"sleeping\"").is_err());
+        assert!(parse_subscriber_filter("email = \"x\"").is_err());
+    }
 
     #[test]
     fn reads_conjunctions_of_equalities() {

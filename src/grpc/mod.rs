@@ -7,12 +7,14 @@ mod error;
 mod filter;
 mod metrics_service;
 mod names;
+mod newsletter_service;
 mod paging;
 mod watch;
 
 pub use admin_service::{AdminApi, RequireAdminToken};
 pub use error::ApiError;
 pub use metrics_service::MetricsApi;
+pub use newsletter_service::NewsletterApi;
 pub use watch::WatchConfig;
 
 /// Generated protobuf code. Only this module includes it.

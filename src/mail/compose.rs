@@ -95,7 +95,11 @@ fn html_escape(text: &str) -> String {
 }
 
 impl EmailComposer {
-    pub fn new(mail: &MailSettings, http: &HttpSettings, confirmation_ttl: Duration) -> anyhow::Result<Self> {
+    pub fn new(
+        mail: &MailSettings,
+        http: &HttpSettings,
+        confirmation_ttl: Duration,
+    ) -> anyhow::Result<Self> {
         let from = Mailbox::from_str(&mail.from)
             .map_err(|err| anyhow::anyhow!("mail.from `{}` is not an address: {err}", mail.from))?;
         let message_id_domain = from.email.domain().to_owned();
@@ -169,11 +173,16 @@ impl EmailComposer {
     }
 
     /// Renders the update for a load, as known when the load was recorded.
-    pub fn update(&self, snapshot: &ReadSnapshot, load: LoadId) -> Result<UpdateEmail, ComposeError> {
+    pub fn update(
+        &self,
+        snapshot: &ReadSnapshot,
+        load: LoadId,
+    ) -> Result<UpdateEmail, ComposeError> {
         let record = snapshot
             .load_record(load)
             .ok_or(ComposeError::NothingToAnnounce(load))?;
-        let table = ComparisonTable::for_load(snapshot, load).ok_or(ComposeError::NothingToAnnounce(load))?;
+        let table = ComparisonTable::for_load(snapshot, load)
+            .ok_or(ComposeError::NothingToAnnounce(load))?;
         let revisions: Vec<_> = snapshot
             .load_changes(load)
             .filter(|change| change.revision > 1)
@@ -197,7 +206,12 @@ impl EmailComposer {
                 }
             })
             .collect();
-        let period = table.title.rsplit(", ").next().unwrap_or_default().to_owned();
+        let period = table
+            .title
+            .rsplit(", ")
+            .next()
+            .unwrap_or_default()
+            .to_owned();
         let context = context! {
             file_name => record.file_name.clone(),
             table_text => table.to_text(),
@@ -208,8 +222,10 @@ impl EmailComposer {
         };
         Ok(UpdateEmail {
             subject: format!("runrate: new figures for {period}"),
-            text: render("update_email.txt", &context).map_err(|err| ComposeError::Template("update", err))?,
-            html: render("update_email.html", &context).map_err(|err| ComposeError::Template("update", err))?,
+            text: render("update_email.txt", &context)
+                .map_err(|err| ComposeError::Template("update", err))?,
+            html: render("update_email.html", &context)
+                .map_err(|err| ComposeError::Template("update", err))?,
         })
     }
 

@@ -27,7 +27,13 @@ impl Mailer for FileMailer {
             .message_id
             .trim_matches(['<', '>'])
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let path = self.dir.join(format!("{stem}.eml"));
         let partial = self.dir.join(format!(".{stem}.eml.partial"));

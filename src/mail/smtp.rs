@@ -66,7 +66,8 @@ impl SmtpMailer {
             )
         });
         let implicit_tls = (settings.tls == SmtpTls::Implicit).then(|| {
-            let roots = rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            let roots =
+                rustls::RootCertStore::from_iter(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
             let config = rustls::ClientConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))
@@ -92,7 +93,9 @@ impl SmtpMailer {
     }
 
     fn idle(&self) -> std::sync::MutexGuard<'_, Vec<AsyncSmtpConnection>> {
-        self.idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.idle
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
@@ -111,10 +114,14 @@ impl SmtpMailer {
             let stream: Box<dyn AsyncTokioStream> = match &self.implicit_tls {
                 None => Box::new(stream),
                 Some(connector) => {
-                    let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-                        .map_err(|err| SendError::Transient(format!("bad TLS server name: {err}")))?;
+                    let name = rustls::pki_types::ServerName::try_from(self.host.clone()).map_err(
+                        |err| SendError::Transient(format!("bad TLS server name: {err}")),
+                    )?;
                     let tls = connector.connect(name, stream).await.map_err(|err| {
-                        SendError::Transient(format!("TLS handshake with {} failed: {err}", self.host))
+                        SendError::Transient(format!(
+                            "TLS handshake with {} failed: {err}",
+                            self.host
+                        ))
                     })?;
                     Box::new(ImplicitTls(tls))
                 }
@@ -123,8 +130,9 @@ impl SmtpMailer {
                 .await
                 .map_err(|err| classify(Step::Connect, &err))?;
             if self.tls == SmtpTls::Starttls {
-                let parameters = TlsParameters::new_rustls(self.host.clone())
-                    .map_err(|err| SendError::Transient(format!("cannot set up STARTTLS: {err}")))?;
+                let parameters = TlsParameters::new_rustls(self.host.clone()).map_err(|err| {
+                    SendError::Transient(format!("cannot set up STARTTLS: {err}"))
+                })?;
                 connection
                     .starttls(parameters, &self.hello)
                     .await
@@ -205,14 +213,17 @@ impl Mailer for SmtpMailer {
             Some(connection) => (connection, true),
             None => (self.connect().await?, false),
         };
-        let mut outcome = tokio::time::timeout(self.send_timeout, Self::transact(&mut connection, email)).await;
+        let mut outcome =
+            tokio::time::timeout(self.send_timeout, Self::transact(&mut connection, email)).await;
         // An idle connection the server has since closed fails before any reply: open a
         // fresh one and try once more.
         if was_reused
             && matches!(&outcome, Ok(Err((Step::MailFrom, err))) if err.status().is_none())
         {
             connection = self.connect().await?;
-            outcome = tokio::time::timeout(self.send_timeout, Self::transact(&mut connection, email)).await;
+            outcome =
+                tokio::time::timeout(self.send_timeout, Self::transact(&mut connection, email))
+                    .await;
         }
         match outcome {
             Ok(Ok(())) => {

@@ -28,6 +28,7 @@ fn serve_in(dir: &std::path::Path) -> RunningServer {
         .arg("serve")
         .current_dir(dir)
         .env("RUNRATE__GRPC__LISTEN", "127.0.0.1:0")
+        .env("RUNRATE__HTTP__LISTEN", "127.0.0.1:0")
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())

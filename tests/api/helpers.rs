@@ -48,6 +48,7 @@ pub fn test_settings(data_dir: PathBuf) -> Settings {
         ..Settings::default()
     };
     settings.grpc.listen = ListenAddress(SocketAddr::from(([127, 0, 0, 1], 0)));
+    settings.http.listen = ListenAddress(SocketAddr::from(([127, 0, 0, 1], 0)));
     settings
 }
 

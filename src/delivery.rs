@@ -1,0 +1,353 @@
+//! The delivery worker: drains the outbox. Lanes claim due deliveries in batches, re-check
+//! that each subscriber still wants the email, store the digest of the token the email
+//! carries, send, and record the result. Transient failures are retried with exponential
+//! backoff; a 5xx refusal fails the row and suppresses the address. A stopped worker hands
+//! back what it had not sent; a crashed one loses its claims only until their lease ends.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant, SystemTime},
+};
+
+use tokio::{sync::Notify, task::JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    auth::generate_secret,
+    domain::LoadId,
+    mail::{EmailComposer, Mailer, OutgoingEmail, SendError, UpdateEmail},
+    newsletter::{
+        model::{
+            ClaimedDelivery, DeliveryKind, DeliveryResult, NewToken, SubscriberState, TokenPurpose,
+        },
+        token_digest,
+    },
+    settings::DeliverySettings,
+    snapshot::SharedSnapshot,
+    store::{Store, StoreError},
+};
+
+/// Results are written in groups this large (or at the end of a batch): a crash can
+/// repeat at most this many sent-but-unrecorded emails per lane.
+const RECORD_EVERY: usize = 16;
+/// How often fan-out progress is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+
+pub struct DeliveryWorker {
+    store: Arc<dyn Store>,
+    snapshot: SharedSnapshot,
+    mailer: Arc<dyn Mailer>,
+    composer: Arc<EmailComposer>,
+    settings: DeliverySettings,
+    confirmation_ttl: Duration,
+    wake: Arc<Notify>,
+    rendered: Mutex<HashMap<LoadId, Arc<UpdateEmail>>>,
+    progress: Mutex<HashMap<LoadId, FanOutProgress>>,
+}
+
+struct FanOutProgress {
+    started: Instant,
+    last_logged: Instant,
+}
+
+/// What one round of work did, for callers that drive the worker step by step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExecutionOutcome {
+    /// Nothing was due.
+    Idle,
+    /// This many deliveries were claimed and dealt with.
+    Processed(usize),
+}
+
+/// A claimed delivery, ready to send or already decided.
+enum Prepared {
+    Send {
+        delivery: ClaimedDelivery,
+        token: String,
+    },
+    Decided(DeliveryResult),
+}
+
+impl DeliveryWorker {
+    pub fn new(
+        store: Arc<dyn Store>,
+        snapshot: SharedSnapshot,
+        mailer: Arc<dyn Mailer>,
+        composer: Arc<EmailComposer>,
+        settings: DeliverySettings,
+        confirmation_ttl: Duration,
+        wake: Arc<Notify>,
+    ) -> Self {
+        DeliveryWorker {
+            store,
+            snapshot,
+            mailer,
+            composer,
+            settings,
+            confirmation_ttl,
+            wake,
+            rendered: Mutex::new(HashMap::new()),
+            progress: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Runs `delivery.concurrency` lanes until `shutdown`; each finishes its current
+    /// email, records what it did and hands back the rest.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut lanes = JoinSet::new();
+        for _ in 0..self.settings.concurrency {
+            let worker = self.clone();
+            let shutdown = shutdown.clone();
+            lanes.spawn(async move { worker.lane(shutdown).await });
+        }
+        while lanes.join_next().await.is_some() {}
+    }
+
+    async fn lane(&self, shutdown: CancellationToken) {
+        let mut loads = self.snapshot.subscribe();
+        while !shutdown.is_cancelled() {
+            // Registered before looking, so a wake-up between the two is not lost.
+            let woken = self.wake.notified();
+            match self.run_once(&shutdown).await {
+                Ok(ExecutionOutcome::Processed(_)) => continue,
+                Ok(ExecutionOutcome::Idle) => self.finish_progress().await,
+                Err(err) => tracing::error!(error = %err, "cannot work the delivery outbox"),
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                _ = woken => {}
+                _ = loads.changed() => {}
+                _ = tokio::time::sleep(self.settings.poll_interval.0) => {}
+            }
+        }
+    }
+
+    /// Claims one batch of due deliveries and deals with all of it.
+    pub async fn run_once(
+        &self,
+        shutdown: &CancellationToken,
+    ) -> Result<ExecutionOutcome, StoreError> {
+        let now = SystemTime::now();
+        let claimed = self
+            .store
+            .claim_deliveries(now, now + self.settings.lease.0, self.settings.batch_size)
+            .await?;
+        if claimed.is_empty() {
+            return Ok(ExecutionOutcome::Idle);
+        }
+        let count = claimed.len();
+        let prepared = self.prepare(claimed, now).await?;
+        let mut pending_results = Vec::new();
+        let mut loads_touched = Vec::new();
+        for item in prepared {
+            let result = match item {
+                Prepared::Decided(result) => result,
+                Prepared::Send { delivery, .. } if shutdown.is_cancelled() => {
+                    DeliveryResult::Released { id: delivery.id }
+                }
+                Prepared::Send { delivery, token } => {
+                    if let DeliveryKind::Update(load) = delivery.kind
+                        && !loads_touched.contains(&load)
+                    {
+                        loads_touched.push(load);
+                    }
+                    self.send(&delivery, &token).await
+                }
+            };
+            pending_results.push(result);
+            if pending_results.len() >= RECORD_EVERY {
+                self.store
+                    .record_deliveries(&pending_results, SystemTime::now())
+                    .await?;
+                pending_results.clear();
+            }
+        }
+        self.store
+            .record_deliveries(&pending_results, SystemTime::now())
+            .await?;
+        for load in loads_touched {
+            self.log_progress(load).await;
+        }
+        Ok(ExecutionOutcome::Processed(count))
+    }
+
+    /// Re-checks each subscriber and stores the digests of the tokens about to be sent.
+    async fn prepare(
+        &self,
+        claimed: Vec<ClaimedDelivery>,
+        now: SystemTime,
+    ) -> Result<Vec<Prepared>, StoreError> {
+        let mut tokens = Vec::new();
+        let mut prepared = Vec::with_capacity(claimed.len());
+        for delivery in claimed {
+            let purpose = match (delivery.kind, delivery.subscriber_state) {
+                (DeliveryKind::Confirmation, SubscriberState::Pending) => TokenPurpose::Confirm,
+                (DeliveryKind::Update(_), SubscriberState::Confirmed) => TokenPurpose::Unsubscribe,
+                (_, state) => {
+                    prepared.push(Prepared::Decided(DeliveryResult::Skipped {
+                        id: delivery.id,
+                        reason: format!("not sent: the subscriber is {} now", state.as_str()),
+                    }));
+                    continue;
+                }
+            };
+            let token = match generate_secret() {
+                Ok(token) => token,
+                Err(err) => {
+                    prepared.push(Prepared::Decided(self.retry_or_fail(
+                        &delivery,
+                        err.to_string(),
+                        now,
+                    )));
+                    continue;
+                }
+            };
+            tokens.push(NewToken {
+                digest: token_digest(&token),
+                subscriber_id: delivery.subscriber_id,
+                purpose,
+                expires_at: (purpose == TokenPurpose::Confirm).then(|| now + self.confirmation_ttl),
+            });
+            prepared.push(Prepared::Send { delivery, token });
+        }
+        self.store.store_tokens(&tokens).await?;
+        Ok(prepared)
+    }
+
+    fn compose(&self, delivery: &ClaimedDelivery, token: &str) -> Result<OutgoingEmail, String> {
+        match delivery.kind {
+            DeliveryKind::Confirmation => self
+                .composer
+                .confirmation(&delivery.email, token)
+                .map_err(|err| err.to_string()),
+            DeliveryKind::Update(load) => {
+                let update = self.rendered_update(load)?;
+                self.composer
+                    .personalise(&update, &delivery.email, token)
+                    .map_err(|err| err.to_string())
+            }
+        }
+    }
+
+    /// The update for a load, rendered on first use.
+    fn rendered_update(&self, load: LoadId) -> Result<Arc<UpdateEmail>, String> {
+        let mut rendered = self
+            .rendered
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(update) = rendered.get(&load) {
+            return Ok(update.clone());
+        }
+        let update = Arc::new(
+            self.composer
+                .update(&self.snapshot.load(), load)
+                .map_err(|err| err.to_string())?,
+        );
+        rendered.insert(load, update.clone());
+        Ok(update)
+    }
+
+    async fn send(&self, delivery: &ClaimedDelivery, token: &str) -> DeliveryResult {
+        let email = match self.compose(delivery, token) {
+            Ok(email) => email,
+            Err(err) => return self.retry_or_fail(delivery, err, SystemTime::now()),
+        };
+        match self.mailer.send(&email).await {
+            Ok(()) => DeliveryResult::Sent { id: delivery.id },
+            Err(SendError::Rejected(reply)) => {
+                tracing::warn!(delivery = delivery.id, %reply, "the mail server refused the address; suppressing it");
+                DeliveryResult::Failed {
+                    id: delivery.id,
+                    error: reply,
+                    bounced: Some(delivery.subscriber_id),
+                }
+            }
+            Err(SendError::SenderRefused(reply)) => {
+                tracing::error!(delivery = delivery.id, %reply, "the mail server refused the sender; check mail.from and mail.smtp");
+                self.retry_or_fail(delivery, reply, SystemTime::now())
+            }
+            Err(SendError::Transient(reason)) => {
+                self.retry_or_fail(delivery, reason, SystemTime::now())
+            }
+        }
+    }
+
+    /// Retry later with exponential backoff, or give up after `max_attempts`.
+    fn retry_or_fail(
+        &self,
+        delivery: &ClaimedDelivery,
+        error: String,
+        now: SystemTime,
+    ) -> DeliveryResult {
+        if delivery.attempts >= self.settings.max_attempts {
+            tracing::warn!(delivery = delivery.id, attempts = delivery.attempts, %error, "giving up on a delivery");
+            return DeliveryResult::Failed {
+                id: delivery.id,
+                error,
+                bounced: None,
+            };
+        }
+        let doublings = delivery.attempts.saturating_sub(1).min(20);
+        let delay = self
+            .settings
+            .retry_base
+            .0
+            .saturating_mul(1 << doublings)
+            .min(self.settings.retry_max.0);
+        DeliveryResult::Retry {
+            id: delivery.id,
+            next_attempt_at: now + delay,
+            error,
+        }
+    }
+
+    /// Logs sent / total and the rate of a load's fan-out, every few seconds and at the end.
+    async fn log_progress(&self, load: LoadId) {
+        let now = Instant::now();
+        let started = {
+            let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            let entry = progress.entry(load).or_insert(FanOutProgress {
+                started: now,
+                last_logged: now,
+            });
+            if now.duration_since(entry.last_logged) < PROGRESS_EVERY {
+                return;
+            }
+            entry.last_logged = now;
+            entry.started
+        };
+        self.report_progress(load, started, now).await;
+    }
+
+    /// The outbox ran dry: a last progress line for each fan-out under way.
+    async fn finish_progress(&self) {
+        let finished: Vec<(LoadId, Instant)> = self
+            .progress
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain()
+            .map(|(load, progress)| (load, progress.started))
+            .collect();
+        for (load, started) in finished {
+            self.report_progress(load, started, Instant::now()).await;
+        }
+    }
+
+    async fn report_progress(&self, load: LoadId, started: Instant, now: Instant) {
+        let Ok(Some(report)) = self.store.delivery_report(load).await else {
+            return;
+        };
+        let elapsed = now.duration_since(started).as_secs_f64().max(0.001);
+        tracing::info!(
+            load,
+            sent = report.sent,
+            total = report.recipients,
+            pending = report.pending,
+            retrying = report.retrying,
+            failed = report.failed,
+            rate_per_second = format!("{:.0}", report.sent as f64 / elapsed),
+            "fan-out progress"
+        );
+    }
+}

@@ -1,0 +1,218 @@
+//! The web side (axum): the sign-up page with the latest figures, and the pages behind
+//! the links in emails. A GET never changes anything — mail scanners follow links — so
+//! confirming and unsubscribing each take a POST; the RFC 8058 one-click POST works with
+//! no cookie or login, answers 200 without a redirect, and may be repeated.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use axum::{
+    Router,
+    body::Bytes,
+    extract::{ConnectInfo, DefaultBodyLimit, Query, State},
+    http::{HeaderValue, StatusCode, header},
+    response::{Html, IntoResponse, Response},
+    routing::{get, post},
+};
+use minijinja::context;
+use serde::Deserialize;
+
+use crate::{
+    newsletter::{Newsletter, NewsletterError, SUBSCRIBE_ANSWER},
+    snapshot::SharedSnapshot,
+    templates::{ComparisonTable, render},
+};
+
+/// Largest form body accepted.
+const MAX_BODY_BYTES: usize = 16 * 1024;
+
+#[derive(Clone)]
+pub struct WebState {
+    pub newsletter: Arc<Newsletter>,
+    pub snapshot: SharedSnapshot,
+}
+
+pub fn router(state: WebState) -> Router {
+    Router::new()
+        .route("/", get(signup_page))
+        .route("/subscribe", post(subscribe))
+        .route("/confirm", get(confirm_page).post(confirm))
+        .route("/unsubscribe", get(unsubscribe_page).post(unsubscribe))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+#[derive(Deserialize)]
+struct TokenQuery {
+    token: Option<String>,
+}
+
+fn page(status: StatusCode, template: &str, context: minijinja::Value) -> Response {
+    match render(template, context) {
+        Ok(html) => {
+            let mut response = (status, Html(html)).into_response();
+            response
+                .headers_mut()
+                .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+        }
+        Err(err) => {
+            tracing::error!(template, %err, "cannot render a page");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong; please try again.",
+            )
+                .into_response()
+        }
+    }
+}
+
+fn message(status: StatusCode, heading: &str, text: &str) -> Response {
+    let kind = if status.is_success() {
+        "notice"
+    } else {
+        "error"
+    };
+    page(
+        status,
+        "message.html",
+        context! { heading => heading, message => text, kind => kind },
+    )
+}
+
+fn newsletter_error(err: NewsletterError) -> Response {
+    let text = err.to_string();
+    match err {
+        NewsletterError::InvalidEmail(_)
+        | NewsletterError::UnsupportedLanguage(_)
+        | NewsletterError::UnknownProvider(_) => {
+            message(StatusCode::BAD_REQUEST, "Please check the form", &text)
+        }
+        NewsletterError::RateLimited => message(StatusCode::TOO_MANY_REQUESTS, "Slow down", &text),
+        NewsletterError::UnknownToken => message(StatusCode::NOT_FOUND, "Link not valid", &text),
+        NewsletterError::ExpiredToken => message(StatusCode::GONE, "Link expired", &text),
+        NewsletterError::Store(err) => {
+            tracing::error!(error = %err, "newsletter store error");
+            message(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please try again in a moment.",
+            )
+        }
+    }
+}
+
+/// Values of a form body by name (a name may repeat, as checkboxes do).
+fn form_values(body: &[u8], name: &str) -> Vec<String> {
+    form_urlencoded::parse(body)
+        .filter(|(key, _)| key == name)
+        .map(|(_, value)| value.into_owned())
+        .collect()
+}
+
+fn form_value(body: &[u8], name: &str) -> Option<String> {
+    form_values(body, name).into_iter().next()
+}
+
+async fn signup_page(State(state): State<WebState>) -> Response {
+    let snapshot = state.snapshot.load();
+    let providers: Vec<_> = snapshot
+        .providers()
+        .map(|p| context! { id => p.id.as_str(), name => p.display_name.as_str() })
+        .collect();
+    page(
+        StatusCode::OK,
+        "signup.html",
+        context! { table => ComparisonTable::latest(&snapshot), providers => providers },
+    )
+}
+
+async fn subscribe(
+    State(state): State<WebState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    let email = form_value(&body, "email").unwrap_or_default();
+    let providers = form_values(&body, "providers");
+    match state
+        .newsletter
+        .subscribe(Some(client.ip()), &email, "en", &providers)
+        .await
+    {
+        Ok(_) => message(StatusCode::OK, "Check your inbox", SUBSCRIBE_ANSWER),
+        Err(err) => newsletter_error(err),
+    }
+}
+
+async fn confirm_page(Query(query): Query<TokenQuery>) -> Response {
+    match query.token.filter(|t| !t.is_empty()) {
+        Some(token) => page(StatusCode::OK, "confirm.html", context! { token => token }),
+        None => message(
+            StatusCode::BAD_REQUEST,
+            "Link not valid",
+            "The link has no token; open the link from the email as it is.",
+        ),
+    }
+}
+
+async fn confirm(State(state): State<WebState>, body: Bytes) -> Response {
+    let token = form_value(&body, "token").unwrap_or_default();
+    match state.newsletter.confirm(&token).await {
+        Ok(_) => message(
+            StatusCode::OK,
+            "You're subscribed",
+            "Thanks for confirming. You will get an email whenever new quarterly figures are published.",
+        ),
+        Err(err) => newsletter_error(err),
+    }
+}
+
+async fn unsubscribe_page(Query(query): Query<TokenQuery>) -> Response {
+    match query.token.filter(|t| !t.is_empty()) {
+        Some(token) => page(
+            StatusCode::OK,
+            "unsubscribe.html",
+            context! { token => token },
+        ),
+        None => message(
+            StatusCode::BAD_REQUEST,
+            "Link not valid",
+            "The link has no token; open the link from the email as it is.",
+        ),
+    }
+}
+
+/// Both the RFC 8058 one-click POST (token in the URL, `List-Unsubscribe=One-Click` in
+/// the body, from a mail client) and the page's form (token in the body).
+async fn unsubscribe(
+    State(state): State<WebState>,
+    Query(query): Query<TokenQuery>,
+    body: Bytes,
+) -> Response {
+    let one_click = form_value(&body, "List-Unsubscribe").as_deref() == Some("One-Click")
+        || String::from_utf8_lossy(&body).contains("List-Unsubscribe=One-Click");
+    let token = form_value(&body, "token")
+        .or(query.token)
+        .unwrap_or_default();
+    let result = state.newsletter.unsubscribe(&token).await;
+    if one_click {
+        return match result {
+            Ok(_) => (
+                StatusCode::OK,
+                "Unsubscribed. You will get no more emails from runrate.\n",
+            )
+                .into_response(),
+            Err(err @ (NewsletterError::UnknownToken | NewsletterError::ExpiredToken)) => {
+                (StatusCode::NOT_FOUND, format!("{err}\n")).into_response()
+            }
+            Err(err) => newsletter_error(err),
+        };
+    }
+    match result {
+        Ok(_) => message(
+            StatusCode::OK,
+            "You're unsubscribed",
+            "You will get no more emails from runrate. Changed your mind? Sign up again on the front page.",
+        ),
+        Err(err) => newsletter_error(err),
+    }
+}
