@@ -22,6 +22,7 @@ use tonic::transport::Channel;
 
 pub struct TestServer {
     pub address: SocketAddr,
+    pub http_address: SocketAddr,
     pub data_dir: PathBuf,
     pub store: Arc<dyn Store>,
     stop: Option<oneshot::Sender<()>>,
@@ -68,6 +69,7 @@ impl TestServer {
             .await
             .expect("the server starts");
         let address = application.grpc_address();
+        let http_address = application.http_address();
         let store = application.store();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(application.run_until(async {
@@ -75,6 +77,7 @@ impl TestServer {
         }));
         TestServer {
             address,
+            http_address,
             data_dir,
             store,
             stop: Some(stop),
@@ -174,5 +177,80 @@ impl TestServer {
 
     pub async fn dump(&self) -> String {
         self.store.dump().await.expect("dump the store")
+    }
+}
+
+/// Settings for a server that mails through `smtp`, retrying quickly.
+pub fn smtp_settings(data_dir: PathBuf, smtp: SocketAddr) -> Settings {
+    use runrate::settings::{MailTransport, TextDuration};
+    use std::time::Duration;
+    let mut settings = test_settings(data_dir);
+    settings.mail.transport = MailTransport::Smtp;
+    settings.mail.smtp.host = smtp.ip().to_string();
+    settings.mail.smtp.port = smtp.port();
+    settings.mail.smtp.send_timeout = TextDuration(Duration::from_millis(800));
+    settings.mail.smtp.connect_timeout = TextDuration(Duration::from_secs(2));
+    settings.delivery.retry_base = TextDuration(Duration::from_millis(50));
+    settings.delivery.retry_max = TextDuration(Duration::from_millis(200));
+    settings.delivery.poll_interval = TextDuration(Duration::from_millis(50));
+    settings.delivery.lease = TextDuration(Duration::from_secs(2));
+    settings
+}
+
+impl TestServer {
+    /// A server on a new data directory that mails through `smtp`.
+    pub async fn start_with_smtp(smtp: SocketAddr) -> TestServer {
+        let temp = tempfile::tempdir().expect("create a temporary data directory");
+        let mut server =
+            TestServer::start_with(smtp_settings(temp.path().to_path_buf(), smtp)).await;
+        server._temp = Some(temp);
+        server
+    }
+
+    pub async fn newsletter(
+        &self,
+    ) -> runrate::api::newsletter_service_client::NewsletterServiceClient<Channel> {
+        runrate::api::newsletter_service_client::NewsletterServiceClient::new(self.channel().await)
+    }
+
+    /// An admin call's request, with the bearer token.
+    pub fn admin_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let value = format!("Bearer {}", self.admin_token())
+            .parse()
+            .expect("a header value");
+        request.metadata_mut().insert("authorization", value);
+        request
+    }
+
+    pub async fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel().await)
+    }
+
+    /// Inserts `count` confirmed subscribers `reader{n}@example.com` straight into the
+    /// database, as a fixture: signing up 10,000 readers through the API would test
+    /// nothing more.
+    pub async fn seed_confirmed_subscribers(&self, count: u32) {
+        let url = format!("sqlite://{}", self.data_dir.join("runrate.db").display());
+        let pool = sqlx::SqlitePool::connect(&url)
+            .await
+            .expect("open the test database");
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) \
+             INSERT INTO subscribers (email, state, language, follows_all, created_at_us, updated_at_us) \
+             SELECT 'reader' || i || '@example.com', 'confirmed', 'en', 1, 0, 0 FROM n",
+        )
+        .bind(count)
+        .execute(&pool)
+        .await
+        .expect("seed subscribers");
+        pool.close().await;
+    }
+}
+
+impl TestServer {
+    /// Keeps a data directory alive as long as this server (after a restart on it).
+    pub fn keep(&mut self, temp: Option<TempDir>) {
+        self._temp = temp;
     }
 }

@@ -4,10 +4,14 @@
 mod atomic_reads;
 mod bad_input;
 mod cli;
+mod delivery;
 mod derived;
 mod helpers;
+mod http_client;
 mod loading;
+mod newsletter;
 mod pagination;
 mod seed;
+mod smtp_server;
 mod standard_services;
 mod watching;

@@ -1,0 +1,584 @@
+//! The newsletter end to end, over a real SMTP server and the real web side: double
+//! opt-in, one update per confirmed subscriber per load, one-click unsubscribe, and the
+//! rules that keep it from ever becoming spam.
+
+use std::time::Duration;
+
+use runrate::api::{
+    ConfirmSubscriptionRequest, GetDeliveryReportRequest, ListSubscribersRequest, SubscribeRequest,
+    SubscriberState, UnsubscribeRequest, UpdatePreferencesRequest,
+};
+use tonic::Code;
+
+use crate::{
+    helpers::{TestServer, smtp_settings, test_settings},
+    http_client::{path_of, request, token_of},
+    smtp_server::SmtpServer,
+};
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn subscribe(server: &TestServer, email: &str) -> String {
+    server
+        .newsletter()
+        .await
+        .subscribe(SubscribeRequest {
+            email: email.into(),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe")
+        .into_inner()
+        .message
+}
+
+async fn state_of(server: &TestServer, email: &str) -> SubscriberState {
+    let subscribers = server
+        .admin()
+        .await
+        .list_subscribers(server.admin_request(ListSubscribersRequest {
+            page_size: 1000,
+            ..Default::default()
+        }))
+        .await
+        .expect("list subscribers")
+        .into_inner()
+        .subscribers;
+    subscribers
+        .iter()
+        .find(|s| s.email == email)
+        .map(|s| s.state())
+        .unwrap_or_else(|| panic!("{email} is not a subscriber"))
+}
+
+/// Signs `email` up and confirms it through the link in its confirmation email.
+async fn subscribe_and_confirm(server: &TestServer, smtp: &SmtpServer, email: &str) {
+    let before = smtp.received_by(email).len();
+    subscribe(server, email).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let confirmation = loop {
+        if let Some(mail) = smtp.received_by(email).get(before) {
+            break mail.clone();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no confirmation email for {email}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let link = confirmation.link("http://").expect("a confirmation link");
+    let response = request(
+        server.http_address,
+        "POST",
+        "/confirm",
+        Some(&format!("token={}", token_of(&link))),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+}
+
+async fn wait_until_delivered(server: &TestServer, load: &str) -> runrate::api::DeliveryReport {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let report = server
+            .admin()
+            .await
+            .get_delivery_report(
+                server.admin_request(GetDeliveryReportRequest { load: load.into() }),
+            )
+            .await
+            .expect("a delivery report")
+            .into_inner();
+        if report.pending == 0 && report.retrying == 0 {
+            return report;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still delivering: {report:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sign_up_confirm_receive_and_leave_with_one_click() {
+    let smtp = SmtpServer::start().await;
+    let server = TestServer::start_with_smtp(smtp.address).await;
+    let reader = "reader@example.com";
+    subscribe(&server, reader).await;
+    subscribe(&server, "lurker@example.com").await;
+
+    // The confirmation email arrives, with a link to the web side.
+    let confirmations = smtp.wait_for(2, WAIT).await;
+    let confirmation = confirmations
+        .iter()
+        .find(|mail| mail.to == [reader])
+        .expect("a confirmation for the reader");
+    assert!(confirmation.header("Message-ID").is_some());
+    assert_eq!(
+        confirmation.header("Subject").as_deref(),
+        Some("Confirm your runrate subscription")
+    );
+    let link = confirmation.link("http://").expect("a confirmation link");
+    assert!(
+        link.starts_with("http://127.0.0.1:8080/confirm?token="),
+        "{link}"
+    );
+
+    // Following the link (as a mail scanner would) confirms nothing.
+    let page = request(server.http_address, "GET", &path_of(&link), None).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body
+            .contains("<form method=\"post\" action=\"/confirm\">"),
+        "{}",
+        page.body
+    );
+    assert_eq!(state_of(&server, reader).await, SubscriberState::Pending);
+
+    // The button's POST does.
+    let confirmed = request(
+        server.http_address,
+        "POST",
+        "/confirm",
+        Some(&format!("token={}", token_of(&link))),
+    )
+    .await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    assert_eq!(state_of(&server, reader).await, SubscriberState::Confirmed);
+    assert_eq!(
+        state_of(&server, "lurker@example.com").await,
+        SubscriberState::Pending
+    );
+
+    // A load sends exactly one update, to the confirmed reader only.
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load Q2");
+    let report = wait_until_delivered(&server, "loads/2").await;
+    assert_eq!((report.recipients, report.sent, report.failed), (1, 1, 0));
+    let updates: Vec<_> = smtp
+        .received()
+        .into_iter()
+        .filter(|mail| {
+            mail.header("Subject")
+                .is_some_and(|s| s.contains("new figures"))
+        })
+        .collect();
+    assert_eq!(updates.len(), 1);
+    let update = &updates[0];
+    assert_eq!(update.to, [reader]);
+    let text = update.text();
+    for expected in [
+        "~$31.5B",
+        "~$14.6B (est.)",
+        "Not disclosed",
+        "DeepMind (internal)",
+        "2026-Q2",
+    ] {
+        assert!(
+            text.contains(expected),
+            "{expected} missing from the update"
+        );
+    }
+    assert!(text.contains("Content-Type: text/plain") && text.contains("Content-Type: text/html"));
+    let list_unsubscribe = update.header("List-Unsubscribe").expect("List-Unsubscribe");
+    assert!(
+        list_unsubscribe.starts_with("<http://127.0.0.1:8080/unsubscribe?token="),
+        "{list_unsubscribe}"
+    );
+    assert_eq!(
+        update.header("List-Unsubscribe-Post").as_deref(),
+        Some("List-Unsubscribe=One-Click")
+    );
+
+    // The RFC 8058 one-click POST: no cookie, no login, 200 and no redirect; twice is fine.
+    let unsubscribe_url = list_unsubscribe
+        .trim_start_matches('<')
+        .split('>')
+        .next()
+        .unwrap_or_default();
+    for _ in 0..2 {
+        let response = request(
+            server.http_address,
+            "POST",
+            &path_of(unsubscribe_url),
+            Some("List-Unsubscribe=One-Click"),
+        )
+        .await;
+        assert_eq!(response.status, 200, "{}", response.body);
+        assert!(response.header("Location").is_none());
+    }
+    assert_eq!(
+        state_of(&server, reader).await,
+        SubscriberState::Unsubscribed
+    );
+
+    // The next load emails nobody.
+    let emails_before = smtp.received().len();
+    server
+        .load_example("2026-q1-restatement-example.toml")
+        .await
+        .expect("restate");
+    let report = wait_until_delivered(&server, "loads/3").await;
+    assert_eq!(report.recipients, 0);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.received().len(), emails_before);
+}
+
+#[tokio::test]
+async fn unconfirmed_unsubscribed_and_bounced_addresses_are_never_emailed() {
+    // Bounced addresses: see a_refused_address_fails_is_suppressed_and_is_not_emailed_again.
+    let smtp = SmtpServer::start().await;
+    let server = TestServer::start_with_smtp(smtp.address).await;
+    subscribe(&server, "pending@example.com").await;
+    subscribe_and_confirm(&server, &smtp, "stays@example.com").await;
+    subscribe_and_confirm(&server, &smtp, "leaves@example.com").await;
+
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load 2");
+    wait_until_delivered(&server, "loads/2").await;
+    let update = smtp
+        .received_by("leaves@example.com")
+        .into_iter()
+        .find(|mail| mail.header("List-Unsubscribe").is_some())
+        .expect("an update for leaves@");
+    let unsubscribe_link = update
+        .link("http://127.0.0.1:8080/unsubscribe")
+        .expect("a link");
+    server
+        .newsletter()
+        .await
+        .unsubscribe(UnsubscribeRequest {
+            token: token_of(&unsubscribe_link),
+        })
+        .await
+        .expect("unsubscribe");
+
+    let before: Vec<usize> = ["pending@example.com", "leaves@example.com"]
+        .iter()
+        .map(|a| smtp.received_by(a).len())
+        .collect();
+    server
+        .load_example("2026-q1-restatement-example.toml")
+        .await
+        .expect("load 3");
+    let report = wait_until_delivered(&server, "loads/3").await;
+    assert_eq!(report.recipients, 1, "only stays@ is confirmed");
+    assert_eq!(report.sent, 1);
+    let after: Vec<usize> = ["pending@example.com", "leaves@example.com"]
+        .iter()
+        .map(|a| smtp.received_by(a).len())
+        .collect();
+    assert_eq!(before, after);
+    assert_eq!(
+        before[0], 1,
+        "pending@ got its confirmation and nothing else"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_address_fails_is_suppressed_and_is_not_emailed_again() {
+    let smtp = SmtpServer::with_faults(|to| {
+        if to == "nobody@example.com" {
+            crate::smtp_server::Fault::PermanentFailure
+        } else {
+            crate::smtp_server::Fault::Accept
+        }
+    })
+    .await;
+    let server = TestServer::start_with_smtp(smtp.address).await;
+    server.seed_confirmed_subscribers(2).await;
+    sqlx_rename(&server, "reader1@example.com", "nobody@example.com").await;
+
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load 2");
+    let report = wait_until_delivered(&server, "loads/2").await;
+    assert_eq!((report.sent, report.failed), (1, 1));
+    let failure = &report.failures[0];
+    assert_eq!(failure.email, "nobody@example.com");
+    assert!(failure.last_error.contains("550"), "{failure:?}");
+    assert_eq!(
+        state_of(&server, "nobody@example.com").await,
+        SubscriberState::Bounced
+    );
+    assert_eq!(
+        smtp.attempts("nobody@example.com"),
+        1,
+        "a 5xx is not retried"
+    );
+
+    server
+        .load_example("2026-q1-restatement-example.toml")
+        .await
+        .expect("load 3");
+    let report = wait_until_delivered(&server, "loads/3").await;
+    assert_eq!(report.recipients, 1);
+    assert_eq!(smtp.attempts("nobody@example.com"), 1);
+
+    // Subscribing again does not bring a bounced address back.
+    subscribe(&server, "nobody@example.com").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.attempts("nobody@example.com"), 1);
+}
+
+/// Renames a seeded subscriber, for tests that need one address to behave differently.
+async fn sqlx_rename(server: &TestServer, from: &str, to: &str) {
+    let url = format!("sqlite://{}", server.data_dir.join("runrate.db").display());
+    let pool = sqlx::SqlitePool::connect(&url)
+        .await
+        .expect("open the database");
+    sqlx::query("UPDATE subscribers SET email = ? WHERE email = ?")
+        .bind(to)
+        .bind(from)
+        .execute(&pool)
+        .await
+        .expect("rename");
+    pool.close().await;
+}
+
+#[tokio::test]
+async fn the_answer_is_the_same_for_new_and_known_addresses() {
+    let smtp = SmtpServer::start().await;
+    let server = TestServer::start_with_smtp(smtp.address).await;
+    subscribe_and_confirm(&server, &smtp, "known@example.com").await;
+    let for_new = subscribe(&server, "new@example.com").await;
+    let for_pending = subscribe(&server, "new@example.com").await;
+    let for_confirmed = subscribe(&server, "known@example.com").await;
+    assert_eq!(for_new, for_pending);
+    assert_eq!(for_new, for_confirmed);
+
+    let page = |email: &'static str| {
+        let address = server.http_address;
+        async move {
+            request(
+                address,
+                "POST",
+                "/subscribe",
+                Some(&format!("email={email}")),
+            )
+            .await
+        }
+    };
+    let new_page = page("another@example.com").await;
+    let known_page = page("known%40example.com").await;
+    assert_eq!(new_page.status, 200);
+    assert_eq!(
+        (known_page.status, known_page.body),
+        (new_page.status, new_page.body)
+    );
+
+    // A pending address asking again within the window gets no second email.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(smtp.received_by("new@example.com").len(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_confirmation_link_is_refused() {
+    let smtp = SmtpServer::start().await;
+    let temp = tempfile::tempdir().expect("a data directory");
+    let mut settings = smtp_settings(temp.path().to_path_buf(), smtp.address);
+    settings.newsletter.confirmation_ttl =
+        runrate::settings::TextDuration(Duration::from_millis(300));
+    let server = TestServer::start_with(settings).await;
+    subscribe(&server, "slow@example.com").await;
+    let mail = smtp.wait_for(1, WAIT).await.remove(0);
+    let token = token_of(&mail.link("http://").expect("a link"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let status = server
+        .newsletter()
+        .await
+        .confirm_subscription(ConfirmSubscriptionRequest {
+            token: token.clone(),
+        })
+        .await
+        .expect_err("expired");
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    let page = request(
+        server.http_address,
+        "POST",
+        "/confirm",
+        Some(&format!("token={token}")),
+    )
+    .await;
+    assert_eq!(page.status, 410);
+    assert_eq!(
+        state_of(&server, "slow@example.com").await,
+        SubscriberState::Pending
+    );
+
+    let status = server
+        .newsletter()
+        .await
+        .confirm_subscription(ConfirmSubscriptionRequest {
+            token: "made-up".into(),
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(status.code(), Code::InvalidArgument);
+}
+
+#[tokio::test]
+async fn sign_ups_are_rate_limited_per_client() {
+    let temp = tempfile::tempdir().expect("a data directory");
+    let mut settings = test_settings(temp.path().to_path_buf());
+    settings.newsletter.subscribe_rate_limit = 3;
+    let server = TestServer::start_with(settings).await;
+    for n in 0..3 {
+        subscribe(&server, &format!("r{n}@example.com")).await;
+    }
+    let status = server
+        .newsletter()
+        .await
+        .subscribe(SubscribeRequest {
+            email: "r4@example.com".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("over the limit");
+    assert_eq!(status.code(), Code::ResourceExhausted);
+    let page = request(
+        server.http_address,
+        "POST",
+        "/subscribe",
+        Some("email=r5%40example.com"),
+    )
+    .await;
+    assert_eq!(page.status, 429);
+}
+
+#[tokio::test]
+async fn bad_addresses_are_refused_and_nothing_reaches_a_header() {
+    let server = TestServer::start().await;
+    for bad in [
+        "not-an-address",
+        "a@b.com\r\nBcc: x@y.com",
+        "reader@localhost",
+        "",
+    ] {
+        let status = server
+            .newsletter()
+            .await
+            .subscribe(SubscribeRequest {
+                email: bad.into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("refused");
+        assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}");
+    }
+    let status = server
+        .newsletter()
+        .await
+        .subscribe(SubscribeRequest {
+            email: "ok@example.com".into(),
+            providers: vec!["oracle".into()],
+            ..Default::default()
+        })
+        .await
+        .expect_err("unknown provider");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let page = request(
+        server.http_address,
+        "POST",
+        "/subscribe",
+        Some("email=a%40b.com%0D%0ABcc%3A+x%40y.com"),
+    )
+    .await;
+    assert_eq!(page.status, 400);
+}
+
+#[tokio::test]
+async fn followers_of_other_providers_are_not_emailed() {
+    let smtp = SmtpServer::start().await;
+    let server = TestServer::start_with_smtp(smtp.address).await;
+    subscribe_and_confirm(&server, &smtp, "aws-fan@example.com").await;
+    let confirmation = smtp.received_by("aws-fan@example.com").remove(0);
+    assert!(confirmation.link("http://").is_some());
+    // Preferences change with the token from an update; get one first.
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load 2");
+    wait_until_delivered(&server, "loads/2").await;
+    let update = smtp
+        .received_by("aws-fan@example.com")
+        .into_iter()
+        .find(|mail| mail.header("List-Unsubscribe").is_some())
+        .expect("an update");
+    let token = token_of(
+        &update
+            .link("http://127.0.0.1:8080/unsubscribe")
+            .expect("a link"),
+    );
+    server
+        .newsletter()
+        .await
+        .update_preferences(UpdatePreferencesRequest {
+            token,
+            providers: vec!["google-cloud".into()],
+        })
+        .await
+        .expect("follow Google Cloud only");
+
+    // The restatement touches AWS and Azure only.
+    server
+        .load_example("2026-q1-restatement-example.toml")
+        .await
+        .expect("load 3");
+    let report = wait_until_delivered(&server, "loads/3").await;
+    assert_eq!(report.recipients, 0);
+}
+
+#[tokio::test]
+async fn with_no_mail_server_emails_are_written_as_files() {
+    let server = TestServer::start().await;
+    subscribe(&server, "files@example.com").await;
+    let mail_dir = server.data_dir.join("mail");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let email = loop {
+        let files: Vec<_> = std::fs::read_dir(&mail_dir)
+            .map(|dir| dir.filter_map(Result::ok).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        if let Some(path) = files
+            .iter()
+            .find(|p| p.extension().is_some_and(|e| e == "eml"))
+        {
+            break std::fs::read_to_string(path).expect("read the email");
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no .eml file in {}",
+            mail_dir.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(email.contains("To: files@example.com"), "{email}");
+    assert!(
+        email.contains("Subject: Confirm your runrate subscription"),
+        "{email}"
+    );
+}
+
+#[tokio::test]
+async fn the_sign_up_page_shows_the_latest_table_and_the_form() {
+    let server = TestServer::start().await;
+    let page = request(server.http_address, "GET", "/", None).await;
+    assert_eq!(page.status, 200);
+    for expected in [
+        "~$13B (est.)",
+        "Not disclosed",
+        "TPU v5p, Axion",
+        "Get notified when new quarterly figures are published. No spam, unsubscribe anytime.",
+        "<form method=\"post\" action=\"/subscribe\">",
+    ] {
+        assert!(page.body.contains(expected), "{expected} missing");
+    }
+    assert!(!page.body.contains("<script"), "usable without JavaScript");
+}

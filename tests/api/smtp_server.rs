@@ -1,0 +1,334 @@
+//! A real SMTP server for the tests, on a free port: the protocol is the `mailin`
+//! library's; this file only moves its lines over TCP and keeps what it accepts. A fault
+//! plan can make it answer 4xx or 5xx to a recipient, drop the connection after the data,
+//! or never answer — the failures a real server produces that a test cannot summon.
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use mailin::{Action, Handler, Response, SessionBuilder};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    net::TcpListener,
+    sync::Notify,
+};
+
+/// What the server does with one recipient's delivery attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    Accept,
+    /// `451` to RCPT TO.
+    TemporaryFailure,
+    /// `550` to RCPT TO.
+    PermanentFailure,
+    /// Read the whole message, then close the connection without answering.
+    DropAfterData,
+    /// Read the whole message, then never answer.
+    HangAfterData,
+}
+
+/// One accepted email.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub to: Vec<String>,
+    pub data: Vec<u8>,
+}
+
+impl Received {
+    /// The body (all parts), with quoted-printable soft breaks and escapes undone.
+    pub fn text(&self) -> String {
+        let raw = String::from_utf8_lossy(&self.data);
+        let body = raw
+            .split_once("\r\n\r\n")
+            .map_or(raw.as_ref(), |(_, body)| body);
+        decode_quoted_printable(body)
+    }
+
+    /// A header's value, unfolded.
+    pub fn header(&self, name: &str) -> Option<String> {
+        let raw = String::from_utf8_lossy(&self.data).replace("\r\n", "\n");
+        let head = raw
+            .split("\n\n")
+            .next()
+            .unwrap_or_default()
+            .replace("\n ", " ")
+            .replace("\n\t", " ");
+        head.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            key.eq_ignore_ascii_case(name)
+                .then(|| value.trim().to_owned())
+        })
+    }
+
+    /// The first URL in the message that starts with `prefix`.
+    pub fn link(&self, prefix: &str) -> Option<String> {
+        let text = self.text();
+        let start = text.find(prefix)?;
+        let link: String = text[start..]
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '<' && *c != '>')
+            .collect();
+        Some(link)
+    }
+}
+
+pub fn decode_quoted_printable(text: &str) -> String {
+    let joined = text.replace("=\r\n", "").replace("=\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'='
+            && i + 2 < bytes.len()
+            && let Ok(byte) = u8::from_str_radix(&joined[i + 1..i + 3], 16)
+        {
+            out.push(byte);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+type FaultPlan = Box<dyn FnMut(&str) -> Fault + Send>;
+
+struct Shared {
+    /// How long to wait before answering the end of each message.
+    delay: Duration,
+    received: Mutex<Vec<Received>>,
+    plan: Mutex<FaultPlan>,
+    attempts: Mutex<HashMap<String, u32>>,
+    arrived: Notify,
+}
+
+pub struct SmtpServer {
+    pub address: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+/// The per-connection state mailin calls back into.
+struct Session {
+    shared: Arc<Shared>,
+    to: Vec<String>,
+    data: Vec<u8>,
+    /// The fault chosen at RCPT TO that strikes after the data.
+    after_data: Arc<Mutex<Fault>>,
+}
+
+impl Handler for Session {
+    fn mail(&mut self, _ip: IpAddr, _domain: &str, _from: &str) -> Response {
+        self.to.clear();
+        self.data.clear();
+        *self.after_data.lock().unwrap() = Fault::Accept;
+        mailin::response::OK
+    }
+
+    fn rcpt(&mut self, to: &str) -> Response {
+        *self
+            .shared
+            .attempts
+            .lock()
+            .unwrap()
+            .entry(to.to_owned())
+            .or_default() += 1;
+        let fault = (self.shared.plan.lock().unwrap())(to);
+        match fault {
+            Fault::TemporaryFailure => Response::custom(451, "4.3.0 Try again later".into()),
+            Fault::PermanentFailure => Response::custom(550, "5.1.1 No such user".into()),
+            other => {
+                *self.after_data.lock().unwrap() = other;
+                self.to.push(to.to_owned());
+                mailin::response::OK
+            }
+        }
+    }
+
+    fn data(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.data.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn data_end(&mut self) -> Response {
+        if *self.after_data.lock().unwrap() == Fault::Accept {
+            self.shared.received.lock().unwrap().push(Received {
+                to: std::mem::take(&mut self.to),
+                data: std::mem::take(&mut self.data),
+            });
+            self.shared.arrived.notify_waiters();
+        }
+        mailin::response::OK
+    }
+}
+
+impl SmtpServer {
+    /// A server that accepts everything.
+    pub async fn start() -> SmtpServer {
+        SmtpServer::with_faults(|_| Fault::Accept).await
+    }
+
+    /// A server that asks `plan` what to do with each recipient attempt.
+    pub async fn with_faults(plan: impl FnMut(&str) -> Fault + Send + 'static) -> SmtpServer {
+        SmtpServer::with_faults_and_delay(plan, Duration::ZERO).await
+    }
+
+    /// A server that takes `delay` to accept each message, for fan-outs to interrupt.
+    pub async fn with_delay(delay: Duration) -> SmtpServer {
+        SmtpServer::with_faults_and_delay(|_| Fault::Accept, delay).await
+    }
+
+    async fn with_faults_and_delay(
+        plan: impl FnMut(&str) -> Fault + Send + 'static,
+        delay: Duration,
+    ) -> SmtpServer {
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind the SMTP server");
+        let address = listener.local_addr().expect("its address");
+        let shared = Arc::new(Shared {
+            delay,
+            received: Mutex::new(Vec::new()),
+            plan: Mutex::new(Box::new(plan)),
+            attempts: Mutex::new(HashMap::new()),
+            arrived: Notify::new(),
+        });
+        let accepting = shared.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, peer)) = listener.accept().await {
+                tokio::spawn(serve_connection(stream, peer, accepting.clone()));
+            }
+        });
+        SmtpServer { address, shared }
+    }
+
+    pub fn received(&self) -> Vec<Received> {
+        self.shared.received.lock().unwrap().clone()
+    }
+
+    /// How many emails each address was sent.
+    pub fn counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for mail in self.shared.received.lock().unwrap().iter() {
+            for to in &mail.to {
+                *counts.entry(to.clone()).or_default() += 1;
+            }
+        }
+        counts
+    }
+
+    pub fn received_by(&self, address: &str) -> Vec<Received> {
+        self.received()
+            .into_iter()
+            .filter(|mail| mail.to.iter().any(|to| to == address))
+            .collect()
+    }
+
+    /// How many times a recipient was tried, accepted or not.
+    pub fn attempts(&self, address: &str) -> u32 {
+        self.shared
+            .attempts
+            .lock()
+            .unwrap()
+            .get(address)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Waits until `count` different addresses have received email, or panics after `limit`.
+    pub async fn wait_for_addresses(
+        &self,
+        count: usize,
+        limit: Duration,
+    ) -> HashMap<String, usize> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let arrived = self.shared.arrived.notified();
+            let counts = self.counts();
+            if counts.len() >= count {
+                return counts;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!(
+                    "{} of {count} addresses got email within {limit:?}",
+                    self.counts().len()
+                );
+            }
+        }
+    }
+
+    /// Waits until `count` emails were accepted in all, or panics after `limit`.
+    pub async fn wait_for(&self, count: usize, limit: Duration) -> Vec<Received> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let arrived = self.shared.arrived.notified();
+            if self.shared.received.lock().unwrap().len() >= count {
+                return self.received();
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                panic!(
+                    "{} of {count} emails arrived within {limit:?}",
+                    self.received().len()
+                );
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let delay = shared.delay;
+    let after_data = Arc::new(Mutex::new(Fault::Accept));
+    let handler = Session {
+        shared,
+        to: Vec::new(),
+        data: Vec::new(),
+        after_data: after_data.clone(),
+    };
+    let mut session = SessionBuilder::new("runrate-test-smtp").build(peer.ip(), handler);
+    let (reader, mut writer) = stream.into_split();
+    let mut reader = BufReader::new(reader);
+    let mut out = Vec::new();
+    if session.greeting().write_to(&mut out).is_err() || writer.write_all(&out).await.is_err() {
+        return;
+    }
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let end_of_data = line == b".\r\n";
+        if end_of_data && !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let response = session.process(&line);
+        if end_of_data {
+            let fault = *after_data.lock().unwrap();
+            match fault {
+                Fault::DropAfterData => return,
+                Fault::HangAfterData => {
+                    // Keep the connection open and say nothing until the client gives up.
+                    let mut sink = Vec::new();
+                    let _ = tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut sink).await;
+                    return;
+                }
+                _ => {}
+            }
+        }
+        if response.action == Action::NoReply {
+            continue;
+        }
+        out.clear();
+        if response.write_to(&mut out).is_err() || writer.write_all(&out).await.is_err() {
+            return;
+        }
+        if response.action == Action::Close {
+            return;
+        }
+    }
+}
