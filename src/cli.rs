@@ -14,8 +14,9 @@ use tonic_types::StatusExt;
 use crate::{
     domain::Quarter,
     grpc::pb::runrate::v1::{
-        CompareProvidersRequest, LoadFiguresRequest, RevisionReason,
-        admin_service_client::AdminServiceClient, metrics_service_client::MetricsServiceClient,
+        CompareProvidersRequest, GetDeliveryReportRequest, LoadFiguresRequest,
+        RetryFailedDeliveriesRequest, RevisionReason, admin_service_client::AdminServiceClient,
+        metrics_service_client::MetricsServiceClient,
     },
     report,
     settings::Settings,
@@ -63,6 +64,18 @@ enum Command {
         #[command(flatten)]
         token: TokenArgs,
     },
+    /// Show how a load's update emails are doing (default: the latest load that sent any).
+    Deliveries {
+        /// A load id, such as 2 or loads/2.
+        load: Option<String>,
+        /// Make the failed deliveries due again first (they are re-checked before sending).
+        #[arg(long)]
+        retry_failed: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -82,6 +95,15 @@ struct TokenArgs {
         default_value = "runrate-data/admin-token"
     )]
     token_file: PathBuf,
+}
+
+/// An admin request with its bearer token.
+fn authorized<T>(message: T, bearer: &MetadataValue<Ascii>) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("authorization", bearer.clone());
+    request
 }
 
 impl TokenArgs {
@@ -147,7 +169,70 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             server,
             token,
         } => load_figures(&file, dry_run, &server, &token).await,
+        Command::Deliveries {
+            load,
+            retry_failed,
+            server,
+            token,
+        } => print_deliveries(load, retry_failed, &server, &token).await,
     }
+}
+
+async fn print_deliveries(
+    load: Option<String>,
+    retry_failed: bool,
+    server: &ServerArgs,
+    token: &TokenArgs,
+) -> anyhow::Result<()> {
+    let load = match load {
+        None => String::new(),
+        Some(text) => {
+            let id = text.strip_prefix("loads/").unwrap_or(&text);
+            let id: u64 = id.parse().with_context(|| {
+                format!("`{text}` is not a load (expected a number such as 2, or loads/2)")
+            })?;
+            format!("loads/{id}")
+        }
+    };
+    let bearer = token.bearer()?;
+    let mut client = AdminServiceClient::new(server.connect().await?);
+    let status_error =
+        |status: tonic::Status| anyhow::anyhow!("{}: {}", status.code(), status.message());
+    if retry_failed {
+        let retried = client
+            .retry_failed_deliveries(authorized(
+                RetryFailedDeliveriesRequest { load: load.clone() },
+                &bearer,
+            ))
+            .await
+            .map_err(status_error)?
+            .into_inner()
+            .deliveries_retried;
+        println!("{retried} failed deliveries are due again.");
+    }
+    let report = client
+        .get_delivery_report(authorized(GetDeliveryReportRequest { load }, &bearer))
+        .await
+        .map_err(status_error)?
+        .into_inner();
+    println!(
+        "Update emails of {}: {} recipients",
+        report.load, report.recipients
+    );
+    println!(
+        "  sent {}, pending {}, retrying {}, failed {}, skipped {}",
+        report.sent, report.pending, report.retrying, report.failed, report.skipped
+    );
+    if !report.failures.is_empty() {
+        println!("Not delivered yet:");
+        for failure in &report.failures {
+            println!(
+                "  {:<8}  {}  ({} attempts): {}",
+                failure.state, failure.email, failure.attempts, failure.last_error
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn load_figures(

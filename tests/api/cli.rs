@@ -238,3 +238,71 @@ fn load_sends_a_file_and_says_what_it_did() {
         "{output:?}"
     );
 }
+
+#[test]
+fn deliveries_prints_the_report_of_a_load() {
+    let dir = tempfile::tempdir().expect("a working directory");
+    let server = serve_in(dir.path());
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    runtime.block_on(async {
+        let url = format!("sqlite://{}", dir.path().join("runrate-data/runrate.db").display());
+        let pool = sqlx::SqlitePool::connect(&url).await.expect("open the database");
+        sqlx::query(
+            "INSERT INTO subscribers (email, state, language, follows_all, created_at_us, updated_at_us) \
+             VALUES ('a@example.com', 'confirmed', 'en', 1, 0, 0), ('b@example.com', 'confirmed', 'en', 1, 0, 0)",
+        )
+        .execute(&pool)
+        .await
+        .expect("seed two subscribers");
+        pool.close().await;
+    });
+    let example = crate::helpers::figures_file("2026-q2-example.toml");
+    let output = run_in(
+        dir.path(),
+        &[
+            "load",
+            example.to_str().expect("UTF-8"),
+            "--server",
+            &server.url,
+        ],
+    );
+    assert!(output.status.success(), "{output:?}");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let output = run_in(dir.path(), &["deliveries", "2", "--server", &server.url]);
+        assert!(output.status.success(), "{output:?}");
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        assert!(
+            stdout.starts_with("Update emails of loads/2: 2 recipients"),
+            "{stdout}"
+        );
+        if stdout.contains("sent 2, pending 0") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered: {stdout}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let emails = std::fs::read_dir(dir.path().join("runrate-data/mail"))
+        .expect("the mail directory")
+        .filter(|entry| {
+            entry
+                .as_ref()
+                .is_ok_and(|e| e.path().extension().is_some_and(|x| x == "eml"))
+        })
+        .count();
+    assert_eq!(emails, 2);
+
+    let output = run_in(
+        dir.path(),
+        &["deliveries", "loads/9", "--server", &server.url],
+    );
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("loads/9"),
+        "{output:?}"
+    );
+}
