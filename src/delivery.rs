@@ -46,8 +46,8 @@ pub struct DeliveryWorker {
     progress: Mutex<HashMap<LoadId, FanOutProgress>>,
 }
 
+/// When a fan-out's progress was last logged.
 struct FanOutProgress {
-    started: Instant,
     last_logged: Instant,
 }
 
@@ -305,40 +305,48 @@ impl DeliveryWorker {
     /// Logs sent / total and the rate of a load's fan-out, every few seconds and at the end.
     async fn log_progress(&self, load: LoadId) {
         let now = Instant::now();
-        let started = {
+        {
             let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = progress.entry(load).or_insert(FanOutProgress {
-                started: now,
-                last_logged: now,
-            });
+            let entry = progress
+                .entry(load)
+                .or_insert(FanOutProgress { last_logged: now });
             if now.duration_since(entry.last_logged) < PROGRESS_EVERY {
                 return;
             }
             entry.last_logged = now;
-            entry.started
-        };
-        self.report_progress(load, started, now).await;
+        }
+        self.report_progress(load).await;
     }
 
     /// The outbox ran dry: a last progress line for each fan-out under way.
     async fn finish_progress(&self) {
-        let finished: Vec<(LoadId, Instant)> = self
+        let finished: Vec<LoadId> = self
             .progress
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .drain()
-            .map(|(load, progress)| (load, progress.started))
+            .map(|(load, _)| load)
             .collect();
-        for (load, started) in finished {
-            self.report_progress(load, started, Instant::now()).await;
+        for load in finished {
+            self.report_progress(load).await;
         }
     }
 
-    async fn report_progress(&self, load: LoadId, started: Instant, now: Instant) {
+    /// Sent / total, and the rate since the load committed its deliveries.
+    async fn report_progress(&self, load: LoadId) {
         let Ok(Some(report)) = self.store.delivery_report(load).await else {
             return;
         };
-        let elapsed = now.duration_since(started).as_secs_f64().max(0.001);
+        let committed = self
+            .snapshot
+            .load()
+            .load_record(load)
+            .map_or(SystemTime::now(), |record| record.recorded_at);
+        let elapsed = committed
+            .elapsed()
+            .unwrap_or_default()
+            .as_secs_f64()
+            .max(0.001);
         tracing::info!(
             load,
             sent = report.sent,
