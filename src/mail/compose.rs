@@ -246,3 +246,68 @@ impl EmailComposer {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::Settings;
+
+    fn composer(mailto: &str) -> EmailComposer {
+        let mut settings = Settings::default();
+        settings.mail.unsubscribe_mailto = mailto.to_owned();
+        settings.http.public_base_url = "https://runrate.example.com/".into();
+        EmailComposer::new(&settings.mail, &settings.http, Duration::from_secs(3600)).unwrap()
+    }
+
+    fn header(email: &OutgoingEmail, name: &str) -> Option<String> {
+        let text = String::from_utf8_lossy(&email.bytes).replace("\r\n ", " ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&format!("{name}: ")).map(str::to_owned))
+    }
+
+    #[test]
+    fn updates_carry_both_unsubscribe_headers_and_a_message_id() {
+        let update = UpdateEmail {
+            subject: "runrate: new figures for 2026-Q2".into(),
+            text: format!("Unsubscribe: {UNSUBSCRIBE_MARKER}"),
+            html: format!("<a href=\"{UNSUBSCRIBE_MARKER}\">Unsubscribe</a>"),
+        };
+        let email = composer("leave@example.com")
+            .personalise(&update, "reader@example.com", "TOKEN123")
+            .unwrap();
+        assert_eq!(
+            header(&email, "List-Unsubscribe").as_deref(),
+            Some(
+                "<https://runrate.example.com/unsubscribe?token=TOKEN123>, <mailto:leave@example.com?subject=unsubscribe>"
+            )
+        );
+        assert_eq!(
+            header(&email, "List-Unsubscribe-Post").as_deref(),
+            Some("List-Unsubscribe=One-Click")
+        );
+        assert_eq!(
+            header(&email, "Message-ID").as_deref(),
+            Some(email.message_id.as_str())
+        );
+        assert!(email.message_id.ends_with("@localhost>"));
+        let without_mailto = composer("")
+            .personalise(&update, "reader@example.com", "TOKEN123")
+            .unwrap();
+        assert_eq!(
+            header(&without_mailto, "List-Unsubscribe").as_deref(),
+            Some("<https://runrate.example.com/unsubscribe?token=TOKEN123>")
+        );
+    }
+
+    #[test]
+    fn confirmation_emails_have_no_unsubscribe_headers() {
+        let email = composer("")
+            .confirmation("reader@example.com", "TOKEN")
+            .unwrap();
+        assert!(header(&email, "List-Unsubscribe").is_none());
+        assert_eq!(
+            header(&email, "Subject").as_deref(),
+            Some("Confirm your runrate subscription")
+        );
+    }
+}

@@ -582,3 +582,45 @@ async fn the_sign_up_page_shows_the_latest_table_and_the_form() {
     }
     assert!(!page.body.contains("<script"), "usable without JavaScript");
 }
+
+#[tokio::test]
+async fn subscribers_are_listed_page_by_page_and_by_state() {
+    let server = TestServer::start().await;
+    server.seed_confirmed_subscribers(5).await;
+    subscribe(&server, "pending@example.com").await;
+    let mut admin = server.admin().await;
+    let mut seen = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .list_subscribers(server.admin_request(ListSubscribersRequest {
+                page_size: 2,
+                page_token: page_token.clone(),
+                filter: "state = \"confirmed\"".into(),
+            }))
+            .await
+            .expect("a page of subscribers")
+            .into_inner();
+        assert!(page.subscribers.len() <= 2);
+        seen.extend(page.subscribers.into_iter().map(|s| s.email));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let expected: Vec<String> = (1..=5).map(|n| format!("reader{n}@example.com")).collect();
+    assert_eq!(seen, expected);
+    let status = admin
+        .list_subscribers(server.admin_request(ListSubscribersRequest {
+            filter: "state = \"asleep\"".into(),
+            ..Default::default()
+        }))
+        .await
+        .expect_err("unknown state");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    let status = admin
+        .list_subscribers(ListSubscribersRequest::default())
+        .await
+        .expect_err("no token");
+    assert_eq!(status.code(), Code::Unauthenticated);
+}
