@@ -22,5 +22,12 @@ fn main() -> Result<(), Box<dyn Error>> {
             &includes,
         )?;
     println!("cargo:rerun-if-changed=proto");
+
+    // The PostgreSQL run of the integration suite is built only where a server is named.
+    println!("cargo::rustc-check-cfg=cfg(postgres_tests)");
+    println!("cargo:rerun-if-env-changed=RUNRATE_TEST_DATABASE_URL");
+    if env::var_os("RUNRATE_TEST_DATABASE_URL").is_some_and(|url| !url.is_empty()) {
+        println!("cargo:rustc-cfg=postgres_tests");
+    }
     Ok(())
 }

@@ -47,7 +47,8 @@ pub struct GrpcSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DatabaseSettings {
-    /// `sqlite://PATH`; empty means `runrate.db` in the data directory.
+    /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DATABASE`; empty means
+    /// `runrate.db` in the data directory.
     pub url: String,
 }
 
@@ -360,10 +361,11 @@ impl Settings {
                 "at least 16 printable ASCII characters without spaces, or empty to have one generated",
             );
         }
-        if !self.database.url.is_empty() && !self.database.url.starts_with("sqlite:") {
+        let url = &self.database.url;
+        let supported = ["sqlite:", "postgres://", "postgresql://"];
+        if !url.is_empty() && !supported.iter().any(|scheme| url.starts_with(scheme)) {
             return Err(SettingsError(format!(
-                "`database.url` `{}` is not supported (expected sqlite://PATH, or empty for {} in the data directory)",
-                self.database.url, DATABASE_FILE
+                "`database.url` is not supported (expected sqlite://PATH or postgres://USER:PASSWORD@HOST/DATABASE, or empty for {DATABASE_FILE} in the data directory)"
             )));
         }
         Ok(())

@@ -2,6 +2,7 @@
 //! implementation per database. Reads for clients never come here: they are served from
 //! the in-memory snapshot, which is built from [`Store::read_contents`].
 
+mod postgres;
 mod sqlite;
 
 use std::{
@@ -22,6 +23,7 @@ use crate::{
     },
 };
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,7 +33,9 @@ pub enum StoreError {
         "another load was committed first (the store is at load {current}, the plan was made at load {planned})"
     )]
     Conflict { planned: LoadId, current: LoadId },
-    #[error("database URL `{0}` is not supported (expected sqlite://PATH)")]
+    #[error(
+        "database URL `{0}` is not supported (expected sqlite://PATH or postgres://USER:PASSWORD@HOST/DATABASE)"
+    )]
     UnsupportedUrl(String),
     #[error("stored data could not be read: {0}")]
     Corrupt(String),
@@ -174,6 +178,8 @@ pub trait NewsletterStore: Send + Sync + 'static {
 pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PostgresStore::open(url).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }

@@ -8,6 +8,8 @@ use std::{
     time::Duration,
 };
 
+use crate::helpers::TestDir;
+
 const BINARY: &str = env!("CARGO_BIN_EXE_runrate");
 
 struct RunningServer {
@@ -22,13 +24,12 @@ impl Drop for RunningServer {
     }
 }
 
-/// Starts `runrate serve` in `dir` on a free port and waits for its "serving" log line.
-fn serve_in(dir: &std::path::Path) -> RunningServer {
+/// Starts `runrate serve` in `dir` on free ports and waits for its "serving" log line.
+fn serve_in(dir: &TestDir) -> RunningServer {
     let mut child = Command::new(BINARY)
         .arg("serve")
-        .current_dir(dir)
-        .env("RUNRATE__GRPC__LISTEN", "127.0.0.1:0")
-        .env("RUNRATE__HTTP__LISTEN", "127.0.0.1:0")
+        .current_dir(dir.path())
+        .envs(dir.serve_environment())
         .env("NO_COLOR", "1")
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -67,9 +68,9 @@ fn serve_in(dir: &std::path::Path) -> RunningServer {
 
 #[test]
 fn serve_with_no_configuration_then_report_prints_the_article_table() {
-    let dir = tempfile::tempdir().expect("a working directory");
-    let server = serve_in(dir.path());
-    assert!(dir.path().join("runrate-data/runrate.db").is_file());
+    let dir = TestDir::blocking_new();
+    let server = serve_in(&dir);
+    assert!(dir.is_postgres() || dir.path().join("runrate-data/runrate.db").is_file());
 
     let output = Command::new(BINARY)
         .args(["report", "--server", &server.url])
@@ -114,8 +115,8 @@ fn serve_with_no_configuration_then_report_prints_the_article_table() {
 
 #[test]
 fn sigterm_stops_the_server_cleanly() {
-    let dir = tempfile::tempdir().expect("a working directory");
-    let mut server = serve_in(dir.path());
+    let dir = TestDir::blocking_new();
+    let mut server = serve_in(&dir);
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()
@@ -171,8 +172,8 @@ fn run_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 
 #[test]
 fn load_sends_a_file_and_says_what_it_did() {
-    let dir = tempfile::tempdir().expect("a working directory");
-    let server = serve_in(dir.path());
+    let dir = TestDir::blocking_new();
+    let server = serve_in(&dir);
     let example = crate::helpers::figures_file("2026-q2-example.toml");
     let example = example.to_str().expect("a UTF-8 path");
     let restatement = crate::helpers::figures_file("2026-q1-restatement-example.toml");
@@ -241,21 +242,10 @@ fn load_sends_a_file_and_says_what_it_did() {
 
 #[test]
 fn deliveries_prints_the_report_of_a_load() {
-    let dir = tempfile::tempdir().expect("a working directory");
-    let server = serve_in(dir.path());
+    let dir = TestDir::blocking_new();
+    let server = serve_in(&dir);
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
-    runtime.block_on(async {
-        let url = format!("sqlite://{}", dir.path().join("runrate-data/runrate.db").display());
-        let pool = sqlx::SqlitePool::connect(&url).await.expect("open the database");
-        sqlx::query(
-            "INSERT INTO subscribers (email, state, language, follows_all, created_at_us, updated_at_us) \
-             VALUES ('a@example.com', 'confirmed', 'en', 1, 0, 0), ('b@example.com', 'confirmed', 'en', 1, 0, 0)",
-        )
-        .execute(&pool)
-        .await
-        .expect("seed two subscribers");
-        pool.close().await;
-    });
+    runtime.block_on(dir.seed_confirmed_subscribers(&dir.path().join("runrate-data"), 2));
     let example = crate::helpers::figures_file("2026-q2-example.toml");
     let output = run_in(
         dir.path(),

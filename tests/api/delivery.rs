@@ -11,7 +11,7 @@ use std::{
 use runrate::api::{GetDeliveryReportRequest, LoadFiguresRequest};
 
 use crate::{
-    helpers::{TestServer, figures_file, smtp_settings},
+    helpers::{TestDir, TestServer, figures_file},
     smtp_server::{Fault, SmtpServer},
 };
 
@@ -108,10 +108,10 @@ async fn a_server_that_never_answers_times_out_and_the_send_is_retried() {
 #[tokio::test]
 async fn transient_failures_give_up_after_the_last_attempt_and_can_be_retried() {
     let smtp = SmtpServer::with_faults(|_| Fault::TemporaryFailure).await;
-    let temp = tempfile::tempdir().expect("a data directory");
-    let mut settings = smtp_settings(temp.path().to_path_buf(), smtp.address);
+    let dir = TestDir::new().await;
+    let mut settings = dir.smtp_settings(smtp.address);
     settings.delivery.max_attempts = 3;
-    let server = TestServer::start_with(settings).await;
+    let server = TestServer::start_in(dir, settings).await;
     server.seed_confirmed_subscribers(1).await;
     server
         .load_example("2026-q2-example.toml")
@@ -147,21 +147,21 @@ async fn transient_failures_give_up_after_the_last_attempt_and_can_be_retried() 
 #[tokio::test]
 async fn a_worker_stopped_mid_fan_out_resumes_without_losing_anyone() {
     let smtp = SmtpServer::with_delay(Duration::from_millis(2)).await;
-    let temp = tempfile::tempdir().expect("a data directory");
-    let settings = smtp_settings(temp.path().to_path_buf(), smtp.address);
+    let dir = TestDir::new().await;
+    let settings = dir.smtp_settings(smtp.address);
     let concurrency = settings.delivery.concurrency as usize;
-    let server = TestServer::start_with(settings.clone()).await;
+    let server = TestServer::start_in(dir, settings).await;
     server.seed_confirmed_subscribers(1000).await;
     server
         .load_example("2026-q2-example.toml")
         .await
         .expect("load");
     smtp.wait_for(200, WAIT).await;
-    let temp = server.stop().await;
+    let (dir, settings) = server.stop().await;
     let sent_before_restart = smtp.received().len();
     assert!(sent_before_restart < 1000, "stopped mid fan-out");
 
-    let mut server = TestServer::start_with(settings).await;
+    let server = TestServer::start_in(dir.expect("the directory"), settings).await;
     smtp.wait_for_addresses(1000, WAIT).await;
     let report = wait_until_settled(&server, "loads/2").await;
     assert_eq!(report.sent, 1000);
@@ -172,20 +172,18 @@ async fn a_worker_stopped_mid_fan_out_resumes_without_losing_anyone() {
         duplicates <= concurrency,
         "{duplicates} duplicates; at most one in flight per lane"
     );
-    server.keep(temp);
 }
 
 #[test]
 fn a_killed_server_resumes_its_fan_out_after_the_lease() {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let smtp = runtime.block_on(SmtpServer::with_delay(Duration::from_millis(2)));
-    let dir = tempfile::tempdir().expect("a data directory");
+    let dir = runtime.block_on(TestDir::new());
     let spawn = || {
         let mut child = Command::new(env!("CARGO_BIN_EXE_runrate"))
             .arg("serve")
             .current_dir(dir.path())
-            .env("RUNRATE__GRPC__LISTEN", "127.0.0.1:0")
-            .env("RUNRATE__HTTP__LISTEN", "127.0.0.1:0")
+            .envs(dir.serve_environment())
             .env("RUNRATE__MAIL__TRANSPORT", "smtp")
             .env("RUNRATE__MAIL__SMTP__PORT", smtp.address.port().to_string())
             .env("RUNRATE__DELIVERY__LEASE", "1s")
@@ -209,26 +207,19 @@ fn a_killed_server_resumes_its_fan_out_after_the_lease() {
     };
     let (mut first, url) = spawn();
     runtime.block_on(async {
-        let url_db = format!("sqlite://{}", dir.path().join("runrate-data/runrate.db").display());
-        let pool = sqlx::SqlitePool::connect(&url_db).await.expect("open the database");
-        sqlx::query(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000) \
-             INSERT INTO subscribers (email, state, language, follows_all, created_at_us, updated_at_us) \
-             SELECT 'reader' || i || '@example.com', 'confirmed', 'en', 1, 0, 0 FROM n",
-        )
-        .execute(&pool)
-        .await
-        .expect("seed");
-        pool.close().await;
-        let token = std::fs::read_to_string(dir.path().join("runrate-data/admin-token")).expect("token");
+        dir.seed_confirmed_subscribers(&dir.path().join("runrate-data"), 1000)
+            .await;
+        let token =
+            std::fs::read_to_string(dir.path().join("runrate-data/admin-token")).expect("token");
         let mut request = tonic::Request::new(LoadFiguresRequest {
             file_name: "2026-q2-example.toml".into(),
             content: std::fs::read(figures_file("2026-q2-example.toml")).expect("read"),
             validate_only: false,
         });
-        request
-            .metadata_mut()
-            .insert("authorization", format!("Bearer {}", token.trim()).parse().expect("header"));
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", token.trim()).parse().expect("header"),
+        );
         runrate::api::admin_service_client::AdminServiceClient::connect(url)
             .await
             .expect("connect")

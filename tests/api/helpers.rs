@@ -1,35 +1,39 @@
-//! Starts the real server on a free port with a fresh data directory, and hands out
-//! generated gRPC clients connected to it over TCP.
+//! Starts the real server on free ports with a fresh data directory and a fresh database
+//! (an SQLite file, or on the PostgreSQL run a new database that is dropped afterwards),
+//! and hands out generated gRPC clients connected to it over TCP.
 
 use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     sync::{Arc, Once},
+    time::Duration,
 };
 
 use runrate::{
     api::{
         LoadFiguresRequest, LoadFiguresResponse, admin_service_client::AdminServiceClient,
         metrics_service_client::MetricsServiceClient,
+        newsletter_service_client::NewsletterServiceClient,
     },
-    settings::{ListenAddress, Settings},
+    settings::{ListenAddress, MailTransport, Settings, TextDuration},
     startup::Application,
     store::Store,
 };
+use sqlx::Connection;
 use tempfile::TempDir;
 use tokio::{sync::oneshot, task::JoinHandle};
 use tonic::transport::Channel;
 
-pub struct TestServer {
-    pub address: SocketAddr,
-    pub http_address: SocketAddr,
-    pub data_dir: PathBuf,
-    pub store: Arc<dyn Store>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<anyhow::Result<()>>>,
-    // Dropped last: removes the data directory.
-    _temp: Option<TempDir>,
+/// Which database a test binary runs the suite on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
 }
+
+/// The variable naming a PostgreSQL server for the PostgreSQL run; each test gets a new
+/// database on it.
+pub const POSTGRES_URL_VARIABLE: &str = "RUNRATE_TEST_DATABASE_URL";
 
 fn init_test_log() {
     static INIT: Once = Once::new();
@@ -43,29 +47,278 @@ fn init_test_log() {
     });
 }
 
-pub fn test_settings(data_dir: PathBuf) -> Settings {
-    let mut settings = Settings {
-        data_dir,
-        ..Settings::default()
-    };
-    settings.grpc.listen = ListenAddress(SocketAddr::from(([127, 0, 0, 1], 0)));
-    settings.http.listen = ListenAddress(SocketAddr::from(([127, 0, 0, 1], 0)));
-    settings
+/// PostgreSQL makes concurrent DROP DATABASE statements wait on each other's signal
+/// barriers for tens of seconds: this test process creates and drops one at a time.
+static DATABASE_DDL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A PostgreSQL database made for one test, dropped when the test is done.
+pub struct TestDatabase {
+    admin_url: String,
+    name: String,
+    pub url: String,
+}
+
+impl TestDatabase {
+    async fn create() -> TestDatabase {
+        let admin_url = std::env::var(POSTGRES_URL_VARIABLE)
+            .unwrap_or_else(|_| panic!("the PostgreSQL run needs {POSTGRES_URL_VARIABLE}"));
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).expect("randomness");
+        let name = format!(
+            "{}{}",
+            database_prefix(),
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        let mut connection = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect to the PostgreSQL test server");
+        drop_leftovers_once(&mut connection).await;
+        {
+            let _one_at_a_time = DATABASE_DDL.lock().await;
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut connection)
+                .await
+                .expect("create a test database");
+        }
+        let (base, query) = admin_url.split_once('?').unwrap_or((&admin_url, ""));
+        let server = base.rsplit_once('/').map_or(base, |(server, _)| server);
+        let url = if query.is_empty() {
+            format!("{server}/{name}")
+        } else {
+            format!("{server}/{name}?{query}")
+        };
+        TestDatabase {
+            admin_url,
+            name,
+            url,
+        }
+    }
+}
+
+/// Test databases of this process are named with this prefix.
+fn database_prefix() -> String {
+    format!("runrate_test_{}_", std::process::id())
+}
+
+/// Drops the test databases earlier runs could not drop before they exited.
+async fn drop_leftovers_once(connection: &mut sqlx::PgConnection) {
+    static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let _one_at_a_time = DATABASE_DDL.lock().await;
+        let leftovers: Vec<String> = sqlx::query_scalar(
+            "SELECT datname::text FROM pg_database WHERE datname LIKE 'runrate\\_test\\_%' AND datname NOT LIKE $1",
+        )
+        .bind(format!("{}%", database_prefix()))
+        .fetch_all(&mut *connection)
+        .await
+        .unwrap_or_default();
+        for name in leftovers {
+            let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut *connection)
+                .await;
+        }
+    })
+    .await;
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        // Not joined: the server's connections live on this test's runtime, and the drop
+        // must wait for them to close, which they do once the test returns. A database
+        // still here when the process exits goes at the start of the next run.
+        std::thread::spawn(move || {
+            let _one_at_a_time = DATABASE_DDL.blocking_lock();
+            let runtime = tokio::runtime::Runtime::new().ok()?;
+            runtime.block_on(async {
+                let mut connection = sqlx::PgConnection::connect(&admin_url).await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut connection)
+                    .await
+                    .ok()
+            })
+        });
+    }
+}
+
+/// A test's data directory and, on PostgreSQL, its database; both go when it is dropped.
+pub struct TestDir {
+    temp: TempDir,
+    database: Option<TestDatabase>,
+}
+
+impl TestDir {
+    pub async fn new() -> TestDir {
+        let temp = tempfile::tempdir().expect("create a temporary data directory");
+        let database = match crate::BACKEND {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestDatabase::create().await),
+        };
+        TestDir { temp, database }
+    }
+
+    /// For the CLI tests, which run the binary with no configuration in this directory.
+    pub fn blocking_new() -> TestDir {
+        let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+        runtime.block_on(TestDir::new())
+    }
+
+    pub fn path(&self) -> &Path {
+        self.temp.path()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.database.is_some()
+    }
+
+    /// Settings for a server on free ports, with this directory and database.
+    pub fn settings(&self) -> Settings {
+        let mut settings = Settings {
+            data_dir: self.path().to_path_buf(),
+            ..Settings::default()
+        };
+        settings.grpc.listen = ListenAddress(SocketAddr::from(([127, 0, 0, 1], 0)));
+        settings.http.listen = ListenAddress(SocketAddr::from(([127, 0, 0, 1], 0)));
+        if let Some(database) = &self.database {
+            settings.database.url = database.url.clone();
+        }
+        settings
+    }
+
+    /// Settings for a server that mails through `smtp`, retrying quickly.
+    pub fn smtp_settings(&self, smtp: SocketAddr) -> Settings {
+        let mut settings = self.settings();
+        settings.mail.transport = MailTransport::Smtp;
+        settings.mail.smtp.host = smtp.ip().to_string();
+        settings.mail.smtp.port = smtp.port();
+        settings.mail.smtp.send_timeout = TextDuration(Duration::from_millis(800));
+        settings.mail.smtp.connect_timeout = TextDuration(Duration::from_secs(2));
+        settings.delivery.retry_base = TextDuration(Duration::from_millis(50));
+        settings.delivery.retry_max = TextDuration(Duration::from_millis(200));
+        settings.delivery.poll_interval = TextDuration(Duration::from_millis(50));
+        settings.delivery.lease = TextDuration(Duration::from_secs(2));
+        settings
+    }
+
+    /// Environment for `runrate serve` run in this directory with no other configuration.
+    pub fn serve_environment(&self) -> Vec<(String, String)> {
+        let mut environment = vec![
+            ("RUNRATE__GRPC__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+            ("RUNRATE__HTTP__LISTEN".to_owned(), "127.0.0.1:0".to_owned()),
+        ];
+        if let Some(database) = &self.database {
+            environment.push(("RUNRATE__DATABASE__URL".to_owned(), database.url.clone()));
+        }
+        environment
+    }
+
+    /// Inserts `count` confirmed subscribers `reader{n}@example.com` straight into the
+    /// database of `runrate serve` run in `data_dir`, as a fixture: signing up 10,000
+    /// readers through the API would test nothing more.
+    pub async fn seed_confirmed_subscribers(&self, data_dir: &Path, count: u32) {
+        match &self.database {
+            None => {
+                let url = format!("sqlite://{}", data_dir.join("runrate.db").display());
+                let mut connection = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .expect("open the test database");
+                sqlx::query(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) \
+                     INSERT INTO subscribers (email, state, language, follows_all, created_at_us, updated_at_us) \
+                     SELECT 'reader' || i || '@example.com', 'confirmed', 'en', 1, 0, 0 FROM n",
+                )
+                .bind(count)
+                .execute(&mut connection)
+                .await
+                .expect("seed subscribers");
+            }
+            Some(database) => {
+                let mut connection = sqlx::PgConnection::connect(&database.url)
+                    .await
+                    .expect("open the test database");
+                sqlx::query(
+                    "INSERT INTO subscribers (email, state, language, follows_all, created_at_us, updated_at_us) \
+                     SELECT 'reader' || i || '@example.com', 'confirmed', 'en', TRUE, 0, 0 \
+                     FROM generate_series(1, $1) AS i",
+                )
+                .bind(i64::from(count))
+                .execute(&mut connection)
+                .await
+                .expect("seed subscribers");
+            }
+        }
+    }
+
+    /// Changes a subscriber's address, for tests that need one address to behave differently.
+    pub async fn rename_subscriber(&self, data_dir: &Path, from: &str, to: &str) {
+        match &self.database {
+            None => {
+                let url = format!("sqlite://{}", data_dir.join("runrate.db").display());
+                let mut connection = sqlx::SqliteConnection::connect(&url)
+                    .await
+                    .expect("open the test database");
+                sqlx::query("UPDATE subscribers SET email = ? WHERE email = ?")
+                    .bind(to)
+                    .bind(from)
+                    .execute(&mut connection)
+                    .await
+                    .expect("rename");
+            }
+            Some(database) => {
+                let mut connection = sqlx::PgConnection::connect(&database.url)
+                    .await
+                    .expect("open the test database");
+                sqlx::query("UPDATE subscribers SET email = $1 WHERE email = $2")
+                    .bind(to)
+                    .bind(from)
+                    .execute(&mut connection)
+                    .await
+                    .expect("rename");
+            }
+        }
+    }
+}
+
+pub struct TestServer {
+    pub address: SocketAddr,
+    pub http_address: SocketAddr,
+    pub data_dir: PathBuf,
+    pub store: Arc<dyn Store>,
+    settings: Settings,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<anyhow::Result<()>>>,
+    // Dropped last: removes the data directory and the database.
+    dir: Option<TestDir>,
 }
 
 impl TestServer {
-    /// A server on a new, empty data directory.
+    /// A server on a new, empty data directory and database.
     pub async fn start() -> TestServer {
-        let temp = tempfile::tempdir().expect("create a temporary data directory");
-        let mut server = TestServer::start_with(test_settings(temp.path().to_path_buf())).await;
-        server._temp = Some(temp);
+        let dir = TestDir::new().await;
+        let settings = dir.settings();
+        TestServer::start_in(dir, settings).await
+    }
+
+    /// A server on a new data directory and database that mails through `smtp`.
+    pub async fn start_with_smtp(smtp: SocketAddr) -> TestServer {
+        let dir = TestDir::new().await;
+        let settings = dir.smtp_settings(smtp);
+        TestServer::start_in(dir, settings).await
+    }
+
+    /// A server with `settings` (from `dir`), owning `dir` from now on.
+    pub async fn start_in(dir: TestDir, settings: Settings) -> TestServer {
+        let mut server = TestServer::start_with(settings).await;
+        server.dir = Some(dir);
         server
     }
 
+    /// A server with `settings`, whose directory and database someone else owns.
     pub async fn start_with(settings: Settings) -> TestServer {
         init_test_log();
         let data_dir = settings.data_dir.clone();
-        let application = Application::build(settings)
+        let application = Application::build(settings.clone())
             .await
             .expect("the server starts");
         let address = application.grpc_address();
@@ -80,10 +333,17 @@ impl TestServer {
             http_address,
             data_dir,
             store,
+            settings,
             stop: Some(stop),
             task: Some(task),
-            _temp: None,
+            dir: None,
         }
+    }
+
+    pub fn dir(&self) -> &TestDir {
+        self.dir
+            .as_ref()
+            .expect("a server started by the helpers owns its directory")
     }
 
     pub fn url(&self) -> String {
@@ -102,8 +362,16 @@ impl TestServer {
         MetricsServiceClient::new(self.channel().await)
     }
 
-    /// Stops the server and waits until it has, keeping the data directory.
-    pub async fn stop(mut self) -> Option<TempDir> {
+    pub async fn newsletter(&self) -> NewsletterServiceClient<Channel> {
+        NewsletterServiceClient::new(self.channel().await)
+    }
+
+    pub async fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel().await)
+    }
+
+    /// Stops the server and waits until it has, handing back its directory and database.
+    pub async fn stop(mut self) -> (Option<TestDir>, Settings) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
@@ -112,35 +380,33 @@ impl TestServer {
                 .expect("the server task does not panic")
                 .expect("the server shuts down cleanly");
         }
-        self._temp.take()
+        (self.dir.take(), self.settings.clone())
     }
-}
 
-impl TestServer {
-    /// Stops the server and starts a new one on the same data directory.
+    /// Stops the server and starts a new one on the same directory and database.
     pub async fn restart(self) -> TestServer {
-        let data_dir = self.data_dir.clone();
-        let temp = self.stop().await;
-        let mut server = TestServer::start_with(test_settings(data_dir)).await;
-        server._temp = temp;
+        let (dir, settings) = self.stop().await;
+        let mut server = TestServer::start_with(settings).await;
+        server.dir = dir;
         server
     }
-}
 
-/// The example figures files under `tests/figures/`.
-pub fn figures_file(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/figures")
-        .join(name)
-}
-
-impl TestServer {
     /// The admin token the server generated into its data directory.
     pub fn admin_token(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("admin-token"))
             .expect("the server wrote its admin token")
             .trim()
             .to_owned()
+    }
+
+    /// An admin call's request, with the bearer token.
+    pub fn admin_request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        let value = format!("Bearer {}", self.admin_token())
+            .parse()
+            .expect("a header value");
+        request.metadata_mut().insert("authorization", value);
+        request
     }
 
     /// Calls LoadFigures with the given bytes and token.
@@ -160,8 +426,8 @@ impl TestServer {
             let value = format!("Bearer {token}").parse().expect("a header value");
             request.metadata_mut().insert("authorization", value);
         }
-        let mut admin = AdminServiceClient::new(self.channel().await);
-        admin
+        self.admin()
+            .await
             .load_figures(request)
             .await
             .map(tonic::Response::into_inner)
@@ -178,79 +444,21 @@ impl TestServer {
     pub async fn dump(&self) -> String {
         self.store.dump().await.expect("dump the store")
     }
-}
 
-/// Settings for a server that mails through `smtp`, retrying quickly.
-pub fn smtp_settings(data_dir: PathBuf, smtp: SocketAddr) -> Settings {
-    use runrate::settings::{MailTransport, TextDuration};
-    use std::time::Duration;
-    let mut settings = test_settings(data_dir);
-    settings.mail.transport = MailTransport::Smtp;
-    settings.mail.smtp.host = smtp.ip().to_string();
-    settings.mail.smtp.port = smtp.port();
-    settings.mail.smtp.send_timeout = TextDuration(Duration::from_millis(800));
-    settings.mail.smtp.connect_timeout = TextDuration(Duration::from_secs(2));
-    settings.delivery.retry_base = TextDuration(Duration::from_millis(50));
-    settings.delivery.retry_max = TextDuration(Duration::from_millis(200));
-    settings.delivery.poll_interval = TextDuration(Duration::from_millis(50));
-    settings.delivery.lease = TextDuration(Duration::from_secs(2));
-    settings
-}
-
-impl TestServer {
-    /// A server on a new data directory that mails through `smtp`.
-    pub async fn start_with_smtp(smtp: SocketAddr) -> TestServer {
-        let temp = tempfile::tempdir().expect("create a temporary data directory");
-        let mut server =
-            TestServer::start_with(smtp_settings(temp.path().to_path_buf(), smtp)).await;
-        server._temp = Some(temp);
-        server
-    }
-
-    pub async fn newsletter(
-        &self,
-    ) -> runrate::api::newsletter_service_client::NewsletterServiceClient<Channel> {
-        runrate::api::newsletter_service_client::NewsletterServiceClient::new(self.channel().await)
-    }
-
-    /// An admin call's request, with the bearer token.
-    pub fn admin_request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        let value = format!("Bearer {}", self.admin_token())
-            .parse()
-            .expect("a header value");
-        request.metadata_mut().insert("authorization", value);
-        request
-    }
-
-    pub async fn admin(&self) -> AdminServiceClient<Channel> {
-        AdminServiceClient::new(self.channel().await)
-    }
-
-    /// Inserts `count` confirmed subscribers `reader{n}@example.com` straight into the
-    /// database, as a fixture: signing up 10,000 readers through the API would test
-    /// nothing more.
     pub async fn seed_confirmed_subscribers(&self, count: u32) {
-        let url = format!("sqlite://{}", self.data_dir.join("runrate.db").display());
-        let pool = sqlx::SqlitePool::connect(&url)
-            .await
-            .expect("open the test database");
-        sqlx::query(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) \
-             INSERT INTO subscribers (email, state, language, follows_all, created_at_us, updated_at_us) \
-             SELECT 'reader' || i || '@example.com', 'confirmed', 'en', 1, 0, 0 FROM n",
-        )
-        .bind(count)
-        .execute(&pool)
-        .await
-        .expect("seed subscribers");
-        pool.close().await;
+        self.dir()
+            .seed_confirmed_subscribers(&self.data_dir, count)
+            .await;
+    }
+
+    pub async fn rename_subscriber(&self, from: &str, to: &str) {
+        self.dir().rename_subscriber(&self.data_dir, from, to).await;
     }
 }
 
-impl TestServer {
-    /// Keeps a data directory alive as long as this server (after a restart on it).
-    pub fn keep(&mut self, temp: Option<TempDir>) {
-        self._temp = temp;
-    }
+/// The example figures files under `tests/figures/`.
+pub fn figures_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/figures")
+        .join(name)
 }

@@ -8,7 +8,7 @@ use runrate::api::{
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestServer, figures_file, test_settings};
+use crate::helpers::{TestDir, TestServer, figures_file};
 
 fn usd_units(value: Option<&Value>) -> i64 {
     match value {
@@ -264,10 +264,10 @@ async fn a_file_can_bring_a_new_provider_and_metric() {
 
 #[tokio::test]
 async fn every_bad_file_is_rejected_with_its_error_and_changes_nothing() {
-    let temp = tempfile::tempdir().expect("a data directory");
-    let mut settings = test_settings(temp.path().to_path_buf());
+    let dir = TestDir::new().await;
+    let mut settings = dir.settings();
     settings.load.max_file_bytes = 16 * 1024;
-    let server = TestServer::start_with(settings).await;
+    let server = TestServer::start_in(dir, settings).await;
     let token = server.admin_token();
     let before = server.dump().await;
 

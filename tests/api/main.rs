@@ -15,3 +15,7 @@ mod seed;
 mod smtp_server;
 mod standard_services;
 mod watching;
+
+/// This binary runs the suite on the embedded SQLite database; `api_postgres` runs the
+/// same tests on PostgreSQL.
+pub const BACKEND: helpers::Backend = helpers::Backend::Sqlite;

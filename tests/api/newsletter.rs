@@ -11,7 +11,7 @@ use runrate::api::{
 use tonic::Code;
 
 use crate::{
-    helpers::{TestServer, smtp_settings, test_settings},
+    helpers::{TestDir, TestServer},
     http_client::{path_of, request, token_of},
     smtp_server::SmtpServer,
 };
@@ -292,7 +292,9 @@ async fn a_refused_address_fails_is_suppressed_and_is_not_emailed_again() {
     .await;
     let server = TestServer::start_with_smtp(smtp.address).await;
     server.seed_confirmed_subscribers(2).await;
-    sqlx_rename(&server, "reader1@example.com", "nobody@example.com").await;
+    server
+        .rename_subscriber("reader1@example.com", "nobody@example.com")
+        .await;
 
     server
         .load_example("2026-q2-example.toml")
@@ -325,21 +327,6 @@ async fn a_refused_address_fails_is_suppressed_and_is_not_emailed_again() {
     subscribe(&server, "nobody@example.com").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(smtp.attempts("nobody@example.com"), 1);
-}
-
-/// Renames a seeded subscriber, for tests that need one address to behave differently.
-async fn sqlx_rename(server: &TestServer, from: &str, to: &str) {
-    let url = format!("sqlite://{}", server.data_dir.join("runrate.db").display());
-    let pool = sqlx::SqlitePool::connect(&url)
-        .await
-        .expect("open the database");
-    sqlx::query("UPDATE subscribers SET email = ? WHERE email = ?")
-        .bind(to)
-        .bind(from)
-        .execute(&pool)
-        .await
-        .expect("rename");
-    pool.close().await;
 }
 
 #[tokio::test]
@@ -381,11 +368,11 @@ async fn the_answer_is_the_same_for_new_and_known_addresses() {
 #[tokio::test]
 async fn an_expired_confirmation_link_is_refused() {
     let smtp = SmtpServer::start().await;
-    let temp = tempfile::tempdir().expect("a data directory");
-    let mut settings = smtp_settings(temp.path().to_path_buf(), smtp.address);
+    let dir = TestDir::new().await;
+    let mut settings = dir.smtp_settings(smtp.address);
     settings.newsletter.confirmation_ttl =
         runrate::settings::TextDuration(Duration::from_millis(300));
-    let server = TestServer::start_with(settings).await;
+    let server = TestServer::start_in(dir, settings).await;
     subscribe(&server, "slow@example.com").await;
     let mail = smtp.wait_for(1, WAIT).await.remove(0);
     let token = token_of(&mail.link("http://").expect("a link"));
@@ -426,10 +413,10 @@ async fn an_expired_confirmation_link_is_refused() {
 
 #[tokio::test]
 async fn sign_ups_are_rate_limited_per_client() {
-    let temp = tempfile::tempdir().expect("a data directory");
-    let mut settings = test_settings(temp.path().to_path_buf());
+    let dir = TestDir::new().await;
+    let mut settings = dir.settings();
     settings.newsletter.subscribe_rate_limit = 3;
-    let server = TestServer::start_with(settings).await;
+    let server = TestServer::start_in(dir, settings).await;
     for n in 0..3 {
         subscribe(&server, &format!("r{n}@example.com")).await;
     }

@@ -7,7 +7,7 @@ use runrate::api::{WatchLoadsRequest, WatchLoadsResponse, watch_loads_response::
 use tonic::{Code, Streaming};
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestServer, test_settings};
+use crate::helpers::{TestDir, TestServer};
 
 async fn next(stream: &mut Streaming<WatchLoadsResponse>) -> WatchLoadsResponse {
     tokio::time::timeout(Duration::from_secs(10), stream.message())
@@ -124,10 +124,10 @@ async fn resuming_delivers_exactly_the_loads_missed() {
 
 #[tokio::test]
 async fn heartbeats_carry_the_current_token() {
-    let temp = tempfile::tempdir().expect("a data directory");
-    let mut settings = test_settings(temp.path().to_path_buf());
+    let dir = TestDir::new().await;
+    let mut settings = dir.settings();
     settings.watch.heartbeat_interval = runrate::settings::TextDuration(Duration::from_millis(100));
-    let server = TestServer::start_with(settings).await;
+    let server = TestServer::start_in(dir, settings).await;
     let mut stream = watch(&server, "").await;
     let current = next(&mut stream).await;
     let beat = next(&mut stream).await;
@@ -137,10 +137,10 @@ async fn heartbeats_carry_the_current_token() {
 
 #[tokio::test]
 async fn a_token_too_old_fails_with_a_reason_to_list_again() {
-    let temp = tempfile::tempdir().expect("a data directory");
-    let mut settings = test_settings(temp.path().to_path_buf());
+    let dir = TestDir::new().await;
+    let mut settings = dir.settings();
     settings.watch.resume_history_loads = 1;
-    let server = TestServer::start_with(settings).await;
+    let server = TestServer::start_in(dir, settings).await;
     let mut stream = watch(&server, "").await;
     let old_token = next(&mut stream).await.resume_token;
     drop(stream);

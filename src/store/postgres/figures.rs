@@ -1,0 +1,238 @@
+//! Figures on PostgreSQL: loads, definitions and fact revisions, all append-only.
+
+use async_trait::async_trait;
+use sqlx::Row;
+
+use super::{LOAD_LOCK, PostgresStore, count, decode_json, encode_json};
+use crate::{
+    domain::{
+        FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider, Quarter, ResourceId,
+        RevisionReason,
+    },
+    store::{FigureStore, LoadPlan, StoreContents, StoreError, from_micros, to_micros},
+};
+
+#[async_trait]
+impl FigureStore for PostgresStore {
+    async fn read_contents(&self) -> Result<StoreContents, StoreError> {
+        // One snapshot of the database for all four reads.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let mut contents = StoreContents::default();
+        for row in sqlx::query(
+            "SELECT id, recorded_at_us, file_name, content_sha256, facts_added, facts_revised, \
+             facts_unchanged, definitions_changed FROM loads ORDER BY id",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            contents.loads.push(LoadRecord {
+                id: row.get(0),
+                recorded_at: from_micros(row.get(1)),
+                file_name: row.get(2),
+                content_sha256: row.get(3),
+                facts_added: count(row.get(4)),
+                facts_revised: count(row.get(5)),
+                facts_unchanged: count(row.get(6)),
+                definitions_changed: count(row.get(7)),
+            });
+        }
+        for row in sqlx::query(
+            "SELECT DISTINCT ON (provider_id) body FROM provider_versions \
+             ORDER BY provider_id, load_id DESC",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let provider: Provider = decode_json("provider", row.get(0))?;
+            contents.providers.push(provider);
+        }
+        for row in sqlx::query(
+            "SELECT DISTINCT ON (metric_id) body FROM metric_versions \
+             ORDER BY metric_id, load_id DESC",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let metric: Metric = decode_json("metric", row.get(0))?;
+            contents.metrics.push(metric);
+        }
+        for row in sqlx::query(
+            "SELECT f.provider_id, f.period, f.metric_id, f.revision, f.load_id, l.recorded_at_us, f.body, f.reason \
+             FROM fact_revisions f JOIN loads l ON l.id = f.load_id \
+             ORDER BY f.provider_id, f.period, f.metric_id, f.revision",
+        )
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let corrupt = |what: &str| StoreError::Corrupt(format!("fact revision {what}"));
+            let key = FactKey {
+                provider: ResourceId::parse(row.get(0)).map_err(|_| corrupt("provider"))?,
+                period: Quarter::parse(row.get(1)).map_err(|_| corrupt("period"))?,
+                metric: ResourceId::parse(row.get(2)).map_err(|_| corrupt("metric"))?,
+            };
+            let body: FactBody = decode_json("fact", row.get(6))?;
+            let reason = match row.get::<Option<&str>, _>(7) {
+                None => None,
+                Some(text) => Some(RevisionReason::parse(text).ok_or_else(|| corrupt("reason"))?),
+            };
+            contents.fact_revisions.push(FactRevision {
+                key,
+                revision: row.get(3),
+                load_id: row.get(4),
+                recorded_at: from_micros(row.get(5)),
+                reason,
+                body,
+            });
+        }
+        tx.commit().await?;
+        Ok(contents)
+    }
+
+    async fn head_load_id(&self) -> Result<LoadId, StoreError> {
+        let head: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM loads")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(head)
+    }
+
+    async fn dump(&self) -> Result<String, StoreError> {
+        let mut connection = self.pool.acquire().await?;
+        let tables: Vec<String> = sqlx::query_scalar(
+            "SELECT table_name::text FROM information_schema.tables \
+             WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' ORDER BY table_name",
+        )
+        .fetch_all(&mut *connection)
+        .await?;
+        let mut dump = String::new();
+        for table in tables {
+            let rows: Vec<String> =
+                sqlx::query_scalar(&format!("SELECT t::text FROM \"{table}\" t ORDER BY 1"))
+                    .fetch_all(&mut *connection)
+                    .await?;
+            dump.push_str(&format!("-- {table}\n"));
+            for row in rows {
+                dump.push_str(&row);
+                dump.push('\n');
+            }
+        }
+        Ok(dump)
+    }
+
+    async fn commit_load(&self, plan: &LoadPlan) -> Result<LoadRecord, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        // Held until commit: one load at a time across every replica.
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(LOAD_LOCK)
+            .execute(&mut *tx)
+            .await?;
+        let (current, last_recorded): (i64, i64) = sqlx::query_as(
+            "SELECT COALESCE(MAX(id), 0), COALESCE(MAX(recorded_at_us), 0) FROM loads",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        if current != plan.base_load_id {
+            return Err(StoreError::Conflict {
+                planned: plan.base_load_id,
+                current,
+            });
+        }
+        let id = current + 1;
+        // As-of reads need load times that only grow, even if a clock steps back.
+        let recorded_at_us = to_micros(std::time::SystemTime::now()).max(last_recorded + 1);
+        let definitions_changed = (plan.providers.len() + plan.metrics.len()) as u32;
+        sqlx::query(
+            "INSERT INTO loads (id, recorded_at_us, file_name, content_sha256, facts_added, \
+             facts_revised, facts_unchanged, definitions_changed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(recorded_at_us)
+        .bind(&plan.file_name)
+        .bind(&plan.content_sha256)
+        .bind(i64::from(plan.facts_added))
+        .bind(i64::from(plan.facts_revised))
+        .bind(i64::from(plan.facts_unchanged))
+        .bind(i64::from(definitions_changed))
+        .execute(&mut *tx)
+        .await?;
+        for provider in &plan.providers {
+            sqlx::query(
+                "INSERT INTO provider_versions (provider_id, load_id, body) VALUES ($1, $2, $3)",
+            )
+            .bind(provider.id.as_str())
+            .bind(id)
+            .bind(encode_json(provider)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for metric in &plan.metrics {
+            sqlx::query(
+                "INSERT INTO metric_versions (metric_id, load_id, body) VALUES ($1, $2, $3)",
+            )
+            .bind(metric.id.as_str())
+            .bind(id)
+            .bind(encode_json(metric)?)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for change in &plan.fact_changes {
+            sqlx::query(
+                "INSERT INTO fact_revisions (provider_id, period, metric_id, revision, load_id, body, reason) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            )
+            .bind(change.key.provider.as_str())
+            .bind(change.key.period.to_string())
+            .bind(change.key.metric.as_str())
+            .bind(change.revision)
+            .bind(id)
+            .bind(encode_json(&change.body)?)
+            .bind(change.reason.map(|reason| reason.as_str()))
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !plan.notify_providers.is_empty() {
+            // The transactional outbox: the audience is frozen here, with the load.
+            let providers: Vec<String> = plan
+                .notify_providers
+                .iter()
+                .map(|p| p.as_str().to_owned())
+                .collect();
+            let queued = sqlx::query(
+                "INSERT INTO deliveries (kind, load_id, subscriber_id, email, state, attempts, \
+                 next_attempt_at_us, created_at_us) \
+                 SELECT 'update', $1, s.id, s.email, 'pending', 0, $2, $2 FROM subscribers s \
+                 WHERE s.state = 'confirmed' AND (s.follows_all OR EXISTS ( \
+                   SELECT 1 FROM subscriber_providers p WHERE p.subscriber_id = s.id \
+                   AND p.provider_id = ANY($3))) \
+                 ORDER BY s.id",
+            )
+            .bind(id)
+            .bind(recorded_at_us)
+            .bind(&providers)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            sqlx::query(
+                "INSERT INTO notifications (load_id, created_at_us, recipients) VALUES ($1, $2, $3)",
+            )
+            .bind(id)
+            .bind(recorded_at_us)
+            .bind(i64::try_from(queued).unwrap_or(i64::MAX))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(LoadRecord {
+            id,
+            recorded_at: from_micros(recorded_at_us),
+            file_name: plan.file_name.clone(),
+            content_sha256: plan.content_sha256.clone(),
+            facts_added: plan.facts_added,
+            facts_revised: plan.facts_revised,
+            facts_unchanged: plan.facts_unchanged,
+            definitions_changed,
+        })
+    }
+}

@@ -1,0 +1,518 @@
+//! The newsletter on PostgreSQL: subscribers, token digests and the delivery outbox,
+//! claimed by every replica with `FOR UPDATE SKIP LOCKED`.
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use sqlx::{Postgres, Row, Transaction};
+
+use super::PostgresStore;
+use crate::{
+    domain::{LoadId, ResourceId},
+    newsletter::model::{
+        ClaimedDelivery, DeliveryFailure, DeliveryKind, DeliveryReport, DeliveryResult, NewToken,
+        SubscribeCommand, SubscribeOutcome, Subscriber, SubscriberState, TokenOutcome,
+        TokenPurpose,
+    },
+    store::{NewsletterStore, StoreError, from_micros, to_micros},
+};
+
+/// Failures listed in a delivery report.
+const MAX_REPORTED_FAILURES: i64 = 100;
+
+fn state(text: &str) -> Result<SubscriberState, StoreError> {
+    SubscriberState::parse(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("subscriber state `{text}`")))
+}
+
+/// The subscriber a live token of `purpose` belongs to: id, state, and whether it expired.
+async fn token_owner(
+    tx: &mut Transaction<'_, Postgres>,
+    digest: &str,
+    purpose: TokenPurpose,
+    now_us: i64,
+) -> Result<Option<(i64, SubscriberState, bool)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT t.subscriber_id, s.state, t.expires_at_us FROM subscription_tokens t \
+         JOIN subscribers s ON s.id = t.subscriber_id WHERE t.digest = $1 AND t.purpose = $2 \
+         FOR UPDATE OF s",
+    )
+    .bind(digest)
+    .bind(purpose.as_str())
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let expired = row
+        .get::<Option<i64>, _>(2)
+        .is_some_and(|expires| expires <= now_us);
+    Ok(Some((row.get(0), state(row.get(1))?, expired)))
+}
+
+async fn set_state(
+    tx: &mut Transaction<'_, Postgres>,
+    subscriber_id: i64,
+    new_state: SubscriberState,
+    now_us: i64,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE subscribers SET state = $1, updated_at_us = $2 WHERE id = $3")
+        .bind(new_state.as_str())
+        .bind(now_us)
+        .bind(subscriber_id)
+        .execute(&mut **tx)
+        .await?;
+    if new_state != SubscriberState::Pending {
+        // A confirmation link is for one pending period only.
+        sqlx::query(
+            "DELETE FROM subscription_tokens WHERE subscriber_id = $1 AND purpose = 'confirm'",
+        )
+        .bind(subscriber_id)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn set_providers(
+    tx: &mut Transaction<'_, Postgres>,
+    subscriber_id: i64,
+    providers: Option<&[ResourceId]>,
+) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM subscriber_providers WHERE subscriber_id = $1")
+        .bind(subscriber_id)
+        .execute(&mut **tx)
+        .await?;
+    sqlx::query("UPDATE subscribers SET follows_all = $1 WHERE id = $2")
+        .bind(providers.is_none())
+        .bind(subscriber_id)
+        .execute(&mut **tx)
+        .await?;
+    for provider in providers.unwrap_or_default() {
+        sqlx::query(
+            "INSERT INTO subscriber_providers (subscriber_id, provider_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(subscriber_id)
+        .bind(provider.as_str())
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn queue_confirmation(
+    tx: &mut Transaction<'_, Postgres>,
+    subscriber_id: i64,
+    email: &str,
+    now_us: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO deliveries (kind, load_id, subscriber_id, email, state, attempts, \
+         next_attempt_at_us, created_at_us) VALUES ('confirmation', NULL, $1, $2, 'pending', 0, $3, $4)",
+    )
+    .bind(subscriber_id)
+    .bind(email)
+    .bind(now_us)
+    .bind(now_us)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE subscribers SET confirmation_queued_at_us = $1 WHERE id = $2")
+        .bind(now_us)
+        .bind(subscriber_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+#[async_trait]
+impl NewsletterStore for PostgresStore {
+    async fn subscribe(&self, command: &SubscribeCommand) -> Result<SubscribeOutcome, StoreError> {
+        let now_us = to_micros(command.now);
+        let mut tx = self.pool.begin().await?;
+        // Sign-ups of one address, on any replica, take turns.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+            .bind(command.email.as_str())
+            .execute(&mut *tx)
+            .await?;
+        let existing = sqlx::query(
+            "SELECT id, state, confirmation_queued_at_us FROM subscribers WHERE email = $1",
+        )
+        .bind(command.email.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let outcome = match existing {
+            None => {
+                let id: i64 = sqlx::query_scalar(
+                    "INSERT INTO subscribers (email, state, language, follows_all, created_at_us, updated_at_us) \
+                     VALUES ($1, 'pending', $2, TRUE, $3, $4) RETURNING id",
+                )
+                .bind(command.email.as_str())
+                .bind(&command.language)
+                .bind(now_us)
+                .bind(now_us)
+                .fetch_one(&mut *tx)
+                .await?;
+                set_providers(&mut tx, id, command.providers.as_deref()).await?;
+                queue_confirmation(&mut tx, id, command.email.as_str(), now_us).await?;
+                SubscribeOutcome::Created
+            }
+            Some(row) => {
+                let id: i64 = row.get(0);
+                let window_us =
+                    i64::try_from(command.resend_window.as_micros()).unwrap_or(i64::MAX);
+                let recently_queued = row
+                    .get::<Option<i64>, _>(2)
+                    .is_some_and(|queued| now_us.saturating_sub(queued) < window_us);
+                match state(row.get(1))? {
+                    SubscriberState::Confirmed => SubscribeOutcome::AlreadyConfirmed,
+                    SubscriberState::Bounced | SubscriberState::Complained => {
+                        SubscribeOutcome::Suppressed
+                    }
+                    SubscriberState::Pending | SubscriberState::Unsubscribed if recently_queued => {
+                        SubscribeOutcome::WithinResendWindow
+                    }
+                    SubscriberState::Pending | SubscriberState::Unsubscribed => {
+                        set_state(&mut tx, id, SubscriberState::Pending, now_us).await?;
+                        sqlx::query("UPDATE subscribers SET language = $1 WHERE id = $2")
+                            .bind(&command.language)
+                            .bind(id)
+                            .execute(&mut *tx)
+                            .await?;
+                        set_providers(&mut tx, id, command.providers.as_deref()).await?;
+                        queue_confirmation(&mut tx, id, command.email.as_str(), now_us).await?;
+                        SubscribeOutcome::ConfirmationQueued
+                    }
+                }
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn confirm(&self, digest: &str, now: SystemTime) -> Result<TokenOutcome, StoreError> {
+        let now_us = to_micros(now);
+        let mut tx = self.pool.begin().await?;
+        let outcome = match token_owner(&mut tx, digest, TokenPurpose::Confirm, now_us).await? {
+            None => TokenOutcome::Unknown,
+            Some((_, _, true)) => TokenOutcome::Expired,
+            Some((id, SubscriberState::Pending, false)) => {
+                set_state(&mut tx, id, SubscriberState::Confirmed, now_us).await?;
+                TokenOutcome::Applied
+            }
+            // Confirm tokens are deleted when a subscriber leaves pending; only a race
+            // with another confirmation gets here.
+            Some((_, SubscriberState::Confirmed, false)) => TokenOutcome::AlreadyApplied,
+            Some(_) => TokenOutcome::Unknown,
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn unsubscribe(&self, digest: &str, now: SystemTime) -> Result<TokenOutcome, StoreError> {
+        let now_us = to_micros(now);
+        let mut tx = self.pool.begin().await?;
+        let outcome = match token_owner(&mut tx, digest, TokenPurpose::Unsubscribe, now_us).await? {
+            None => TokenOutcome::Unknown,
+            Some((_, _, true)) => TokenOutcome::Expired,
+            Some((id, SubscriberState::Confirmed | SubscriberState::Pending, false)) => {
+                set_state(&mut tx, id, SubscriberState::Unsubscribed, now_us).await?;
+                TokenOutcome::Applied
+            }
+            // Unsubscribed already, or suppressed: nothing more to stop.
+            Some(_) => TokenOutcome::AlreadyApplied,
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn update_preferences(
+        &self,
+        digest: &str,
+        providers: Option<&[ResourceId]>,
+        now: SystemTime,
+    ) -> Result<TokenOutcome, StoreError> {
+        let now_us = to_micros(now);
+        let mut tx = self.pool.begin().await?;
+        let outcome = match token_owner(&mut tx, digest, TokenPurpose::Unsubscribe, now_us).await? {
+            None => TokenOutcome::Unknown,
+            Some((_, _, true)) => TokenOutcome::Expired,
+            Some((id, _, false)) => {
+                set_providers(&mut tx, id, providers).await?;
+                sqlx::query("UPDATE subscribers SET updated_at_us = $1 WHERE id = $2")
+                    .bind(now_us)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                TokenOutcome::Applied
+            }
+        };
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    async fn list_subscribers(
+        &self,
+        state_filter: Option<SubscriberState>,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Subscriber>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT s.id, s.email, s.state, s.language, s.follows_all, s.created_at_us, s.updated_at_us, \
+             COALESCE((SELECT json_agg(provider_id ORDER BY provider_id) FROM subscriber_providers \
+              WHERE subscriber_id = s.id)::text, '[]') \
+             FROM subscribers s WHERE s.id > $1 AND ($2::text IS NULL OR s.state = $2) ORDER BY s.id LIMIT $3",
+        )
+        .bind(after_id)
+        .bind(state_filter.map(|s| s.as_str()))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter()
+            .map(|row| {
+                let follows_all: bool = row.get(4);
+                let providers: Vec<String> = super::decode_json("providers", row.get(7))?;
+                Ok(Subscriber {
+                    id: row.get(0),
+                    email: row.get(1),
+                    state: state(row.get(2))?,
+                    language: row.get(3),
+                    providers: (!follows_all).then_some(providers),
+                    created_at: from_micros(row.get(5)),
+                    updated_at: from_micros(row.get(6)),
+                })
+            })
+            .collect()
+    }
+
+    async fn claim_deliveries(
+        &self,
+        now: SystemTime,
+        lease_until: SystemTime,
+        limit: u32,
+    ) -> Result<Vec<ClaimedDelivery>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE deliveries d SET state = 'sending', attempts = attempts + 1, next_attempt_at_us = $1 \
+             WHERE d.id IN (SELECT id FROM deliveries WHERE state IN ('pending', 'sending', 'retrying') \
+               AND next_attempt_at_us <= $2 ORDER BY next_attempt_at_us, id LIMIT $3 \
+               FOR UPDATE SKIP LOCKED) \
+             RETURNING d.id, d.kind, d.load_id, d.subscriber_id, d.email, d.attempts, \
+               (SELECT state FROM subscribers s WHERE s.id = d.subscriber_id)",
+        )
+        .bind(to_micros(lease_until))
+        .bind(to_micros(now))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut claimed = rows
+            .into_iter()
+            .map(|row| {
+                let kind = match (row.get::<&str, _>(1), row.get::<Option<i64>, _>(2)) {
+                    ("update", Some(load)) => DeliveryKind::Update(load),
+                    ("confirmation", _) => DeliveryKind::Confirmation,
+                    (other, _) => {
+                        return Err(StoreError::Corrupt(format!("delivery kind `{other}`")));
+                    }
+                };
+                Ok(ClaimedDelivery {
+                    id: row.get(0),
+                    kind,
+                    subscriber_id: row.get(3),
+                    email: row.get(4),
+                    attempts: u32::try_from(row.get::<i64, _>(5)).unwrap_or(u32::MAX),
+                    subscriber_state: state(row.get(6))?,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        claimed.sort_by_key(|delivery| delivery.id);
+        Ok(claimed)
+    }
+
+    async fn store_tokens(&self, tokens: &[NewToken]) -> Result<(), StoreError> {
+        if tokens.is_empty() {
+            return Ok(());
+        }
+        let now_us = to_micros(SystemTime::now());
+        let digests: Vec<&str> = tokens.iter().map(|t| t.digest.as_str()).collect();
+        let subscribers: Vec<i64> = tokens.iter().map(|t| t.subscriber_id).collect();
+        let purposes: Vec<&str> = tokens.iter().map(|t| t.purpose.as_str()).collect();
+        let expiries: Vec<Option<i64>> =
+            tokens.iter().map(|t| t.expires_at.map(to_micros)).collect();
+        sqlx::query(
+            "INSERT INTO subscription_tokens (digest, subscriber_id, purpose, created_at_us, expires_at_us) \
+             SELECT digest, subscriber_id, purpose, $1, expires_at_us \
+             FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::bigint[]) \
+               AS t(digest, subscriber_id, purpose, expires_at_us)",
+        )
+        .bind(now_us)
+        .bind(&digests)
+        .bind(&subscribers)
+        .bind(&purposes)
+        .bind(&expiries)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_deliveries(
+        &self,
+        results: &[DeliveryResult],
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        if results.is_empty() {
+            return Ok(());
+        }
+        let now_us = to_micros(now);
+        let mut tx = self.pool.begin().await?;
+        // The common outcomes in one statement each; the rare ones row by row.
+        let sent: Vec<i64> = results
+            .iter()
+            .filter_map(|r| match r {
+                DeliveryResult::Sent { id } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        sqlx::query(
+            "UPDATE deliveries SET state = 'sent', sent_at_us = $1, last_error = NULL WHERE id = ANY($2)",
+        )
+        .bind(now_us)
+        .bind(&sent)
+        .execute(&mut *tx)
+        .await?;
+        let released: Vec<i64> = results
+            .iter()
+            .filter_map(|r| match r {
+                DeliveryResult::Released { id } => Some(*id),
+                _ => None,
+            })
+            .collect();
+        sqlx::query(
+            "UPDATE deliveries SET state = 'pending', attempts = GREATEST(attempts - 1, 0), next_attempt_at_us = $1 \
+             WHERE id = ANY($2) AND state = 'sending'",
+        )
+        .bind(now_us)
+        .bind(&released)
+        .execute(&mut *tx)
+        .await?;
+        for result in results {
+            match result {
+                DeliveryResult::Sent { .. } | DeliveryResult::Released { .. } => {}
+                DeliveryResult::Skipped { id, reason } => {
+                    sqlx::query(
+                        "UPDATE deliveries SET state = 'skipped', last_error = $1 WHERE id = $2",
+                    )
+                    .bind(reason)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                DeliveryResult::Retry {
+                    id,
+                    next_attempt_at,
+                    error,
+                } => {
+                    sqlx::query(
+                        "UPDATE deliveries SET state = 'retrying', next_attempt_at_us = $1, last_error = $2 WHERE id = $3",
+                    )
+                    .bind(to_micros(*next_attempt_at))
+                    .bind(error)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                DeliveryResult::Failed { id, error, bounced } => {
+                    sqlx::query(
+                        "UPDATE deliveries SET state = 'failed', last_error = $1 WHERE id = $2",
+                    )
+                    .bind(error)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if let Some(subscriber_id) = bounced {
+                        set_state(&mut tx, *subscriber_id, SubscriberState::Bounced, now_us)
+                            .await?;
+                    }
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn next_delivery_due(&self) -> Result<Option<SystemTime>, StoreError> {
+        let due: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(next_attempt_at_us) FROM deliveries WHERE state IN ('pending', 'sending', 'retrying')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(due.map(from_micros))
+    }
+
+    async fn delivery_report(&self, load_id: LoadId) -> Result<Option<DeliveryReport>, StoreError> {
+        let recipients: Option<i64> =
+            sqlx::query_scalar("SELECT recipients FROM notifications WHERE load_id = $1")
+                .bind(load_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some(recipients) = recipients else {
+            return Ok(None);
+        };
+        let mut report = DeliveryReport {
+            load_id,
+            recipients: u64::try_from(recipients).unwrap_or(0),
+            ..DeliveryReport::default()
+        };
+        let counts = sqlx::query(
+            "SELECT state, COUNT(*) FROM deliveries WHERE load_id = $1 AND kind = 'update' GROUP BY state",
+        )
+        .bind(load_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for row in counts {
+            let n = u64::try_from(row.get::<i64, _>(1)).unwrap_or(0);
+            match row.get::<&str, _>(0) {
+                "sent" => report.sent += n,
+                "pending" | "sending" => report.pending += n,
+                "retrying" => report.retrying += n,
+                "failed" => report.failed += n,
+                "skipped" => report.skipped += n,
+                other => return Err(StoreError::Corrupt(format!("delivery state `{other}`"))),
+            }
+        }
+        let failures = sqlx::query(
+            "SELECT email, state, attempts, COALESCE(last_error, '') FROM deliveries \
+             WHERE load_id = $1 AND kind = 'update' AND state IN ('failed', 'retrying') ORDER BY id LIMIT $2",
+        )
+        .bind(load_id)
+        .bind(MAX_REPORTED_FAILURES)
+        .fetch_all(&self.pool)
+        .await?;
+        report.failures = failures
+            .into_iter()
+            .map(|row| DeliveryFailure {
+                email: row.get(0),
+                state: row.get(1),
+                attempts: u32::try_from(row.get::<i64, _>(2)).unwrap_or(0),
+                last_error: row.get(3),
+            })
+            .collect();
+        Ok(Some(report))
+    }
+
+    async fn retry_failed_deliveries(
+        &self,
+        load_id: Option<LoadId>,
+        now: SystemTime,
+    ) -> Result<u64, StoreError> {
+        let result = sqlx::query(
+            "UPDATE deliveries SET state = 'retrying', attempts = 0, next_attempt_at_us = $1 \
+             WHERE state = 'failed' AND kind = 'update' AND ($2::bigint IS NULL OR load_id = $2)",
+        )
+        .bind(to_micros(now))
+        .bind(load_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(result.rows_affected())
+    }
+}

@@ -1,0 +1,36 @@
+//! The integration suite of `tests/api/`, run on PostgreSQL: each test gets a new
+//! database on the server `RUNRATE_TEST_DATABASE_URL` names, dropped afterwards. Built
+//! only when that variable is set at build time (see `build.rs`), so `cargo test` passes
+//! on a machine without PostgreSQL; `.ci/run` sets it and checks these tests ran.
+#![cfg(postgres_tests)]
+
+#[path = "api/atomic_reads.rs"]
+mod atomic_reads;
+#[path = "api/bad_input.rs"]
+mod bad_input;
+#[path = "api/cli.rs"]
+mod cli;
+#[path = "api/delivery.rs"]
+mod delivery;
+#[path = "api/derived.rs"]
+mod derived;
+#[path = "api/helpers.rs"]
+mod helpers;
+#[path = "api/http_client.rs"]
+mod http_client;
+#[path = "api/loading.rs"]
+mod loading;
+#[path = "api/newsletter.rs"]
+mod newsletter;
+#[path = "api/pagination.rs"]
+mod pagination;
+#[path = "api/seed.rs"]
+mod seed;
+#[path = "api/smtp_server.rs"]
+mod smtp_server;
+#[path = "api/standard_services.rs"]
+mod standard_services;
+#[path = "api/watching.rs"]
+mod watching;
+
+pub const BACKEND: helpers::Backend = helpers::Backend::Postgres;
