@@ -64,6 +64,11 @@ enum Command {
         #[command(flatten)]
         token: TokenArgs,
     },
+    /// Exit 0 when the server reports SERVING over gRPC health (for container healthchecks).
+    Health {
+        #[command(flatten)]
+        server: ServerArgs,
+    },
     /// Show how a load's update emails are doing (default: the latest load that sent any).
     Deliveries {
         /// A load id, such as 2 or loads/2.
@@ -169,6 +174,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             server,
             token,
         } => load_figures(&file, dry_run, &server, &token).await,
+        Command::Health { server } => check_health(&server).await,
         Command::Deliveries {
             load,
             retry_failed,
@@ -176,6 +182,23 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             token,
         } => print_deliveries(load, retry_failed, &server, &token).await,
     }
+}
+
+async fn check_health(server: &ServerArgs) -> anyhow::Result<()> {
+    use tonic_health::pb::{
+        HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+    };
+    let status = HealthClient::new(server.connect().await?)
+        .check(HealthCheckRequest::default())
+        .await
+        .map_err(|status| anyhow::anyhow!("{}: {}", status.code(), status.message()))?
+        .into_inner()
+        .status();
+    if status != ServingStatus::Serving {
+        anyhow::bail!("the server at {} is {}", server.url, status.as_str_name());
+    }
+    println!("SERVING");
+    Ok(())
 }
 
 async fn print_deliveries(

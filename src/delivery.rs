@@ -318,7 +318,8 @@ impl DeliveryWorker {
         self.report_progress(load).await;
     }
 
-    /// The outbox ran dry: a last progress line for each fan-out under way.
+    /// The outbox ran dry for this lane: a last progress line for each fan-out it saw
+    /// (other lanes may still be finishing theirs, and will log again when they are done).
     async fn finish_progress(&self) {
         let finished: Vec<LoadId> = self
             .progress

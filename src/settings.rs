@@ -50,6 +50,10 @@ pub struct DatabaseSettings {
     /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DATABASE`; empty means
     /// `runrate.db` in the data directory.
     pub url: String,
+    /// On PostgreSQL, how often a replica checks for loads made through another one.
+    pub refresh_interval: TextDuration,
+    /// Connections to PostgreSQL this process keeps at most.
+    pub max_connections: u32,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -176,7 +180,11 @@ impl Default for Settings {
                 request_timeout: TextDuration(Duration::from_secs(30)),
                 shutdown_timeout: TextDuration(Duration::from_secs(10)),
             },
-            database: DatabaseSettings { url: String::new() },
+            database: DatabaseSettings {
+                url: String::new(),
+                refresh_interval: TextDuration(Duration::from_millis(250)),
+                max_connections: 8,
+            },
             load: LoadSettings {
                 max_file_bytes: 1024 * 1024,
             },
@@ -320,6 +328,7 @@ impl Settings {
             ("delivery.retry_max", self.delivery.retry_max),
             ("delivery.lease", self.delivery.lease),
             ("delivery.poll_interval", self.delivery.poll_interval),
+            ("database.refresh_interval", self.database.refresh_interval),
         ] {
             if value.0.is_zero() {
                 return fail(key, "a duration above zero");
@@ -330,6 +339,7 @@ impl Settings {
             ("delivery.concurrency", self.delivery.concurrency),
             ("delivery.batch_size", self.delivery.batch_size),
             ("delivery.max_attempts", self.delivery.max_attempts),
+            ("database.max_connections", self.database.max_connections),
         ] {
             if value == 0 {
                 return fail(key, "at least 1");

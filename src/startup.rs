@@ -81,7 +81,7 @@ impl Application {
             )
         })?;
         let database_url = settings.database_url();
-        let store = store::open(&database_url)
+        let store = store::open(&database_url, settings.database.max_connections)
             .await
             .with_context(|| format!("cannot open the database {database_url}"))?;
         let snapshot = ReadSnapshot::default().shared();
@@ -196,6 +196,13 @@ impl Application {
         let grpc = self.spawn_grpc(grpc_listener, health_service, stopping.clone())?;
         let http = self.spawn_http(http_listener, stopping.clone());
         let delivery = tokio::spawn(self.delivery.clone().run(stopping.clone()));
+        if self.store().is_shared() {
+            tokio::spawn(follow_other_replicas(
+                self.loader.clone(),
+                self.settings.database.refresh_interval.0,
+                stopping.clone(),
+            ));
+        }
         tracing::info!(address = %self.grpc_address, "serving gRPC");
         tracing::info!(address = %self.http_address, "serving HTTP");
 
@@ -309,6 +316,39 @@ impl Application {
             .await
             .context("the HTTP server stopped")
         })
+    }
+}
+
+/// Replicas on one database learn of each other's loads by polling the newest load id
+/// (one indexed read), and swap in a new snapshot when it moved.
+async fn follow_other_replicas(
+    loader: Arc<FigureLoader>,
+    interval: Duration,
+    stopping: CancellationToken,
+) {
+    let store = loader.store();
+    while !stopping.is_cancelled() {
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let head = match store.head_load_id().await {
+            Ok(head) => head,
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot check for loads from other replicas");
+                continue;
+            }
+        };
+        if head > loader.snapshot().load().head() {
+            match loader.refresh_snapshot().await {
+                Ok(()) => {
+                    tracing::info!(load = head, "picked up a load made through another replica")
+                }
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot read a load made through another replica")
+                }
+            }
+        }
     }
 }
 

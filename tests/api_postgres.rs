@@ -1,4 +1,5 @@
-//! The integration suite of `tests/api/`, run on PostgreSQL: each test gets a new
+//! The integration suite of `tests/api/`, run on PostgreSQL, and the two-replica test
+//! that only PostgreSQL can host: each test gets a new
 //! database on the server `RUNRATE_TEST_DATABASE_URL` names, dropped afterwards. Built
 //! only when that variable is set at build time (see `build.rs`), so `cargo test` passes
 //! on a machine without PostgreSQL; `.ci/run` sets it and checks these tests ran.
@@ -24,6 +25,8 @@ mod loading;
 mod newsletter;
 #[path = "api/pagination.rs"]
 mod pagination;
+#[path = "api/replicas.rs"]
+mod replicas;
 #[path = "api/seed.rs"]
 mod seed;
 #[path = "api/smtp_server.rs"]

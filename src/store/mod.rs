@@ -99,6 +99,10 @@ impl<T: FigureStore + NewsletterStore> Store for T {}
 
 #[async_trait]
 pub trait FigureStore: Send + Sync + 'static {
+    /// Whether other processes may write to this database too (and so whether this one
+    /// must watch for their loads).
+    fn is_shared(&self) -> bool;
+
     async fn read_contents(&self) -> Result<StoreContents, StoreError>;
 
     /// Id of the newest load, 0 when nothing was ever loaded.
@@ -175,11 +179,11 @@ pub trait NewsletterStore: Send + Sync + 'static {
 }
 
 /// Opens the store a database URL names, creating and migrating it as needed.
-pub async fn open(url: &str) -> Result<Arc<dyn Store>, StoreError> {
+pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(SqliteStore::open(url).await?))
     } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::open(url).await?))
+        Ok(Arc::new(PostgresStore::open(url, max_connections).await?))
     } else {
         Err(StoreError::UnsupportedUrl(url.to_owned()))
     }

@@ -1,69 +1,16 @@
 //! The built `runrate` binary: `serve` with no configuration, `report` against it,
 //! refusal of bad configuration, and a clean stop on SIGTERM.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::Duration,
-};
+use std::{process::Command, time::Duration};
 
-use crate::helpers::TestDir;
+use crate::helpers::{ServeProcess, TestDir};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_runrate");
 
-struct RunningServer {
-    child: Child,
-    url: String,
-}
-
-impl Drop for RunningServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts `runrate serve` in `dir` on free ports and waits for its "serving" log line.
-fn serve_in(dir: &TestDir) -> RunningServer {
-    let mut child = Command::new(BINARY)
-        .arg("serve")
-        .current_dir(dir.path())
-        .envs(dir.serve_environment())
-        .env("NO_COLOR", "1")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start runrate serve");
-    let stdout = child.stdout.take().expect("stdout");
-    let (lines_tx, lines_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if lines_tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let address = loop {
-        let line = lines_rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("runrate serve logs that it is serving");
-        if line.contains("serving gRPC") {
-            let address = line
-                .split("address=")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .expect("the log line names the address")
-                .trim_matches(|c: char| !c.is_ascii_digit() && c != '.' && c != ':')
-                .to_owned();
-            break address;
-        }
-    };
-    RunningServer {
-        child,
-        url: format!("http://{address}"),
-    }
+/// Starts `runrate serve` in `dir` with no configuration but free ports (and, on the
+/// PostgreSQL run, the test database).
+fn serve_in(dir: &TestDir) -> ServeProcess {
+    ServeProcess::start(dir.path(), dir.serve_environment())
 }
 
 #[test]
@@ -117,6 +64,9 @@ fn serve_with_no_configuration_then_report_prints_the_article_table() {
 fn sigterm_stops_the_server_cleanly() {
     let dir = TestDir::blocking_new();
     let mut server = serve_in(&dir);
+    let health = run_in(dir.path(), &["health", "--server", &server.url]);
+    assert!(health.status.success(), "{health:?}");
+    assert_eq!(String::from_utf8_lossy(&health.stdout).trim(), "SERVING");
     let status = Command::new("kill")
         .args(["-TERM", &server.child.id().to_string()])
         .status()

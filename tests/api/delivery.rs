@@ -2,16 +2,12 @@
 //! dropped and silent connections, a worker stopped or killed mid fan-out; and a fan-out
 //! to 10,000 subscribers.
 
-use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use runrate::api::{GetDeliveryReportRequest, LoadFiguresRequest};
 
 use crate::{
-    helpers::{TestDir, TestServer, figures_file},
+    helpers::{ServeProcess, TestDir, TestServer, figures_file},
     smtp_server::{Fault, SmtpServer},
 };
 
@@ -180,32 +176,20 @@ fn a_killed_server_resumes_its_fan_out_after_the_lease() {
     let smtp = runtime.block_on(SmtpServer::with_delay(Duration::from_millis(2)));
     let dir = runtime.block_on(TestDir::new());
     let spawn = || {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_runrate"))
-            .arg("serve")
-            .current_dir(dir.path())
-            .envs(dir.serve_environment())
-            .env("RUNRATE__MAIL__TRANSPORT", "smtp")
-            .env("RUNRATE__MAIL__SMTP__PORT", smtp.address.port().to_string())
-            .env("RUNRATE__DELIVERY__LEASE", "1s")
-            .env("RUNRATE__DELIVERY__POLL_INTERVAL", "100ms")
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start runrate serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let address = loop {
-            let line = lines.next().expect("a log line").expect("readable");
-            if let Some(rest) = line.split("serving gRPC address=").nth(1) {
-                break rest.trim().to_owned();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        (child, format!("http://{address}"))
+        let mut environment = dir.serve_environment();
+        environment.extend(
+            [
+                ("RUNRATE__MAIL__TRANSPORT", "smtp".to_owned()),
+                ("RUNRATE__MAIL__SMTP__PORT", smtp.address.port().to_string()),
+                ("RUNRATE__DELIVERY__LEASE", "1s".to_owned()),
+                ("RUNRATE__DELIVERY__POLL_INTERVAL", "100ms".to_owned()),
+            ]
+            .map(|(key, value)| (key.to_owned(), value)),
+        );
+        ServeProcess::start(dir.path(), environment)
     };
-    let (mut first, url) = spawn();
+    let mut first = spawn();
+    let url = first.url.clone();
     runtime.block_on(async {
         dir.seed_confirmed_subscribers(&dir.path().join("runrate-data"), 1000)
             .await;
@@ -228,15 +212,13 @@ fn a_killed_server_resumes_its_fan_out_after_the_lease() {
             .expect("load");
         smtp.wait_for(200, WAIT).await;
     });
-    first.kill().expect("kill -9 the server");
-    first.wait().expect("reap it");
+    first.kill();
     let sent_before_restart = smtp.received().len();
     assert!(sent_before_restart < 1000, "killed mid fan-out");
 
-    let (mut second, _) = spawn();
+    let second = spawn();
     let counts = runtime.block_on(smtp.wait_for_addresses(1000, WAIT));
-    let _ = second.kill();
-    let _ = second.wait();
+    drop(second);
     assert_eq!(counts.len(), 1000, "every subscriber got the update");
     let duplicates: usize = counts.values().map(|n| n - 1).sum();
     // Sent but not yet recorded at the kill: at most one record group per lane.

@@ -47,6 +47,9 @@ fn init_test_log() {
     });
 }
 
+/// Few connections per test server: tests run side by side on one PostgreSQL server.
+const POSTGRES_CONNECTIONS_PER_SERVER: u32 = 4;
+
 /// PostgreSQL makes concurrent DROP DATABASE statements wait on each other's signal
 /// barriers for tens of seconds: this test process creates and drops one at a time.
 static DATABASE_DDL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -182,6 +185,7 @@ impl TestDir {
         settings.http.listen = ListenAddress(SocketAddr::from(([127, 0, 0, 1], 0)));
         if let Some(database) = &self.database {
             settings.database.url = database.url.clone();
+            settings.database.max_connections = POSTGRES_CONNECTIONS_PER_SERVER;
         }
         settings
     }
@@ -209,6 +213,10 @@ impl TestDir {
         ];
         if let Some(database) = &self.database {
             environment.push(("RUNRATE__DATABASE__URL".to_owned(), database.url.clone()));
+            environment.push((
+                "RUNRATE__DATABASE__MAX_CONNECTIONS".to_owned(),
+                POSTGRES_CONNECTIONS_PER_SERVER.to_string(),
+            ));
         }
         environment
     }
@@ -461,4 +469,61 @@ pub fn figures_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/figures")
         .join(name)
+}
+
+/// `runrate serve`, the built binary, in its own process; killed when dropped.
+pub struct ServeProcess {
+    pub child: std::process::Child,
+    /// The gRPC URL it serves, e.g. `http://127.0.0.1:40123`.
+    pub url: String,
+}
+
+impl ServeProcess {
+    /// Starts the binary in `cwd` with `environment` (which should choose free ports) and
+    /// waits for the log line that says where it serves gRPC.
+    pub fn start(cwd: &Path, environment: impl IntoIterator<Item = (String, String)>) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runrate"))
+            .arg("serve")
+            .current_dir(cwd)
+            .envs(environment)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start runrate serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            // Read to the end, or the server blocks on a full pipe.
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = lines_tx.send(line);
+            }
+        });
+        let address = loop {
+            let line = lines_rx
+                .recv_timeout(Duration::from_secs(60))
+                .expect("runrate serve logs that it is serving");
+            if let Some(rest) = line.split("serving gRPC address=").nth(1) {
+                break rest.trim().to_owned();
+            }
+        };
+        ServeProcess {
+            child,
+            url: format!("http://{address}"),
+        }
+    }
+
+    /// Kills the process at once (SIGKILL), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServeProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }

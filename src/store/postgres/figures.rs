@@ -14,6 +14,11 @@ use crate::{
 
 #[async_trait]
 impl FigureStore for PostgresStore {
+    fn is_shared(&self) -> bool {
+        // Replicas share the database.
+        true
+    }
+
     async fn read_contents(&self) -> Result<StoreContents, StoreError> {
         // One snapshot of the database for all four reads.
         let mut tx = self.pool.begin().await?;

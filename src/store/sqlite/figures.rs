@@ -14,6 +14,11 @@ use crate::{
 
 #[async_trait]
 impl FigureStore for SqliteStore {
+    fn is_shared(&self) -> bool {
+        // An embedded file: this process is its only writer.
+        false
+    }
+
     async fn read_contents(&self) -> Result<StoreContents, StoreError> {
         let mut connection = self.pool.acquire().await?;
         let mut contents = StoreContents::default();

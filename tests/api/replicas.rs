@@ -1,0 +1,131 @@
+//! Two `runrate serve` processes on one PostgreSQL database: a load through either is
+//! served by both within a second and reaches the watch streams of both, and the update
+//! emails are shared between them with no address emailed twice.
+
+use std::time::{Duration, Instant};
+
+use runrate::api::{
+    CompareProvidersRequest, LoadFiguresRequest, WatchLoadsRequest,
+    admin_service_client::AdminServiceClient, metrics_service_client::MetricsServiceClient,
+    watch_loads_response::Event,
+};
+
+use crate::{
+    helpers::{ServeProcess, TestDir, figures_file},
+    smtp_server::SmtpServer,
+};
+
+const ADMIN_TOKEN: &str = "replica-test-token-0123456789";
+const SUBSCRIBERS: u32 = 2000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_loads_watchers_and_deliveries() {
+    let smtp = SmtpServer::start().await;
+    let dir = TestDir::new().await;
+    // Each replica has a data directory of its own and the one database.
+    let replica_dirs = [dir.path().join("a"), dir.path().join("b")];
+    let mut replicas = Vec::new();
+    for replica_dir in &replica_dirs {
+        std::fs::create_dir_all(replica_dir).expect("a replica directory");
+        let mut environment = dir.serve_environment();
+        environment.extend(
+            [
+                ("RUNRATE__ADMIN__TOKEN", ADMIN_TOKEN.to_owned()),
+                ("RUNRATE__MAIL__TRANSPORT", "smtp".to_owned()),
+                ("RUNRATE__MAIL__SMTP__PORT", smtp.address.port().to_string()),
+                ("RUNRATE__DELIVERY__POLL_INTERVAL", "100ms".to_owned()),
+            ]
+            .map(|(key, value)| (key.to_owned(), value)),
+        );
+        let replica_dir = replica_dir.clone();
+        replicas.push(
+            tokio::task::spawn_blocking(move || ServeProcess::start(&replica_dir, environment))
+                .await
+                .expect("start a replica"),
+        );
+    }
+    dir.seed_confirmed_subscribers(&replica_dirs[0], SUBSCRIBERS)
+        .await;
+
+    let mut watchers = Vec::new();
+    for replica in &replicas {
+        let mut stream = MetricsServiceClient::connect(replica.url.clone())
+            .await
+            .expect("connect")
+            .watch_loads(WatchLoadsRequest::default())
+            .await
+            .expect("watch")
+            .into_inner();
+        let current = stream.message().await.expect("a message").expect("open");
+        assert!(matches!(current.event, Some(Event::Current(_))));
+        watchers.push(stream);
+    }
+
+    let mut request = tonic::Request::new(LoadFiguresRequest {
+        file_name: "2026-q2-example.toml".into(),
+        content: std::fs::read(figures_file("2026-q2-example.toml")).expect("read"),
+        validate_only: false,
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN_TOKEN}").parse().expect("header"),
+    );
+    AdminServiceClient::connect(replicas[0].url.clone())
+        .await
+        .expect("connect to replica a")
+        .load_figures(request)
+        .await
+        .expect("load through replica a");
+    let loaded = Instant::now();
+
+    // Replica b serves the new quarter within a second.
+    let mut other = MetricsServiceClient::connect(replicas[1].url.clone())
+        .await
+        .expect("connect to replica b");
+    loop {
+        let latest = other
+            .compare_providers(CompareProvidersRequest::default())
+            .await
+            .expect("compare")
+            .into_inner()
+            .period
+            .expect("a period")
+            .display_name;
+        if latest == "2026-Q2" {
+            break;
+        }
+        assert!(
+            loaded.elapsed() < Duration::from_secs(1),
+            "replica b still serves {latest}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    // Both watch streams deliver the load.
+    for stream in &mut watchers {
+        let event = tokio::time::timeout(Duration::from_secs(5), stream.message())
+            .await
+            .expect("an event in time")
+            .expect("a healthy stream")
+            .expect("open");
+        let Some(Event::Load(load)) = event.event else {
+            panic!("not a load event: {event:?}");
+        };
+        assert_eq!(load.load.expect("a load").name, "loads/2");
+    }
+
+    // Every subscriber gets exactly one update between the two replicas.
+    let counts = smtp
+        .wait_for_addresses(SUBSCRIBERS as usize, Duration::from_secs(120))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let counts_after = smtp.counts();
+    assert_eq!(counts.len(), SUBSCRIBERS as usize);
+    assert_eq!(counts_after.len(), SUBSCRIBERS as usize);
+    assert!(
+        counts_after.values().all(|n| *n == 1),
+        "{} addresses got more than one email",
+        counts_after.values().filter(|n| **n > 1).count()
+    );
+    assert_eq!(smtp.received().len(), SUBSCRIBERS as usize);
+}
