@@ -1,6 +1,8 @@
 //! `runrate.v1.MetricsService`: reads, all answered from the read snapshot.
 
-use std::time::SystemTime;
+use std::{collections::HashMap, sync::Arc, time::SystemTime};
+
+use arc_swap::ArcSwap;
 
 use tonic::{Request, Response, Status};
 
@@ -8,7 +10,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
     derived::{self, DerivedFact},
-    domain::{FactKey, FactRevision, FactStatus, Quarter, ResourceId},
+    domain::{FactKey, FactRevision, FactStatus, LoadId, Quarter, ResourceId},
     snapshot::{FactQuery, ReadSnapshot, SharedSnapshot},
 };
 
@@ -24,11 +26,95 @@ use super::{
 pub struct MetricsApi {
     snapshot: SharedSnapshot,
     watch: WatchConfig,
+    comparisons: ComparisonCache,
 }
 
 impl MetricsApi {
     pub fn new(snapshot: SharedSnapshot, watch: WatchConfig) -> Self {
-        MetricsApi { snapshot, watch }
+        MetricsApi {
+            snapshot,
+            watch,
+            comparisons: ComparisonCache::default(),
+        }
+    }
+}
+
+/// Comparisons built for the current snapshot, shared by every request that asks for the
+/// same period: the table is the same until the next load, and building it (21 facts with
+/// their sources and display values) costs more than answering with it.
+#[derive(Default)]
+struct ComparisonCache {
+    current: ArcSwap<CachedComparisons>,
+}
+
+#[derive(Default, Clone)]
+struct CachedComparisons {
+    head: LoadId,
+    by_period: HashMap<Quarter, Arc<api::CompareProvidersResponse>>,
+}
+
+impl ComparisonCache {
+    fn get_or_build(
+        &self,
+        snapshot: &ReadSnapshot,
+        period: Quarter,
+    ) -> Arc<api::CompareProvidersResponse> {
+        let cached = self.current.load();
+        if cached.head == snapshot.head()
+            && let Some(comparison) = cached.by_period.get(&period)
+        {
+            return comparison.clone();
+        }
+        let built = Arc::new(build_comparison(snapshot, period));
+        let head = snapshot.head();
+        self.current.rcu(|current| {
+            let mut next = if current.head == head {
+                CachedComparisons::clone(current)
+            } else {
+                CachedComparisons {
+                    head,
+                    by_period: HashMap::new(),
+                }
+            };
+            next.by_period.insert(period, built.clone());
+            next
+        });
+        built
+    }
+}
+
+fn build_comparison(snapshot: &ReadSnapshot, period: Quarter) -> api::CompareProvidersResponse {
+    let comparison = snapshot.comparison(period, None);
+    let rows = comparison
+        .rows
+        .iter()
+        .map(|(metric, cells)| api::ComparisonRow {
+            metric: Some(convert::metric(metric)),
+            cells: comparison
+                .providers
+                .iter()
+                .zip(cells)
+                .map(|(provider, cell)| {
+                    let fact = cell.map(convert::fact);
+                    api::ComparisonCell {
+                        provider: names::provider_name(&provider.id),
+                        display_value: fact
+                            .as_ref()
+                            .map_or_else(|| "n/a".to_owned(), |f| f.display_value.clone()),
+                        fact,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    api::CompareProvidersResponse {
+        period: Some(convert::period(&period)),
+        providers: comparison
+            .providers
+            .iter()
+            .map(|p| convert::provider(p))
+            .collect(),
+        rows,
     }
 }
 
@@ -352,38 +438,8 @@ impl MetricsService for MetricsApi {
             })?,
             name => require_period(&snapshot, names::parse_period_name("period", name)?)?,
         };
-        let comparison = snapshot.comparison(period, None);
-        let rows = comparison
-            .rows
-            .iter()
-            .map(|(metric, cells)| api::ComparisonRow {
-                metric: Some(convert::metric(metric)),
-                cells: comparison
-                    .providers
-                    .iter()
-                    .zip(cells)
-                    .map(|(provider, cell)| {
-                        let fact = cell.map(convert::fact);
-                        api::ComparisonCell {
-                            provider: names::provider_name(&provider.id),
-                            display_value: fact
-                                .as_ref()
-                                .map_or_else(|| "n/a".to_owned(), |f| f.display_value.clone()),
-                            fact,
-                        }
-                    })
-                    .collect(),
-            })
-            .collect();
-        Ok(Response::new(api::CompareProvidersResponse {
-            period: Some(convert::period(&period)),
-            providers: comparison
-                .providers
-                .iter()
-                .map(|p| convert::provider(p))
-                .collect(),
-            rows,
-        }))
+        let comparison = self.comparisons.get_or_build(&snapshot, period);
+        Ok(Response::new(comparison.as_ref().clone()))
     }
 
     async fn list_fact_revisions(

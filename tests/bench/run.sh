@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# runrate's benchmarks, each side by side with the floor of what this machine can do, in
+# the same run: reads against a do-nothing tonic server, fan-out against smtp-source ->
+# smtp-sink, plus the LoadFigures call, memory and start-up. Prints one table.
+#
+#   tests/bench/run.sh            the full run (about 10 minutes)
+#   tests/bench/run.sh --smoke    small counts and short runs, for CI
+#
+# Everything talks to 127.0.0.1. Set BENCH_POSTGRES_URL (a server whose user may create
+# databases) to time LoadFigures on PostgreSQL too; .ci/run's PostgreSQL is used if up.
+set -euo pipefail
+
+mode=full
+[ "${1:-}" = "--smoke" ] && mode=smoke
+if [ "$mode" = smoke ]; then
+  read_seconds=1; pairs=3; fanouts=(1000); big=1000
+else
+  read_seconds=10; pairs=3; fanouts=(10000 100000); big=100000
+fi
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+
+# --- Tools --------------------------------------------------------------------------------
+need=()
+command -v h2load >/dev/null || need+=(nghttp2-client)
+command -v smtp-sink >/dev/null || need+=(postfix)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]}" >&2
+  apt-get update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
+fi
+cargo build --release --quiet --bin runrate --example bench-floor
+runrate="$root/target/release/runrate"
+floor="$root/target/release/examples/bench-floor"
+
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+grpc_port=55051; http_port=55080; floor_port=55061; sink_port=55025
+fact=providers/aws/periods/2026-q1/facts/ai-revenue-run-rate
+
+now_ms() { date +%s%3N; }
+median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.6g}")' "$@"; }
+
+# Starts runrate in $1 with extra environment (KEY=VALUE ...), waits for SERVING.
+start_runrate() {
+  local dir=$1; shift
+  mkdir -p "$dir"
+  (cd "$dir" && exec env RUNRATE__GRPC__LISTEN=127.0.0.1:$grpc_port RUNRATE__HTTP__LISTEN=127.0.0.1:$http_port \
+      RUNRATE__LOG__FILTER=warn "$@" "$runrate" serve >"$dir/serve.log" 2>&1) &
+  runrate_pid=$!
+  pids+=("$runrate_pid")
+  for _ in $(seq 1 500); do
+    "$runrate" health --server "http://127.0.0.1:$grpc_port" >/dev/null 2>&1 && return 0
+    sleep 0.01
+  done
+  echo "runrate did not start; its log:" >&2; cat "$dir/serve.log" >&2; return 1
+}
+stop_runrate() {
+  kill "$runrate_pid" 2>/dev/null || true
+  wait "$runrate_pid" 2>/dev/null || true
+}
+
+# --- 5. Start-up: launch on an empty data directory until health says SERVING ------------
+startups=()
+for i in 1 2 3; do
+  dir="$work/startup-$i"; mkdir -p "$dir"
+  start=$(now_ms)
+  start_runrate "$dir"
+  startups+=($(( $(now_ms) - start )))
+  stop_runrate
+done
+startup_ms=$(median "${startups[@]}")
+
+# --- 1. Reads: h2load against runrate and the floor, interleaved -------------------------
+grpc_body() {  # a gRPC frame holding a message whose field 1 is the string $1
+  python3 - "$1" "$2" <<'PY'
+import sys, struct
+text = sys.argv[1].encode()
+message = b"\x0a" + bytes([len(text)]) + text
+open(sys.argv[2], "wb").write(b"\x00" + struct.pack(">I", len(message)) + message)
+PY
+}
+grpc_body "$fact" "$work/get-fact.bin"
+grpc_body "periods/2026-q1" "$work/compare.bin"
+
+start_runrate "$work/reads"
+"$floor" "127.0.0.1:$floor_port" "http://127.0.0.1:$grpc_port" "$fact" &
+pids+=($!)
+sleep 0.5
+
+# Every request of a run is the same bytes against an unchanging snapshot: check the
+# answer's gRPC status once per server and method, with a client that shows trailers.
+for port in $grpc_port $floor_port; do
+  for call in GetFact:get-fact CompareProviders:compare; do
+    method=${call%%:*}; body=${call##*:}
+    if ! nghttp -v -H ':method: POST' -H 'content-type: application/grpc' -H 'te: trailers' \
+      -d "$work/$body.bin" "http://127.0.0.1:$port/runrate.v1.MetricsService/$method" 2>&1 |
+      tr -d '\0' | grep -q 'grpc-status: 0'; then
+      echo "error: $method on port $port did not answer grpc-status 0" >&2; exit 1
+    fi
+  done
+done
+
+h2load_run() {  # port method body -> "req/s p50_ms p99_ms"
+  local port=$1 method=$2 body=$3 log="$work/h2load.log"
+  rm -f "$log"
+  local out
+  out=$(h2load -c50 -m10 -D "$read_seconds" --warm-up-time=1 \
+    -H 'content-type: application/grpc' -H 'te: trailers' -d "$work/$body.bin" \
+    --log-file="$log" "http://127.0.0.1:$port/runrate.v1.MetricsService/$method")
+  if ! grep -qE 'requests: .* 0 failed, 0 errored' <<<"$out"; then
+    echo "error: h2load saw failed requests:" >&2; echo "$out" >&2; exit 1
+  fi
+  local rps
+  rps=$(grep -oE 'finished in [0-9.]+m?s, [0-9.]+ req/s' <<<"$out" | grep -oE '[0-9.]+ req/s' | cut -d' ' -f1)
+  python3 - "$log" "$rps" <<'PY'
+import sys
+durations = sorted(int(line.split("\t")[2]) for line in open(sys.argv[1]) if line.strip())
+pick = lambda q: durations[min(len(durations) - 1, int(q * len(durations)))] / 1000
+print(sys.argv[2], f"{pick(0.5):.3f}", f"{pick(0.99):.3f}")
+PY
+}
+
+declare -A reads
+for call in GetFact:get-fact CompareProviders:compare; do
+  method=${call%%:*}; body=${call##*:}
+  for pair in $(seq 1 "$pairs"); do
+    read -r r p50 p99 < <(h2load_run $floor_port "$method" "$body")
+    reads[$method,floor,rps]+="$r "; reads[$method,floor,p50]+="$p50 "; reads[$method,floor,p99]+="$p99 "
+    read -r r p50 p99 < <(h2load_run $grpc_port "$method" "$body")
+    reads[$method,runrate,rps]+="$r "; reads[$method,runrate,p50]+="$p50 "; reads[$method,runrate,p99]+="$p99 "
+  done
+done
+stop_runrate
+kill "${pids[-1]}" 2>/dev/null || true
+
+# --- 2-4. Fan-out, LoadFigures and memory, against smtp-sink ------------------------------
+smtp-sink -u "$(id -un)" "127.0.0.1:$sink_port" 1024 &
+pids+=($!)
+sleep 0.3
+
+seed_sqlite() {  # data_dir count
+  python3 - "$1/runrate.db" "$2" <<'PY'
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], timeout=30)
+db.execute("""WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?)
+  INSERT INTO subscribers (email, state, language, follows_all, created_at_us, updated_at_us)
+  SELECT 'reader' || i || '@example.com', 'confirmed', 'en', 1, 0, 0 FROM n""", (int(sys.argv[2]),))
+db.commit()
+PY
+}
+
+smtp_environment=(RUNRATE__MAIL__TRANSPORT=smtp RUNRATE__MAIL__SMTP__PORT=$sink_port
+  RUNRATE__DELIVERY__CONCURRENCY=16 RUNRATE__MAIL__SMTP__POOL_SIZE=16)
+
+# One fan-out: seed, load, wait for the last message; prints "seconds load_ms peak_kb idle_kb size".
+fan_out() {
+  local count=$1 dir="$work/fanout-$1-$RANDOM"
+  start_runrate "$dir" "${smtp_environment[@]}"
+  seed_sqlite "$dir/runrate-data" "$count"
+  local pid=$runrate_pid
+  local start; start=$(now_ms)
+  (cd "$dir" && "$runrate" load --server "http://127.0.0.1:$grpc_port" "$root/tests/figures/2026-q2-example.toml" >/dev/null)
+  local loaded; loaded=$(now_ms)
+  while ! (cd "$dir" && "$runrate" deliveries --server "http://127.0.0.1:$grpc_port" 2>/dev/null) | grep -q "sent $count, pending 0"; do
+    sleep 0.02
+  done
+  local done_ms; done_ms=$(now_ms)
+  local peak; peak=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
+  sleep 2
+  local idle; idle=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
+  stop_runrate
+  echo "$(( done_ms - start )) $(( loaded - start )) $peak $idle"
+}
+
+# The ceiling: smtp-source sending as many messages, as large, over as many connections.
+message_size=6000
+ceiling() {  # count -> messages/s
+  local count=$1 start end
+  start=$(now_ms)
+  smtp-source -s 16 -m "$count" -l "$message_size" -f bench@example.com -t sink@example.com "127.0.0.1:$sink_port"
+  end=$(now_ms)
+  python3 -c "print(f'{$count / (($end - $start) / 1000):.0f}')"
+}
+
+declare -A fan
+for count in "${fanouts[@]}"; do
+  for pair in $(seq 1 "$pairs"); do
+    read -r ms load_ms peak idle < <(fan_out "$count")
+    fan[$count,rate]+="$(python3 -c "print(f'{$count / ($ms / 1000):.0f}')") "
+    fan[$count,seconds]+="$(python3 -c "print($ms / 1000)") "
+    fan[$count,load]+="$load_ms "; fan[$count,peak]+="$peak "; fan[$count,idle]+="$idle "
+    fan[$count,ceiling]+="$(ceiling "$count") "
+  done
+done
+
+# LoadFigures with $big subscribers on PostgreSQL, if a server is at hand.
+postgres_url=${BENCH_POSTGRES_URL:-${RUNRATE_TEST_DATABASE_URL:-}}
+if [ -z "$postgres_url" ] && pg_isready -q -h 127.0.0.1 2>/dev/null; then
+  postgres_url=postgres://postgres:postgres@127.0.0.1:5432/postgres
+fi
+pg_load="n/a"
+if [ -n "$postgres_url" ] && command -v psql >/dev/null; then
+  database="runrate_bench_$$"
+  psql -q "$postgres_url" -c "CREATE DATABASE $database"
+  url="${postgres_url%/*}/$database"
+  loads=()
+  for pair in $(seq 1 "$pairs"); do
+    psql -q "$url" -c "DROP SCHEMA public CASCADE; CREATE SCHEMA public" 2>/dev/null || true
+    dir="$work/pg-$pair"
+    start_runrate "$dir" "${smtp_environment[@]}" RUNRATE__DATABASE__URL="$url"
+    psql -q "$url" -c "INSERT INTO subscribers (email, state, language, follows_all, created_at_us, updated_at_us)
+      SELECT 'reader' || i || '@example.com', 'confirmed', 'en', TRUE, 0, 0 FROM generate_series(1, $big) AS i"
+    start=$(now_ms)
+    (cd "$dir" && "$runrate" load --server "http://127.0.0.1:$grpc_port" "$root/tests/figures/2026-q2-example.toml" >/dev/null)
+    loads+=($(( $(now_ms) - start )))
+    stop_runrate
+  done
+  psql -q "$postgres_url" -c "DROP DATABASE $database WITH (FORCE)"
+  pg_load=$(median "${loads[@]}")
+fi
+
+# --- The table ------------------------------------------------------------------------------
+m() { median ${1}; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+row() { printf '| %-50s | %12s | %12s | %6s | %-10s |\n' "$@"; }
+echo
+echo "runrate benchmarks ($mode run, $(nproc) cores, $(date -u +%Y-%m-%d), medians of $pairs interleaved pairs)"
+echo
+row "measurement" "runrate" "floor" "ratio" "goal"
+row "--------------------------------------------------" "------------" "------------" "------" "----------"
+for method in GetFact CompareProviders; do
+  goal=">= 0.9"; [ "$method" = CompareProviders ] && goal=">= 0.75"
+  rr=$(m "${reads[$method,runrate,rps]}"); fr=$(m "${reads[$method,floor,rps]}")
+  row "$method requests/s (h2load -c50 -m10)" "$rr" "$fr" "$(ratio "$rr" "$fr")" "$goal"
+  rp=$(m "${reads[$method,runrate,p50]}"); fp=$(m "${reads[$method,floor,p50]}")
+  row "$method p50 latency, ms" "$rp" "$fp" "$(ratio "$rp" "$fp")" ""
+  rp=$(m "${reads[$method,runrate,p99]}"); fp=$(m "${reads[$method,floor,p99]}")
+  pgoal=""; [ "$method" = GetFact ] && pgoal="<= 1.2"
+  row "$method p99 latency, ms" "$rp" "$fp" "$(ratio "$rp" "$fp")" "$pgoal"
+done
+for count in "${fanouts[@]}"; do
+  rate=$(m "${fan[$count,rate]}"); ceil=$(m "${fan[$count,ceiling]}")
+  goal=""; [ "$count" = 100000 ] && goal=">= 0.4"
+  row "fan-out of $count: emails/s (vs smtp-source)" "$rate" "$ceil" "$(ratio "$rate" "$ceil")" "$goal"
+  goal=""; [ "$count" = 100000 ] && goal="<= 10 s"
+  row "fan-out of $count: LoadFigures to last email, s" "$(m "${fan[$count,seconds]}")" "" "" "$goal"
+done
+goal=""; [ "$big" = 100000 ] && goal="<= 1000 ms"
+row "LoadFigures with $big subscribers, SQLite, ms" "$(m "${fan[$big,load]}")" "" "" "$goal"
+row "LoadFigures with $big subscribers, PostgreSQL, ms" "$pg_load" "" "" ""
+row "peak memory during the $big fan-out, MB" "$(python3 -c "print(round($(m "${fan[$big,peak]}") / 1024, 1))")" "" "" "<= 64 MB"
+row "idle memory after it, MB" "$(python3 -c "print(round($(m "${fan[$big,idle]}") / 1024, 1))")" "" "" "<= 32 MB"
+row "start-up to SERVING, empty data directory, ms" "$startup_ms" "" "" "<= 300 ms"
