@@ -31,8 +31,9 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
 fi
 cargo build --release --quiet --bin runrate --example bench-floor
-runrate="$root/target/release/runrate"
-floor="$root/target/release/examples/bench-floor"
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+runrate="$target_dir/release/runrate"
+floor="$target_dir/release/examples/bench-floor"
 
 work=$(mktemp -d)
 pids=()
