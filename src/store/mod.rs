@@ -3,6 +3,7 @@
 //! the in-memory snapshot, which is built from [`Store::read_contents`].
 
 mod postgres;
+mod rows;
 mod sqlite;
 
 use std::{

@@ -1,15 +1,15 @@
 //! Figures on PostgreSQL: loads, definitions and fact revisions, all append-only.
 
 use async_trait::async_trait;
-use sqlx::Row;
 
-use super::{LOAD_LOCK, PostgresStore, count, decode_json, encode_json};
+use super::{LOAD_LOCK, PostgresStore};
 use crate::{
-    domain::{
-        FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider, Quarter, ResourceId,
-        RevisionReason,
+    domain::{FactRevision, LoadId, LoadRecord, Metric, Provider},
+    store::{
+        FigureStore, LoadPlan, StoreContents, StoreError, from_micros,
+        rows::{FactRevisionRow, LoadRow, decode_json, encode_json},
+        to_micros,
     },
-    store::{FigureStore, LoadPlan, StoreContents, StoreError, from_micros, to_micros},
 };
 
 #[async_trait]
@@ -25,75 +25,50 @@ impl FigureStore for PostgresStore {
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
             .await?;
-        let mut contents = StoreContents::default();
-        for row in sqlx::query(
+        let loads: Vec<LoadRecord> = sqlx::query_as::<_, LoadRow>(
             "SELECT id, recorded_at_us, file_name, content_sha256, facts_added, facts_revised, \
              facts_unchanged, definitions_changed FROM loads ORDER BY id",
         )
         .fetch_all(&mut *tx)
         .await?
-        {
-            contents.loads.push(LoadRecord {
-                id: row.get(0),
-                recorded_at: from_micros(row.get(1)),
-                file_name: row.get(2),
-                content_sha256: row.get(3),
-                facts_added: count(row.get(4)),
-                facts_revised: count(row.get(5)),
-                facts_unchanged: count(row.get(6)),
-                definitions_changed: count(row.get(7)),
-            });
-        }
-        for row in sqlx::query(
+        .into_iter()
+        .map(LoadRecord::from)
+        .collect();
+        let providers = sqlx::query_scalar::<_, String>(
             "SELECT DISTINCT ON (provider_id) body FROM provider_versions \
              ORDER BY provider_id, load_id DESC",
         )
         .fetch_all(&mut *tx)
         .await?
-        {
-            let provider: Provider = decode_json("provider", row.get(0))?;
-            contents.providers.push(provider);
-        }
-        for row in sqlx::query(
+        .iter()
+        .map(|body| decode_json::<Provider>("provider", body))
+        .collect::<Result<Vec<_>, _>>()?;
+        let metrics = sqlx::query_scalar::<_, String>(
             "SELECT DISTINCT ON (metric_id) body FROM metric_versions \
              ORDER BY metric_id, load_id DESC",
         )
         .fetch_all(&mut *tx)
         .await?
-        {
-            let metric: Metric = decode_json("metric", row.get(0))?;
-            contents.metrics.push(metric);
-        }
-        for row in sqlx::query(
+        .iter()
+        .map(|body| decode_json::<Metric>("metric", body))
+        .collect::<Result<Vec<_>, _>>()?;
+        let fact_revisions: Vec<FactRevision> = sqlx::query_as::<_, FactRevisionRow>(
             "SELECT f.provider_id, f.period, f.metric_id, f.revision, f.load_id, l.recorded_at_us, f.body, f.reason \
              FROM fact_revisions f JOIN loads l ON l.id = f.load_id \
              ORDER BY f.provider_id, f.period, f.metric_id, f.revision",
         )
         .fetch_all(&mut *tx)
         .await?
-        {
-            let corrupt = |what: &str| StoreError::Corrupt(format!("fact revision {what}"));
-            let key = FactKey {
-                provider: ResourceId::parse(row.get(0)).map_err(|_| corrupt("provider"))?,
-                period: Quarter::parse(row.get(1)).map_err(|_| corrupt("period"))?,
-                metric: ResourceId::parse(row.get(2)).map_err(|_| corrupt("metric"))?,
-            };
-            let body: FactBody = decode_json("fact", row.get(6))?;
-            let reason = match row.get::<Option<&str>, _>(7) {
-                None => None,
-                Some(text) => Some(RevisionReason::parse(text).ok_or_else(|| corrupt("reason"))?),
-            };
-            contents.fact_revisions.push(FactRevision {
-                key,
-                revision: row.get(3),
-                load_id: row.get(4),
-                recorded_at: from_micros(row.get(5)),
-                reason,
-                body,
-            });
-        }
+        .into_iter()
+        .map(FactRevision::try_from)
+        .collect::<Result<_, _>>()?;
         tx.commit().await?;
-        Ok(contents)
+        Ok(StoreContents {
+            loads,
+            providers,
+            metrics,
+            fact_revisions,
+        })
     }
 
     async fn head_load_id(&self) -> Result<LoadId, StoreError> {

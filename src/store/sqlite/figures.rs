@@ -1,15 +1,15 @@
 //! Figures on SQLite: loads, definitions and fact revisions, all append-only.
 
 use async_trait::async_trait;
-use sqlx::Row;
 
-use super::{SqliteStore, count, decode_json, encode_json};
+use super::SqliteStore;
 use crate::{
-    domain::{
-        FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider, Quarter, ResourceId,
-        RevisionReason,
+    domain::{FactRevision, LoadId, LoadRecord, Metric, Provider},
+    store::{
+        FigureStore, LoadPlan, StoreContents, StoreError, from_micros,
+        rows::{FactRevisionRow, LoadRow, decode_json, encode_json},
+        to_micros,
     },
-    store::{FigureStore, LoadPlan, StoreContents, StoreError, from_micros, to_micros},
 };
 
 #[async_trait]
@@ -21,77 +21,52 @@ impl FigureStore for SqliteStore {
 
     async fn read_contents(&self) -> Result<StoreContents, StoreError> {
         let mut connection = self.pool.acquire().await?;
-        let mut contents = StoreContents::default();
-        for row in sqlx::query(
+        let loads: Vec<LoadRecord> = sqlx::query_as::<_, LoadRow>(
             "SELECT id, recorded_at_us, file_name, content_sha256, facts_added, facts_revised, \
              facts_unchanged, definitions_changed FROM loads ORDER BY id",
         )
         .fetch_all(&mut *connection)
         .await?
-        {
-            contents.loads.push(LoadRecord {
-                id: row.get(0),
-                recorded_at: from_micros(row.get(1)),
-                file_name: row.get(2),
-                content_sha256: row.get(3),
-                facts_added: count(row.get(4)),
-                facts_revised: count(row.get(5)),
-                facts_unchanged: count(row.get(6)),
-                definitions_changed: count(row.get(7)),
-            });
-        }
+        .into_iter()
+        .map(LoadRecord::from)
+        .collect();
         // The newest version of each definition: the row with the highest load id.
-        for row in sqlx::query(
+        let providers = sqlx::query_scalar::<_, String>(
             "SELECT body FROM provider_versions v WHERE load_id = \
              (SELECT MAX(load_id) FROM provider_versions WHERE provider_id = v.provider_id) \
              ORDER BY provider_id",
         )
         .fetch_all(&mut *connection)
         .await?
-        {
-            let provider: Provider = decode_json("provider", row.get(0))?;
-            contents.providers.push(provider);
-        }
-        for row in sqlx::query(
+        .iter()
+        .map(|body| decode_json::<Provider>("provider", body))
+        .collect::<Result<Vec<_>, _>>()?;
+        let metrics = sqlx::query_scalar::<_, String>(
             "SELECT body FROM metric_versions v WHERE load_id = \
              (SELECT MAX(load_id) FROM metric_versions WHERE metric_id = v.metric_id) \
              ORDER BY metric_id",
         )
         .fetch_all(&mut *connection)
         .await?
-        {
-            let metric: Metric = decode_json("metric", row.get(0))?;
-            contents.metrics.push(metric);
-        }
-        for row in sqlx::query(
+        .iter()
+        .map(|body| decode_json::<Metric>("metric", body))
+        .collect::<Result<Vec<_>, _>>()?;
+        let fact_revisions: Vec<FactRevision> = sqlx::query_as::<_, FactRevisionRow>(
             "SELECT f.provider_id, f.period, f.metric_id, f.revision, f.load_id, l.recorded_at_us, f.body, f.reason \
              FROM fact_revisions f JOIN loads l ON l.id = f.load_id \
              ORDER BY f.provider_id, f.period, f.metric_id, f.revision",
         )
         .fetch_all(&mut *connection)
         .await?
-        {
-            let corrupt = |what: &str| StoreError::Corrupt(format!("fact revision {what}"));
-            let key = FactKey {
-                provider: ResourceId::parse(row.get(0)).map_err(|_| corrupt("provider"))?,
-                period: Quarter::parse(row.get(1)).map_err(|_| corrupt("period"))?,
-                metric: ResourceId::parse(row.get(2)).map_err(|_| corrupt("metric"))?,
-            };
-            let body: FactBody = decode_json("fact", row.get(6))?;
-            let reason = match row.get::<Option<&str>, _>(7) {
-                None => None,
-                Some(text) => Some(RevisionReason::parse(text).ok_or_else(|| corrupt("reason"))?),
-            };
-            contents.fact_revisions.push(FactRevision {
-                key,
-                revision: row.get(3),
-                load_id: row.get(4),
-                recorded_at: from_micros(row.get(5)),
-                reason,
-                body,
-            });
-        }
-        Ok(contents)
+        .into_iter()
+        .map(FactRevision::try_from)
+        .collect::<Result<_, _>>()?;
+        Ok(StoreContents {
+            loads,
+            providers,
+            metrics,
+            fact_revisions,
+        })
     }
 
     async fn head_load_id(&self) -> Result<LoadId, StoreError> {

@@ -34,15 +34,3 @@ impl SqliteStore {
         Ok(SqliteStore { pool })
     }
 }
-
-fn decode_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|err| StoreError::Corrupt(format!("{what}: {err}")))
-}
-
-fn encode_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value).map_err(|err| StoreError::Corrupt(err.to_string()))
-}
-
-fn count(value: i64) -> u32 {
-    u32::try_from(value).unwrap_or(u32::MAX)
-}

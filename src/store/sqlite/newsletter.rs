@@ -5,24 +5,26 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use sqlx::{Row, Sqlite, Transaction};
 
-use super::{SqliteStore, encode_json};
+use super::SqliteStore;
 use crate::{
     domain::{LoadId, ResourceId},
     newsletter::model::{
-        ClaimedDelivery, DeliveryFailure, DeliveryKind, DeliveryReport, DeliveryResult, NewToken,
+        ClaimedDelivery, DeliveryFailure, DeliveryReport, DeliveryResult, NewToken,
         SubscribeCommand, SubscribeOutcome, Subscriber, SubscriberState, TokenOutcome,
         TokenPurpose,
     },
-    store::{NewsletterStore, StoreError, from_micros, to_micros},
+    store::{
+        NewsletterStore, StoreError, from_micros,
+        rows::{
+            ClaimedDeliveryRow, DeliveryFailureRow, SubscriberRow, encode_json, subscriber_state,
+            tally,
+        },
+        to_micros,
+    },
 };
 
 /// Failures listed in a delivery report.
 const MAX_REPORTED_FAILURES: i64 = 100;
-
-fn state(text: &str) -> Result<SubscriberState, StoreError> {
-    SubscriberState::parse(text)
-        .ok_or_else(|| StoreError::Corrupt(format!("subscriber state `{text}`")))
-}
 
 /// The subscriber a live token of `purpose` belongs to: id, state, and whether it expired.
 async fn token_owner(
@@ -45,7 +47,7 @@ async fn token_owner(
     let expired = row
         .get::<Option<i64>, _>(2)
         .is_some_and(|expires| expires <= now_us);
-    Ok(Some((row.get(0), state(row.get(1))?, expired)))
+    Ok(Some((row.get(0), subscriber_state(row.get(1))?, expired)))
 }
 
 async fn set_state(
@@ -160,7 +162,7 @@ impl NewsletterStore for SqliteStore {
                 let recently_queued = row
                     .get::<Option<i64>, _>(2)
                     .is_some_and(|queued| now_us.saturating_sub(queued) < window_us);
-                match state(row.get(1))? {
+                match subscriber_state(row.get(1))? {
                     SubscriberState::Confirmed => SubscribeOutcome::AlreadyConfirmed,
                     SubscriberState::Bounced | SubscriberState::Complained => {
                         SubscribeOutcome::Suppressed
@@ -253,10 +255,10 @@ impl NewsletterStore for SqliteStore {
         after_id: i64,
         limit: u32,
     ) -> Result<Vec<Subscriber>, StoreError> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, SubscriberRow>(
             "SELECT s.id, s.email, s.state, s.language, s.follows_all, s.created_at_us, s.updated_at_us, \
              (SELECT json_group_array(provider_id) FROM (SELECT provider_id FROM subscriber_providers \
-              WHERE subscriber_id = s.id ORDER BY provider_id)) \
+              WHERE subscriber_id = s.id ORDER BY provider_id)) AS providers \
              FROM subscribers s WHERE s.id > ? AND (? IS NULL OR s.state = ?) ORDER BY s.id LIMIT ?",
         )
         .bind(after_id)
@@ -265,21 +267,7 @@ impl NewsletterStore for SqliteStore {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter()
-            .map(|row| {
-                let follows_all: bool = row.get(4);
-                let providers: Vec<String> = super::decode_json("providers", row.get(7))?;
-                Ok(Subscriber {
-                    id: row.get(0),
-                    email: row.get(1),
-                    state: state(row.get(2))?,
-                    language: row.get(3),
-                    providers: (!follows_all).then_some(providers),
-                    created_at: from_micros(row.get(5)),
-                    updated_at: from_micros(row.get(6)),
-                })
-            })
-            .collect()
+        rows.into_iter().map(Subscriber::try_from).collect()
     }
 
     async fn claim_deliveries(
@@ -289,12 +277,12 @@ impl NewsletterStore for SqliteStore {
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, ClaimedDeliveryRow>(
             "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, next_attempt_at_us = ?1 \
              WHERE id IN (SELECT id FROM deliveries WHERE state IN ('pending', 'sending', 'retrying') \
                AND next_attempt_at_us <= ?2 ORDER BY next_attempt_at_us, id LIMIT ?3) \
              RETURNING id, kind, load_id, subscriber_id, email, attempts, \
-               (SELECT state FROM subscribers WHERE subscribers.id = deliveries.subscriber_id)",
+               (SELECT state FROM subscribers WHERE subscribers.id = deliveries.subscriber_id) AS subscriber_state",
         )
         .bind(to_micros(lease_until))
         .bind(to_micros(now))
@@ -304,23 +292,7 @@ impl NewsletterStore for SqliteStore {
         tx.commit().await?;
         let mut claimed = rows
             .into_iter()
-            .map(|row| {
-                let kind = match (row.get::<&str, _>(1), row.get::<Option<i64>, _>(2)) {
-                    ("update", Some(load)) => DeliveryKind::Update(load),
-                    ("confirmation", _) => DeliveryKind::Confirmation,
-                    (other, _) => {
-                        return Err(StoreError::Corrupt(format!("delivery kind `{other}`")));
-                    }
-                };
-                Ok(ClaimedDelivery {
-                    id: row.get(0),
-                    kind,
-                    subscriber_id: row.get(3),
-                    email: row.get(4),
-                    attempts: u32::try_from(row.get::<i64, _>(5)).unwrap_or(u32::MAX),
-                    subscriber_state: state(row.get(6))?,
-                })
-            })
+            .map(ClaimedDelivery::try_from)
             .collect::<Result<Vec<_>, StoreError>>()?;
         claimed.sort_by_key(|delivery| delivery.id);
         Ok(claimed)
@@ -463,33 +435,17 @@ impl NewsletterStore for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         for row in counts {
-            let n = u64::try_from(row.get::<i64, _>(1)).unwrap_or(0);
-            match row.get::<&str, _>(0) {
-                "sent" => report.sent += n,
-                "pending" | "sending" => report.pending += n,
-                "retrying" => report.retrying += n,
-                "failed" => report.failed += n,
-                "skipped" => report.skipped += n,
-                other => return Err(StoreError::Corrupt(format!("delivery state `{other}`"))),
-            }
+            tally(&mut report, row.get(0), row.get(1))?;
         }
-        let failures = sqlx::query(
-            "SELECT email, state, attempts, COALESCE(last_error, '') FROM deliveries \
+        let failures = sqlx::query_as::<_, DeliveryFailureRow>(
+            "SELECT email, state, attempts, COALESCE(last_error, '') AS last_error FROM deliveries \
              WHERE load_id = ? AND kind = 'update' AND state IN ('failed', 'retrying') ORDER BY id LIMIT ?",
         )
         .bind(load_id)
         .bind(MAX_REPORTED_FAILURES)
         .fetch_all(&self.pool)
         .await?;
-        report.failures = failures
-            .into_iter()
-            .map(|row| DeliveryFailure {
-                email: row.get(0),
-                state: row.get(1),
-                attempts: u32::try_from(row.get::<i64, _>(2)).unwrap_or(0),
-                last_error: row.get(3),
-            })
-            .collect();
+        report.failures = failures.into_iter().map(DeliveryFailure::from).collect();
         Ok(Some(report))
     }
 
