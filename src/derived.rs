@@ -131,8 +131,7 @@ pub fn derive(
     ))
 }
 
-/// Every derived fact for the providers and periods of the stored facts that `query`
-/// would list, at `read_time`.
+/// The derived facts of each money fact in `stored`, as known at `read_time`.
 pub fn derive_all(
     snapshot: &ReadSnapshot,
     stored: &[&FactRevision],

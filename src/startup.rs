@@ -158,14 +158,6 @@ impl Application {
         self.http_address
     }
 
-    pub fn snapshot(&self) -> SharedSnapshot {
-        self.snapshot.clone()
-    }
-
-    pub fn loader(&self) -> Arc<FigureLoader> {
-        self.loader.clone()
-    }
-
     pub fn store(&self) -> Arc<dyn Store> {
         self.loader.store()
     }

@@ -53,10 +53,6 @@ impl Decimal {
         self.mantissa < 0
     }
 
-    pub fn is_zero(&self) -> bool {
-        self.mantissa == 0
-    }
-
     /// The same value with trailing zeros after the point removed.
     pub fn normalized(self) -> Self {
         let Decimal {

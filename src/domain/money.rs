@@ -137,10 +137,6 @@ impl Money {
     pub fn amount(&self) -> Decimal {
         Decimal::new(self.total_nanos(), 9).normalized()
     }
-
-    pub fn is_negative(&self) -> bool {
-        self.total_nanos() < 0
-    }
 }
 
 #[cfg(test)]

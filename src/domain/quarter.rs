@@ -49,14 +49,6 @@ impl Quarter {
         Quarter::new(year, quarter).ok_or_else(err)
     }
 
-    pub fn year(&self) -> u16 {
-        self.year
-    }
-
-    pub fn quarter(&self) -> u8 {
-        self.quarter
-    }
-
     /// The resource id: lowercase, `2026-q1`.
     pub fn id(&self) -> String {
         format!("{}-q{}", self.year, self.quarter)
