@@ -188,8 +188,10 @@ async fn unsubscribe(
     Query(query): Query<TokenQuery>,
     body: Bytes,
 ) -> Response {
+    // RFC 8058 allows the one-click body urlencoded or as multipart/form-data.
+    let text = String::from_utf8_lossy(&body);
     let one_click = form_value(&body, "List-Unsubscribe").as_deref() == Some("One-Click")
-        || String::from_utf8_lossy(&body).contains("List-Unsubscribe=One-Click");
+        || (text.contains("name=\"List-Unsubscribe\"") && text.contains("One-Click"));
     let token = form_value(&body, "token")
         .or(query.token)
         .unwrap_or_default();

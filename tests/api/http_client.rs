@@ -30,11 +30,22 @@ pub async fn request(
     path: &str,
     form: Option<&str>,
 ) -> HttpResponse {
-    let body = form.unwrap_or_default();
+    let body = form.map(|body| ("application/x-www-form-urlencoded", body));
+    request_with_body(address, method, path, body).await
+}
+
+/// A request with a body of the given content type.
+pub async fn request_with_body(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    content: Option<(&str, &str)>,
+) -> HttpResponse {
+    let body = content.map_or("", |(_, body)| body);
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
-    if form.is_some() {
+    if let Some((content_type, body)) = content {
         head.push_str(&format!(
-            "Content-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\n",
+            "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
             body.len()
         ));
     }

@@ -12,7 +12,7 @@ use tonic::Code;
 
 use crate::{
     helpers::{TestDir, TestServer},
-    http_client::{path_of, request, token_of},
+    http_client::{path_of, request, request_with_body, token_of},
     smtp_server::SmtpServer,
 };
 
@@ -75,6 +75,16 @@ async fn subscribe_and_confirm(server: &TestServer, smtp: &SmtpServer, email: &s
     )
     .await;
     assert_eq!(response.status, 200, "{}", response.body);
+}
+
+/// The unsubscribe link in the update email `address` received.
+fn update_unsubscribe_link(smtp: &SmtpServer, address: &str) -> String {
+    smtp.received_by(address)
+        .into_iter()
+        .find(|mail| mail.header("List-Unsubscribe").is_some())
+        .unwrap_or_else(|| panic!("no update for {address}"))
+        .link("http://127.0.0.1:8080/unsubscribe")
+        .expect("an unsubscribe link")
 }
 
 async fn wait_until_delivered(server: &TestServer, load: &str) -> runrate::api::DeliveryReport {
@@ -241,19 +251,11 @@ async fn unconfirmed_unsubscribed_and_bounced_addresses_are_never_emailed() {
         .await
         .expect("load 2");
     wait_until_delivered(&server, "loads/2").await;
-    let update = smtp
-        .received_by("leaves@example.com")
-        .into_iter()
-        .find(|mail| mail.header("List-Unsubscribe").is_some())
-        .expect("an update for leaves@");
-    let unsubscribe_link = update
-        .link("http://127.0.0.1:8080/unsubscribe")
-        .expect("a link");
     server
         .newsletter()
         .await
         .unsubscribe(UnsubscribeRequest {
-            token: token_of(&unsubscribe_link),
+            token: token_of(&update_unsubscribe_link(&smtp, "leaves@example.com")),
         })
         .await
         .expect("unsubscribe");
@@ -503,16 +505,7 @@ async fn followers_of_other_providers_are_not_emailed() {
         .await
         .expect("load 2");
     wait_until_delivered(&server, "loads/2").await;
-    let update = smtp
-        .received_by("aws-fan@example.com")
-        .into_iter()
-        .find(|mail| mail.header("List-Unsubscribe").is_some())
-        .expect("an update");
-    let token = token_of(
-        &update
-            .link("http://127.0.0.1:8080/unsubscribe")
-            .expect("a link"),
-    );
+    let token = token_of(&update_unsubscribe_link(&smtp, "aws-fan@example.com"));
     server
         .newsletter()
         .await
@@ -619,4 +612,36 @@ async fn subscribers_are_listed_page_by_page_and_by_state() {
         .await
         .expect_err("no token");
     assert_eq!(status.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn one_click_also_works_as_multipart_form_data() {
+    let smtp = SmtpServer::start().await;
+    let server = TestServer::start_with_smtp(smtp.address).await;
+    subscribe_and_confirm(&server, &smtp, "reader@example.com").await;
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load 2");
+    wait_until_delivered(&server, "loads/2").await;
+    let link = update_unsubscribe_link(&smtp, "reader@example.com");
+    let body = "--b\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--b--\r\n";
+    let response = request_with_body(
+        server.http_address,
+        "POST",
+        &path_of(&link),
+        Some(("multipart/form-data; boundary=b", body)),
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.body);
+    assert!(response.header("Location").is_none());
+    assert!(
+        response.body.starts_with("Unsubscribed."),
+        "{}",
+        response.body
+    );
+    assert_eq!(
+        state_of(&server, "reader@example.com").await,
+        SubscriberState::Unsubscribed
+    );
 }
