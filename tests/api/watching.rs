@@ -86,14 +86,7 @@ async fn resuming_delivers_exactly_the_loads_missed() {
     let token_at_seed = next(&mut stream).await.resume_token;
     drop(stream);
 
-    server
-        .load_example("2026-q2-example.toml")
-        .await
-        .expect("load 2");
-    server
-        .load_example("2026-q1-restatement-example.toml")
-        .await
-        .expect("load 3");
+    load_q2_and_restatement(&server).await;
 
     let mut stream = watch(&server, &token_at_seed).await;
     let second = next(&mut stream).await;
@@ -144,14 +137,7 @@ async fn a_token_too_old_fails_with_a_reason_to_list_again() {
     let mut stream = watch(&server, "").await;
     let old_token = next(&mut stream).await.resume_token;
     drop(stream);
-    server
-        .load_example("2026-q2-example.toml")
-        .await
-        .expect("load 2");
-    server
-        .load_example("2026-q1-restatement-example.toml")
-        .await
-        .expect("load 3");
+    load_q2_and_restatement(&server).await;
 
     let status = server
         .metrics()
@@ -181,7 +167,7 @@ async fn a_token_too_old_fails_with_a_reason_to_list_again() {
 #[tokio::test]
 async fn a_token_from_another_store_is_refused() {
     let first = TestServer::start().await;
-    server_load_two(&first).await;
+    load_q2_and_restatement(&first).await;
     let mut stream = watch(&first, "").await;
     let token_at_three = next(&mut stream).await.resume_token;
 
@@ -197,7 +183,8 @@ async fn a_token_from_another_store_is_refused() {
     assert_eq!(status.code(), Code::FailedPrecondition);
 }
 
-async fn server_load_two(server: &TestServer) {
+/// Loads the Q2 example (load 2) and then the restatement (load 3).
+async fn load_q2_and_restatement(server: &TestServer) {
     server
         .load_example("2026-q2-example.toml")
         .await
@@ -206,4 +193,22 @@ async fn server_load_two(server: &TestServer) {
         .load_example("2026-q1-restatement-example.toml")
         .await
         .expect("load 3");
+}
+
+#[tokio::test]
+async fn shutting_down_ends_open_watches_so_shutdown_is_prompt() {
+    let server = TestServer::start().await;
+    let mut stream = watch(&server, "").await;
+    next(&mut stream).await;
+    // A watch never ends by itself: shutdown must end it, well inside the 10 s deadline.
+    let stopped = tokio::time::timeout(Duration::from_secs(5), server.stop()).await;
+    assert!(stopped.is_ok(), "the server did not stop within 5 s");
+    let ended = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("the stream ends");
+    match ended {
+        Err(status) => assert_eq!(status.code(), Code::Unavailable, "{status:?}"),
+        Ok(None) => {}
+        Ok(Some(message)) => panic!("a message after shutdown: {message:?}"),
+    }
 }
