@@ -18,18 +18,29 @@ use crate::{
 
 const WAIT: Duration = Duration::from_secs(20);
 
-async fn subscribe(server: &TestServer, email: &str) -> String {
+async fn try_subscribe(
+    server: &TestServer,
+    request: SubscribeRequest,
+) -> Result<String, tonic::Status> {
     server
         .newsletter()
         .await
-        .subscribe(SubscribeRequest {
-            email: email.into(),
-            ..Default::default()
-        })
+        .subscribe(request)
+        .await
+        .map(|response| response.into_inner().message)
+}
+
+fn address(email: &str) -> SubscribeRequest {
+    SubscribeRequest {
+        email: email.into(),
+        ..Default::default()
+    }
+}
+
+async fn subscribe(server: &TestServer, email: &str) -> String {
+    try_subscribe(server, address(email))
         .await
         .expect("subscribe")
-        .into_inner()
-        .message
 }
 
 async fn state_of(server: &TestServer, email: &str) -> SubscriberState {
@@ -431,13 +442,7 @@ async fn sign_ups_are_rate_limited_per_client() {
     for n in 0..3 {
         subscribe(&server, &format!("r{n}@example.com")).await;
     }
-    let status = server
-        .newsletter()
-        .await
-        .subscribe(SubscribeRequest {
-            email: "r4@example.com".into(),
-            ..Default::default()
-        })
+    let status = try_subscribe(&server, address("r4@example.com"))
         .await
         .expect_err("over the limit");
     assert_eq!(status.code(), Code::ResourceExhausted);
@@ -460,25 +465,16 @@ async fn bad_addresses_are_refused_and_nothing_reaches_a_header() {
         "reader@localhost",
         "",
     ] {
-        let status = server
-            .newsletter()
-            .await
-            .subscribe(SubscribeRequest {
-                email: bad.into(),
-                ..Default::default()
-            })
+        let status = try_subscribe(&server, address(bad))
             .await
             .expect_err("refused");
         assert_eq!(status.code(), Code::InvalidArgument, "{bad:?}");
     }
-    let status = server
-        .newsletter()
-        .await
-        .subscribe(SubscribeRequest {
-            email: "ok@example.com".into(),
-            providers: vec!["oracle".into()],
-            ..Default::default()
-        })
+    let unknown_provider = SubscribeRequest {
+        providers: vec!["oracle".into()],
+        ..address("ok@example.com")
+    };
+    let status = try_subscribe(&server, unknown_provider)
         .await
         .expect_err("unknown provider");
     assert_eq!(status.code(), Code::InvalidArgument);
