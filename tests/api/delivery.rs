@@ -141,6 +141,28 @@ async fn transient_failures_give_up_after_the_last_attempt_and_can_be_retried() 
 }
 
 #[tokio::test]
+async fn connections_to_the_mail_server_are_kept_and_reused() {
+    let smtp = SmtpServer::start().await;
+    let dir = TestDir::new().await;
+    let mut settings = dir.smtp_settings(smtp.address);
+    settings.delivery.concurrency = 2;
+    settings.mail.smtp.pool_size = 2;
+    let server = TestServer::start_in(dir, settings).await;
+    server.seed_confirmed_subscribers(200).await;
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load");
+    let report = wait_until_settled(&server, "loads/2").await;
+    assert_eq!(report.sent, 200);
+    assert!(
+        smtp.connections() <= 2,
+        "{} connections for 200 emails over 2 lanes",
+        smtp.connections()
+    );
+}
+
+#[tokio::test]
 async fn a_worker_stopped_mid_fan_out_resumes_without_losing_anyone() {
     let smtp = SmtpServer::with_delay(Duration::from_millis(2)).await;
     let dir = TestDir::new().await;

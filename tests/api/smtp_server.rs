@@ -104,6 +104,7 @@ struct Shared {
     received: Mutex<Vec<Received>>,
     plan: Mutex<FaultPlan>,
     attempts: Mutex<HashMap<String, u32>>,
+    connections: std::sync::atomic::AtomicUsize,
     arrived: Notify,
 }
 
@@ -195,11 +196,15 @@ impl SmtpServer {
             received: Mutex::new(Vec::new()),
             plan: Mutex::new(Box::new(plan)),
             attempts: Mutex::new(HashMap::new()),
+            connections: std::sync::atomic::AtomicUsize::new(0),
             arrived: Notify::new(),
         });
         let accepting = shared.clone();
         tokio::spawn(async move {
             while let Ok((stream, peer)) = listener.accept().await {
+                accepting
+                    .connections
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tokio::spawn(serve_connection(stream, peer, accepting.clone()));
             }
         });
@@ -226,6 +231,13 @@ impl SmtpServer {
             .into_iter()
             .filter(|mail| mail.to.iter().any(|to| to == address))
             .collect()
+    }
+
+    /// How many connections clients opened.
+    pub fn connections(&self) -> usize {
+        self.shared
+            .connections
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many times a recipient was tried, accepted or not.
