@@ -43,27 +43,7 @@ impl AdminApi {
         if !name.is_empty() {
             return Ok(Some(names::parse_load_name("load", name)?));
         }
-        let loads: Vec<LoadId> = self
-            .loader
-            .snapshot()
-            .load()
-            .loads()
-            .iter()
-            .rev()
-            .map(|load| load.id)
-            .collect();
-        for load in loads {
-            if self
-                .store
-                .delivery_report(load)
-                .await
-                .map_err(internal)?
-                .is_some()
-            {
-                return Ok(Some(load));
-            }
-        }
-        Ok(None)
+        self.store.latest_notified_load().await.map_err(internal)
     }
 }
 

@@ -171,6 +171,9 @@ pub trait NewsletterStore: Send + Sync + 'static {
     /// The update deliveries of one load; `None` when the load notified nobody.
     async fn delivery_report(&self, load_id: LoadId) -> Result<Option<DeliveryReport>, StoreError>;
 
+    /// The newest load that notified subscribers, if any did.
+    async fn latest_notified_load(&self) -> Result<Option<LoadId>, StoreError>;
+
     /// Makes failed update deliveries (of one load, or all) due again; returns how many.
     async fn retry_failed_deliveries(
         &self,

@@ -418,6 +418,13 @@ impl NewsletterStore for PostgresStore {
         Ok(due.map(from_micros))
     }
 
+    async fn latest_notified_load(&self) -> Result<Option<LoadId>, StoreError> {
+        let load: Option<i64> = sqlx::query_scalar("SELECT MAX(load_id) FROM notifications")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(load)
+    }
+
     async fn delivery_report(&self, load_id: LoadId) -> Result<Option<DeliveryReport>, StoreError> {
         let recipients: Option<i64> =
             sqlx::query_scalar("SELECT recipients FROM notifications WHERE load_id = $1")
