@@ -236,6 +236,11 @@ fn deliveries_prints_the_report_of_a_load() {
         .count();
     assert_eq!(emails, 2);
 
+    // With no load named: the newest load that sent updates.
+    let output = run_in(dir.path(), &["deliveries", "--server", &server.url]);
+    assert!(output.status.success(), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("Update emails of loads/2:"));
+
     let output = run_in(
         dir.path(),
         &["deliveries", "loads/9", "--server", &server.url],
