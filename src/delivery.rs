@@ -295,6 +295,14 @@ impl DeliveryWorker {
             .0
             .saturating_mul(1 << doublings)
             .min(self.settings.retry_max.0);
+        tracing::warn!(
+            delivery = delivery.id,
+            to = %delivery.email,
+            attempt = delivery.attempts,
+            retry_in = ?delay,
+            %error,
+            "a delivery failed; it will be retried"
+        );
         DeliveryResult::Retry {
             id: delivery.id,
             next_attempt_at: now + delay,

@@ -49,11 +49,14 @@ pub struct GrpcSettings {
 pub struct DatabaseSettings {
     /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DATABASE`; empty means
     /// `runrate.db` in the data directory.
-    pub url: String,
+    pub url: DatabaseUrl,
     /// On PostgreSQL, how often a replica checks for loads made through another one.
     pub refresh_interval: TextDuration,
     /// Connections to PostgreSQL this process keeps at most.
     pub max_connections: u32,
+    /// SQLite: the database file grows no larger than this many bytes (0: no limit).
+    /// Writes past it fail as on a full disk, and succeed again once space is freed.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,9 +184,10 @@ impl Default for Settings {
                 shutdown_timeout: TextDuration(Duration::from_secs(10)),
             },
             database: DatabaseSettings {
-                url: String::new(),
+                url: DatabaseUrl::default(),
                 refresh_interval: TextDuration(Duration::from_millis(250)),
                 max_connections: 8,
+                max_bytes: 0,
             },
             load: LoadSettings {
                 max_file_bytes: 1024 * 1024,
@@ -371,7 +375,7 @@ impl Settings {
                 "at least 16 printable ASCII characters without spaces, or empty to have one generated",
             );
         }
-        let url = &self.database.url;
+        let url = self.database.url.expose();
         let supported = ["sqlite:", "postgres://", "postgresql://"];
         if !url.is_empty() && !supported.iter().any(|scheme| url.starts_with(scheme)) {
             return Err(SettingsError(format!(
@@ -382,9 +386,12 @@ impl Settings {
     }
 
     /// The database URL, defaulting to a SQLite file in the data directory.
-    pub fn database_url(&self) -> String {
-        if self.database.url.is_empty() {
-            format!("sqlite://{}", self.data_dir.join(DATABASE_FILE).display())
+    pub fn database_url(&self) -> DatabaseUrl {
+        if self.database.url.expose().is_empty() {
+            DatabaseUrl::new(format!(
+                "sqlite://{}",
+                self.data_dir.join(DATABASE_FILE).display()
+            ))
         } else {
             self.database.url.clone()
         }
@@ -428,6 +435,56 @@ impl fmt::Debug for Secret {
         } else {
             "Secret(***)"
         })
+    }
+}
+
+/// A database URL, which may carry a password: `Display` and `Debug` print it with the
+/// password (and any `password` query parameter) replaced by `***`.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(value: impl Into<String>) -> Self {
+        DatabaseUrl(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Ok(mut url) = url::Url::parse(&self.0) else {
+            // Not a URL: its parts cannot be told apart, so none of it is shown.
+            return f.write_str("(an unparseable database URL)");
+        };
+        if url.password().is_some() {
+            let _ = url.set_password(Some("***"));
+        }
+        if url.query().is_some() {
+            let pairs: Vec<(String, String)> = url
+                .query_pairs()
+                .map(|(key, value)| {
+                    let secret = key.to_ascii_lowercase().contains("password");
+                    let value = if secret {
+                        "***".into()
+                    } else {
+                        value.into_owned()
+                    };
+                    (key.into_owned(), value)
+                })
+                .collect();
+            url.query_pairs_mut().clear().extend_pairs(pairs);
+        }
+        f.write_str(url.as_str())
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
     }
 }
 
@@ -500,7 +557,10 @@ mod tests {
         let settings = Settings::load_from(Some(&missing), env(&[])).unwrap();
         assert_eq!(settings.grpc.listen.0.to_string(), "127.0.0.1:50051");
         assert_eq!(settings.data_dir, PathBuf::from("runrate-data"));
-        assert_eq!(settings.database_url(), "sqlite://runrate-data/runrate.db");
+        assert_eq!(
+            settings.database_url().expose(),
+            "sqlite://runrate-data/runrate.db"
+        );
     }
 
     #[test]
@@ -554,5 +614,24 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("listne"), "{err}");
+    }
+
+    #[test]
+    fn database_urls_print_without_their_passwords() {
+        let url = DatabaseUrl::new(
+            "postgres://runrate:s3cret-pw@db.internal:5432/runrate?sslmode=require&password=other-pw",
+        );
+        for printed in [url.to_string(), format!("{url:?}")] {
+            assert!(!printed.contains("s3cret-pw"), "{printed}");
+            assert!(!printed.contains("other-pw"), "{printed}");
+            assert!(
+                printed.contains("runrate:***@db.internal:5432/runrate"),
+                "{printed}"
+            );
+            assert!(printed.contains("sslmode=require"), "{printed}");
+        }
+        let garbled = DatabaseUrl::new("postgres//runrate:s3cret-pw@db");
+        assert!(!garbled.to_string().contains("s3cret-pw"));
+        assert_eq!(url.expose().matches("s3cret-pw").count(), 1);
     }
 }

@@ -81,7 +81,7 @@ impl Application {
             )
         })?;
         let database_url = settings.database_url();
-        let store = store::open(&database_url, settings.database.max_connections)
+        let store = store::open(&settings.database, &database_url)
             .await
             .with_context(|| format!("cannot open the database {database_url}"))?;
         let snapshot = ReadSnapshot::default().shared();

@@ -27,6 +27,8 @@ mod newsletter;
 mod pagination;
 #[path = "api/replicas.rs"]
 mod replicas;
+#[path = "api/secrets.rs"]
+mod secrets;
 #[path = "api/seed.rs"]
 mod seed;
 #[path = "api/smtp_server.rs"]

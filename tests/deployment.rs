@@ -91,11 +91,11 @@ fn every_runrate_variable_in_the_compose_file_is_a_valid_setting() {
         let settings = Settings::load_from(Some(&empty), environment.clone())
             .unwrap_or_else(|err| panic!("{service}: {err}"));
         assert!(
-            settings.database.url.starts_with("postgres://"),
+            settings.database.url.expose().starts_with("postgres://"),
             "{service}"
         );
         assert!(
-            settings.database.url.contains("@postgres:5432/"),
+            settings.database.url.expose().contains("@postgres:5432/"),
             "{service}"
         );
         assert_eq!(settings.mail.transport, MailTransport::Smtp, "{service}");

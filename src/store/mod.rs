@@ -22,6 +22,7 @@ use crate::{
         ClaimedDelivery, DeliveryReport, DeliveryResult, NewToken, SubscribeCommand,
         SubscribeOutcome, Subscriber, SubscriberState, TokenOutcome,
     },
+    settings::{DatabaseSettings, DatabaseUrl},
 };
 
 pub use postgres::PostgresStore;
@@ -37,7 +38,7 @@ pub enum StoreError {
     #[error(
         "database URL `{0}` is not supported (expected sqlite://PATH or postgres://USER:PASSWORD@HOST/DATABASE)"
     )]
-    UnsupportedUrl(String),
+    UnsupportedUrl(DatabaseUrl),
     #[error("stored data could not be read: {0}")]
     Corrupt(String),
     #[error(transparent)]
@@ -183,14 +184,40 @@ pub trait NewsletterStore: Send + Sync + 'static {
 }
 
 /// Opens the store a database URL names, creating and migrating it as needed.
-pub async fn open(url: &str, max_connections: u32) -> Result<Arc<dyn Store>, StoreError> {
-    if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::open(url).await?))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PostgresStore::open(url, max_connections).await?))
+pub async fn open(
+    settings: &DatabaseSettings,
+    url: &DatabaseUrl,
+) -> Result<Arc<dyn Store>, StoreError> {
+    let raw = url.expose();
+    if raw.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::open(raw, settings.max_bytes).await?))
+    } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        Ok(Arc::new(
+            PostgresStore::open(raw, settings.max_connections).await?,
+        ))
     } else {
-        Err(StoreError::UnsupportedUrl(url.to_owned()))
+        Err(StoreError::UnsupportedUrl(url.clone()))
     }
+}
+
+/// Whether a connection goes back into the pool after use. A transaction that failed
+/// part-way can leave one still counting itself inside it (SQLite rolls back by itself
+/// on a full disk, and the rollback sqlx then sends fails): such a connection would
+/// refuse every later transaction, so it is closed and the pool opens a fresh one.
+fn reusable<DB: sqlx::Database>(
+    connection: &mut DB::Connection,
+    _: sqlx::pool::PoolConnectionMetadata,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool, sqlx::Error>> + Send + '_>> {
+    use sqlx::Connection;
+    Box::pin(async move {
+        if connection.is_in_transaction() {
+            // A dropped transaction's rollback may still be queued: let it run first.
+            if connection.ping().await.is_err() {
+                return Ok(false);
+            }
+        }
+        Ok(!connection.is_in_transaction())
+    })
 }
 
 pub(crate) fn to_micros(time: SystemTime) -> i64 {

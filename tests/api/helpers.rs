@@ -15,7 +15,7 @@ use runrate::{
         metrics_service_client::MetricsServiceClient,
         newsletter_service_client::NewsletterServiceClient,
     },
-    settings::{ListenAddress, MailTransport, Settings, TextDuration},
+    settings::{DatabaseUrl, ListenAddress, MailTransport, Settings, TextDuration},
     startup::Application,
     store::Store,
 };
@@ -184,7 +184,7 @@ impl TestDir {
         settings.grpc.listen = ListenAddress(SocketAddr::from(([127, 0, 0, 1], 0)));
         settings.http.listen = ListenAddress(SocketAddr::from(([127, 0, 0, 1], 0)));
         if let Some(database) = &self.database {
-            settings.database.url = database.url.clone();
+            settings.database.url = DatabaseUrl::new(database.url.clone());
             settings.database.max_connections = POSTGRES_CONNECTIONS_PER_SERVER;
         }
         settings
@@ -476,43 +476,71 @@ pub struct ServeProcess {
     pub child: std::process::Child,
     /// The gRPC URL it serves, e.g. `http://127.0.0.1:40123`.
     pub url: String,
+    /// Every line it wrote to stdout and stderr so far.
+    output: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl ServeProcess {
     /// Starts the binary in `cwd` with `environment` (which should choose free ports) and
     /// waits for the log line that says where it serves gRPC.
     pub fn start(cwd: &Path, environment: impl IntoIterator<Item = (String, String)>) -> Self {
-        use std::io::{BufRead, BufReader};
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runrate"))
-            .arg("serve")
-            .current_dir(cwd)
-            .envs(environment)
-            .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start runrate serve");
-        let stdout = child.stdout.take().expect("stdout");
-        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            // Read to the end, or the server blocks on a full pipe.
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = lines_tx.send(line);
-            }
-        });
+        let (mut process, lines) = ServeProcess::spawn(cwd, environment);
         let address = loop {
-            let line = lines_rx
+            let line = lines
                 .recv_timeout(Duration::from_secs(60))
                 .expect("runrate serve logs that it is serving");
             if let Some(rest) = line.split("serving gRPC address=").nth(1) {
                 break rest.trim().to_owned();
             }
         };
-        ServeProcess {
-            child,
-            url: format!("http://{address}"),
+        process.url = format!("http://{address}");
+        process
+    }
+
+    /// Starts the binary and hands back its output lines as they come, without waiting.
+    pub fn spawn(
+        cwd: &Path,
+        environment: impl IntoIterator<Item = (String, String)>,
+    ) -> (Self, std::sync::mpsc::Receiver<String>) {
+        use std::io::{BufRead, BufReader, Read};
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runrate"))
+            .arg("serve")
+            .current_dir(cwd)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .envs(environment)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start runrate serve");
+        let output = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (lines_tx, lines_rx) = std::sync::mpsc::channel();
+        let streams: [Box<dyn Read + Send>; 2] = [
+            Box::new(child.stdout.take().expect("stdout")),
+            Box::new(child.stderr.take().expect("stderr")),
+        ];
+        for stream in streams {
+            let output = output.clone();
+            let lines_tx = lines_tx.clone();
+            std::thread::spawn(move || {
+                // Read to the end, or the server blocks on a full pipe.
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    output.lock().expect("output lock").push(line.clone());
+                    let _ = lines_tx.send(line);
+                }
+            });
         }
+        let process = ServeProcess {
+            child,
+            url: String::new(),
+            output,
+        };
+        (process, lines_rx)
+    }
+
+    /// Everything it wrote so far, one line each.
+    pub fn output(&self) -> String {
+        self.output.lock().expect("output lock").join("\n")
     }
 
     /// Kills the process at once (SIGKILL), as a crash would.

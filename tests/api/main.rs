@@ -11,6 +11,7 @@ mod http_client;
 mod loading;
 mod newsletter;
 mod pagination;
+mod secrets;
 mod seed;
 mod smtp_server;
 mod standard_services;

@@ -29,6 +29,7 @@ impl PostgresStore {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
+            .after_release(super::reusable::<sqlx::Postgres>)
             .connect_with(options)
             .await?;
         MIGRATIONS.run(&pool).await?;
