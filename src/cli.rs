@@ -14,11 +14,12 @@ use tonic_types::StatusExt;
 use crate::{
     domain::Quarter,
     grpc::pb::runrate::v1::{
-        CompareProvidersRequest, GetDeliveryReportRequest, LoadFiguresRequest,
-        RetryFailedDeliveriesRequest, RevisionReason, admin_service_client::AdminServiceClient,
-        metrics_service_client::MetricsServiceClient,
+        CheckFiguresFileRequest, CompareProvidersRequest, GetDeliveryReportRequest,
+        LoadFiguresRequest, RetryFailedDeliveriesRequest, RevisionReason,
+        admin_service_client::AdminServiceClient, metrics_service_client::MetricsServiceClient,
     },
     report,
+    report::printable,
     settings::Settings,
     startup::{Application, shutdown_signal},
 };
@@ -251,7 +252,10 @@ async fn print_deliveries(
         for failure in &report.failures {
             println!(
                 "  {:<8}  {}  ({} attempts): {}",
-                failure.state, failure.email, failure.attempts, failure.last_error
+                failure.state,
+                printable(&failure.email),
+                failure.attempts,
+                printable(&failure.last_error)
             );
         }
     }
@@ -269,14 +273,15 @@ async fn load_figures(
         || file.display().to_string(),
         |name| name.to_string_lossy().into_owned(),
     );
+    let bearer = token.bearer()?;
     let mut request = tonic::Request::new(LoadFiguresRequest {
         file_name: file_name.clone(),
-        content,
+        content: content.clone(),
         validate_only: dry_run,
     });
     request
         .metadata_mut()
-        .insert("authorization", token.bearer()?);
+        .insert("authorization", bearer.clone());
     let mut client = AdminServiceClient::new(server.connect().await?);
     let response = match client.load_figures(request).await {
         Ok(response) => response.into_inner(),
@@ -288,14 +293,35 @@ async fn load_figures(
             if violations.is_empty() {
                 anyhow::bail!("{}: {}", status.code(), status.message());
             }
-            for violation in &violations {
-                eprintln!("{}", violation.description);
-            }
             let total = status
                 .get_details_error_info()
                 .and_then(|info| info.metadata.get("error_count")?.parse().ok())
                 .unwrap_or(violations.len());
-            anyhow::bail!("{file_name} was rejected with {total} error(s); nothing was written");
+            // The status lists the first errors only; the rest come in a response body.
+            let mut descriptions: Vec<String> =
+                violations.into_iter().map(|v| v.description).collect();
+            if descriptions.len() < total {
+                let mut request = tonic::Request::new(CheckFiguresFileRequest {
+                    file_name: file_name.clone(),
+                    content,
+                });
+                request.metadata_mut().insert("authorization", bearer);
+                let checked = client
+                    .check_figures_file(request)
+                    .await
+                    .map_err(|status| anyhow::anyhow!("{}: {}", status.code(), status.message()))?
+                    .into_inner();
+                if !checked.errors.is_empty() {
+                    descriptions = checked.errors.into_iter().map(|e| e.description).collect();
+                }
+            }
+            for description in &descriptions {
+                eprintln!("{}", printable(description));
+            }
+            anyhow::bail!(
+                "{file_name} was rejected with {} error(s); nothing was written",
+                total.max(descriptions.len())
+            );
         }
     };
     let counts = format!(

@@ -5,7 +5,7 @@
 //! back what it had not sent; a crashed one loses its claims only until their lease ends.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::{Duration, Instant, SystemTime},
 };
@@ -19,7 +19,8 @@ use crate::{
     mail::{EmailComposer, Mailer, OutgoingEmail, SendError, UpdateEmail},
     newsletter::{
         model::{
-            ClaimedDelivery, DeliveryKind, DeliveryResult, NewToken, SubscriberState, TokenPurpose,
+            ClaimToken, ClaimedDelivery, DeliveryKind, DeliveryResult, NewToken, SubscriberState,
+            TokenPurpose,
         },
         token_digest,
     },
@@ -28,9 +29,10 @@ use crate::{
     store::{Store, StoreError},
 };
 
-/// Results are written in groups this large (or at the end of a batch): a crash can
-/// repeat at most this many sent-but-unrecorded emails per lane.
-const RECORD_EVERY: usize = 16;
+/// How long a lane waits before retrying to record a result the store refused, at
+/// first and at most.
+const RECORD_RETRY_FIRST: Duration = Duration::from_millis(50);
+const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 /// How often fan-out progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
@@ -58,6 +60,26 @@ pub enum ExecutionOutcome {
     Idle,
     /// This many deliveries were claimed and dealt with.
     Processed(usize),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DeliveryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no randomness for a claim token: {0}")]
+    Randomness(getrandom::Error),
+}
+
+/// What a lane's claim still holds, as of its last renewal.
+struct HeldClaim {
+    until: SystemTime,
+    ids: HashSet<i64>,
+}
+
+impl HeldClaim {
+    fn holds(&self, id: i64, now: SystemTime) -> bool {
+        now < self.until && self.ids.contains(&id)
+    }
 }
 
 /// A claimed delivery, ready to send or already decided.
@@ -123,53 +145,182 @@ impl DeliveryWorker {
         }
     }
 
-    /// Claims one batch of due deliveries and deals with all of it.
+    /// Claims one batch of due deliveries and deals with all of it, renewing the claim's
+    /// lease while it works. Each result is recorded before the next email goes out, so
+    /// a crash repeats at most the one email a lane had in flight.
     pub async fn run_once(
         &self,
         shutdown: &CancellationToken,
-    ) -> Result<ExecutionOutcome, StoreError> {
+    ) -> Result<ExecutionOutcome, DeliveryError> {
+        let claim = ClaimToken::generate().map_err(DeliveryError::Randomness)?;
         let now = SystemTime::now();
+        let lease = self.settings.lease.0;
         let claimed = self
             .store
-            .claim_deliveries(now, now + self.settings.lease.0, self.settings.batch_size)
+            .claim_deliveries(claim, now, now + lease, self.settings.batch_size)
             .await?;
         if claimed.is_empty() {
             return Ok(ExecutionOutcome::Idle);
         }
         let count = claimed.len();
-        let prepared = self.prepare(claimed, now).await?;
-        let mut pending_results = Vec::new();
-        let mut loads_touched = Vec::new();
-        for item in prepared {
-            let result = match item {
-                Prepared::Decided(result) => result,
-                Prepared::Send { delivery, .. } if shutdown.is_cancelled() => {
-                    DeliveryResult::Released { id: delivery.id }
-                }
-                Prepared::Send { delivery, token } => {
-                    if let DeliveryKind::Update(load) = delivery.kind
-                        && !loads_touched.contains(&load)
-                    {
-                        loads_touched.push(load);
+        let held = Mutex::new(HeldClaim {
+            until: now + lease,
+            ids: claimed.iter().map(|delivery| delivery.id).collect(),
+        });
+        let finished = CancellationToken::new();
+        let (worked, ()) = tokio::join!(
+            async {
+                let worked = self.work_claim(claim, claimed, &held, shutdown, now).await;
+                finished.cancel();
+                worked
+            },
+            self.keep_lease(claim, &held, &finished),
+        );
+        worked?;
+        Ok(ExecutionOutcome::Processed(count))
+    }
+
+    /// Renews the claim's lease every third of it until `finished`, and keeps `held` to
+    /// what the store says the claim still holds.
+    async fn keep_lease(
+        &self,
+        claim: ClaimToken,
+        held: &Mutex<HeldClaim>,
+        finished: &CancellationToken,
+    ) {
+        let lease = self.settings.lease.0;
+        loop {
+            tokio::select! {
+                _ = finished.cancelled() => return,
+                _ = tokio::time::sleep(lease / 3) => {}
+            }
+            // Taken before the statement, so `held` never claims more than the store gave.
+            let until = SystemTime::now() + lease;
+            match self.store.renew_claim(claim, until).await {
+                Ok(ids) => {
+                    *held.lock().unwrap_or_else(|p| p.into_inner()) = HeldClaim {
+                        until,
+                        ids: ids.into_iter().collect(),
                     }
-                    self.send(&delivery, &token).await
                 }
-            };
-            pending_results.push(result);
-            if pending_results.len() >= RECORD_EVERY {
-                self.store
-                    .record_deliveries(&pending_results, SystemTime::now())
-                    .await?;
-                pending_results.clear();
+                Err(err) => tracing::warn!(
+                    error = %err,
+                    "cannot renew the lease of claimed deliveries; sending stops when it ends"
+                ),
             }
         }
-        self.store
-            .record_deliveries(&pending_results, SystemTime::now())
-            .await?;
+    }
+
+    async fn work_claim(
+        &self,
+        claim: ClaimToken,
+        claimed: Vec<ClaimedDelivery>,
+        held: &Mutex<HeldClaim>,
+        shutdown: &CancellationToken,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let ids: Vec<i64> = claimed.iter().map(|delivery| delivery.id).collect();
+        let prepared = match self.prepare(claimed, now).await {
+            Ok(prepared) => prepared,
+            Err(err) => {
+                self.release(claim, &ids).await;
+                return Err(err);
+            }
+        };
+        let mut decided = Vec::new();
+        let mut to_send = Vec::new();
+        for item in prepared {
+            match item {
+                Prepared::Decided(result) => decided.push(result),
+                Prepared::Send { delivery, token } => to_send.push((delivery, token)),
+            }
+        }
+        self.record(claim, &decided, shutdown).await?;
+        let mut loads_touched = Vec::new();
+        let mut to_send = to_send.into_iter();
+        for (delivery, token) in to_send.by_ref() {
+            let still_held = held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .holds(delivery.id, SystemTime::now());
+            if shutdown.is_cancelled() || !still_held {
+                if !still_held {
+                    tracing::warn!(
+                        delivery = delivery.id,
+                        "the claim on these deliveries lapsed; leaving them to the next claim"
+                    );
+                }
+                let mut rest = vec![delivery.id];
+                rest.extend(to_send.map(|(delivery, _)| delivery.id));
+                self.release(claim, &rest).await;
+                break;
+            }
+            if let DeliveryKind::Update(load) = delivery.kind
+                && !loads_touched.contains(&load)
+            {
+                loads_touched.push(load);
+            }
+            let result = self.send(&delivery, &token).await;
+            self.record(claim, &[result], shutdown).await?;
+        }
         for load in loads_touched {
             self.log_progress(load).await;
         }
-        Ok(ExecutionOutcome::Processed(count))
+        Ok(())
+    }
+
+    /// Records results, retrying until the store takes them: a sent email whose result
+    /// is lost would be sent again once the lease ends. Gives up only when stopping.
+    async fn record(
+        &self,
+        claim: ClaimToken,
+        results: &[DeliveryResult],
+        shutdown: &CancellationToken,
+    ) -> Result<(), StoreError> {
+        let mut pause = RECORD_RETRY_FIRST;
+        loop {
+            match self
+                .store
+                .record_deliveries(claim, results, SystemTime::now())
+                .await
+            {
+                Ok(recorded) => {
+                    if recorded < results.len() as u64 {
+                        tracing::warn!(
+                            results = results.len(),
+                            recorded,
+                            "another worker holds some of these deliveries now; their results were dropped"
+                        );
+                    }
+                    return Ok(());
+                }
+                Err(err) if shutdown.is_cancelled() => return Err(err),
+                Err(err) => {
+                    tracing::warn!(error = %err, retry_in = ?pause, "cannot record delivery results; retrying");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => {}
+                        _ = tokio::time::sleep(pause) => {}
+                    }
+                    pause = (pause * 2).min(RECORD_RETRY_MAX);
+                }
+            }
+        }
+    }
+
+    /// Hands unsent deliveries back, due at once, without counting the attempt. Only
+    /// tried once: if it fails, the rows come back when the lease ends.
+    async fn release(&self, claim: ClaimToken, ids: &[i64]) {
+        let released: Vec<DeliveryResult> = ids
+            .iter()
+            .map(|&id| DeliveryResult::Released { id })
+            .collect();
+        if let Err(err) = self
+            .store
+            .record_deliveries(claim, &released, SystemTime::now())
+            .await
+        {
+            tracing::warn!(error = %err, deliveries = ids.len(), "cannot hand back claimed deliveries; they come back when their lease ends");
+        }
     }
 
     /// Re-checks each subscriber and stores the digests of the tokens about to be sent.

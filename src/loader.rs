@@ -79,6 +79,15 @@ impl FigureLoader {
         Ok(Some(summary))
     }
 
+    /// Every error `bytes` has as a figures file against the figures as they are now;
+    /// empty when it could be loaded.
+    pub fn check(&self, file_name: &str, bytes: &[u8]) -> Vec<FileError> {
+        let snapshot = self.snapshot.load_full();
+        figures::parse(file_name, bytes, snapshot.as_ref(), self.limits)
+            .err()
+            .unwrap_or_default()
+    }
+
     pub async fn load(
         &self,
         file_name: &str,

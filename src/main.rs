@@ -4,7 +4,10 @@ use clap::Parser;
 async fn main() {
     let cli = runrate::cli::Cli::parse();
     if let Err(err) = runrate::cli::run(cli).await {
-        eprintln!("error: {err:#}");
+        // Errors may quote what a server sent: no control character reaches the terminal.
+        let message = format!("{err:#}");
+        let lines: Vec<_> = message.lines().map(runrate::report::printable).collect();
+        eprintln!("error: {}", lines.join("\n"));
         std::process::exit(1);
     }
 }

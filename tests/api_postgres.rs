@@ -25,6 +25,8 @@ mod loading;
 mod newsletter;
 #[path = "api/pagination.rs"]
 mod pagination;
+#[path = "api/python.rs"]
+mod python;
 #[path = "api/replicas.rs"]
 mod replicas;
 #[path = "api/secrets.rs"]
@@ -35,6 +37,8 @@ mod seed;
 mod smtp_server;
 #[path = "api/standard_services.rs"]
 mod standard_services;
+#[path = "api/status_size.rs"]
+mod status_size;
 #[path = "api/watching.rs"]
 mod watching;
 

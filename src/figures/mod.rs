@@ -129,6 +129,7 @@ pub fn parse(
     let mut checker = Checker {
         file_name,
         text,
+        line_starts: LineStarts::of(text),
         known,
         errors: Vec::new(),
     };
@@ -157,11 +158,24 @@ pub fn hex_sha256(bytes: &[u8]) -> String {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.as_bytes()[..offset.min(text.len())]
-        .iter()
-        .filter(|b| **b == b'\n')
-        .count()
-        + 1
+    LineStarts::of(text).line_of(offset)
+}
+
+/// Where each line of a text starts, so that the line of each of many errors is found
+/// by a binary search rather than by counting from the start (quadratic in a large
+/// file with many errors).
+struct LineStarts(Vec<usize>);
+
+impl LineStarts {
+    fn of(text: &str) -> Self {
+        let newlines = text.bytes().enumerate().filter(|(_, b)| *b == b'\n');
+        LineStarts(newlines.map(|(at, _)| at + 1).collect())
+    }
+
+    /// The 1-based line `offset` is on.
+    fn line_of(&self, offset: usize) -> usize {
+        self.0.partition_point(|start| *start <= offset) + 1
+    }
 }
 
 #[derive(Deserialize)]
@@ -233,6 +247,7 @@ struct RawFact {
 struct Checker<'a> {
     file_name: &'a str,
     text: &'a str,
+    line_starts: LineStarts,
     known: &'a dyn KnownDefinitions,
     errors: Vec<FileError>,
 }
@@ -246,7 +261,7 @@ impl Checker<'_> {
     fn error(&mut self, span: &Range<usize>, subject: Option<String>, message: String) {
         self.errors.push(FileError {
             file: self.file_name.to_owned(),
-            line: Some(line_of(self.text, span.start)),
+            line: Some(self.line_starts.line_of(span.start)),
             subject,
             message,
         });
@@ -276,6 +291,28 @@ impl Checker<'_> {
         }
     }
 
+    /// Texts end up in terminals, emails and pages: no control characters (escape codes,
+    /// NUL, bells, carriage returns, line breaks, tabs) in any of them.
+    fn check_texts<'t>(
+        &mut self,
+        span: &Range<usize>,
+        subject: &Option<String>,
+        fields: impl IntoIterator<Item = (&'static str, Option<&'t str>)>,
+    ) {
+        for (field, text) in fields {
+            if let Some(c) = text.and_then(|text| text.chars().find(|c| c.is_control())) {
+                self.error(
+                    span,
+                    subject.clone(),
+                    format!(
+                        "{field} contains the control character {}; texts may not contain control characters",
+                        c.escape_unicode()
+                    ),
+                );
+            }
+        }
+    }
+
     fn check_id(&mut self, span: &Range<usize>, what: &str, id: &str) -> Option<ResourceId> {
         match ResourceId::parse(id) {
             Ok(id) => Some(id),
@@ -292,6 +329,17 @@ impl Checker<'_> {
             let span = spanned.span();
             let source = spanned.into_inner();
             let subject = Some(format!("source `{}`", source.id));
+            self.check_texts(
+                &span,
+                &subject,
+                [
+                    ("id", Some(source.id.as_str())),
+                    ("title", Some(source.title.as_str())),
+                    ("publisher", source.publisher.as_deref()),
+                    ("url", source.url.as_deref()),
+                    ("locator", source.locator.as_deref()),
+                ],
+            );
             let date = source.date.as_deref().and_then(|text| {
                 let date = Date::parse(text);
                 if date.is_none() {
@@ -336,6 +384,14 @@ impl Checker<'_> {
                     format!("fiscal_year_start_month {month} is not a month (expected 1 to 12)"),
                 );
             }
+            self.check_texts(
+                &span,
+                &subject,
+                [
+                    ("display_name", Some(provider.display_name.as_str())),
+                    ("parent_company", Some(provider.parent_company.as_str())),
+                ],
+            );
             if provider.display_name.trim().is_empty() {
                 self.error(&span, subject.clone(), "display_name is empty".into());
             }
@@ -362,6 +418,14 @@ impl Checker<'_> {
                 continue;
             };
             let subject = Some(format!("metric `{id}`"));
+            self.check_texts(
+                &span,
+                &subject,
+                [
+                    ("display_name", Some(metric.display_name.as_str())),
+                    ("description", Some(metric.description.as_str())),
+                ],
+            );
             if derived::is_reserved_metric_id(id.as_str()) {
                 self.error(
                     &span,
@@ -453,7 +517,7 @@ impl Checker<'_> {
             else {
                 continue;
             };
-            let line = line_of(self.text, span.start);
+            let line = self.line_starts.line_of(span.start);
             if let Some(first) = first_line.insert(checked.key.clone(), line) {
                 self.error(
                     &span,
@@ -589,6 +653,26 @@ impl Checker<'_> {
             }
             reason
         });
+        let text_values: Vec<&str> = match fact.value.as_ref().map(Spanned::get_ref) {
+            Some(toml::Value::String(text)) => vec![text.as_str()],
+            Some(toml::Value::Array(items)) => {
+                items.iter().filter_map(toml::Value::as_str).collect()
+            }
+            _ => Vec::new(),
+        };
+        self.check_texts(
+            &value_span,
+            subject,
+            text_values.into_iter().map(|text| ("value", Some(text))),
+        );
+        self.check_texts(
+            span,
+            subject,
+            [
+                ("estimated_by", fact.estimated_by.as_deref()),
+                ("note", fact.note.as_deref()),
+            ],
+        );
         if fact.lower_bound && fact.upper_bound {
             fail(
                 self,
@@ -627,7 +711,8 @@ impl Checker<'_> {
             ),
             (Some(_), Some(raw_value)) => {
                 if let Some(metric) = &metric {
-                    match parse_value(&metric.unit, raw_value.get_ref()) {
+                    let literal = self.text.get(value_span.clone()).unwrap_or_default();
+                    match parse_value(&metric.unit, raw_value.get_ref(), literal) {
                         Ok((parsed, stated_precision)) => {
                             value = Some(parsed);
                             precision = stated_precision;
@@ -666,8 +751,12 @@ impl Checker<'_> {
 }
 
 /// Turns a raw value into the metric's unit. Returns the value and, for numbers, the
-/// decimal places it was stated to.
-fn parse_value(unit: &Unit, raw: &toml::Value) -> Result<(FactValue, Option<i32>), String> {
+/// decimal places it was stated to. `literal` is the value as the file writes it.
+fn parse_value(
+    unit: &Unit,
+    raw: &toml::Value,
+    literal: &str,
+) -> Result<(FactValue, Option<i32>), String> {
     match unit {
         Unit::Text => match raw {
             toml::Value::String(text) if !text.trim().is_empty() => {
@@ -695,7 +784,7 @@ fn parse_value(unit: &Unit, raw: &toml::Value) -> Result<(FactValue, Option<i32>
             }
         }
         Unit::Currency(currency) => {
-            let (amount, precision) = parse_number(raw, "money", &["K", "M", "B", "T"])?;
+            let (amount, precision) = parse_number(raw, literal, "money", &["K", "M", "B", "T"])?;
             if amount.is_negative() {
                 return Err(format!(
                     "value {amount} is negative; money figures such as revenue cannot be"
@@ -706,7 +795,7 @@ fn parse_value(unit: &Unit, raw: &toml::Value) -> Result<(FactValue, Option<i32>
             Ok((FactValue::Money(money), Some(precision)))
         }
         Unit::Percent => {
-            let (percent, precision) = parse_number(raw, "percent", &["%"])?;
+            let (percent, precision) = parse_number(raw, literal, "percent", &["%"])?;
             let (low, high) = PERCENT_RANGE;
             if percent < Decimal::from_integer(low) || percent > Decimal::from_integer(high) {
                 return Err(format!(
@@ -716,7 +805,7 @@ fn parse_value(unit: &Unit, raw: &toml::Value) -> Result<(FactValue, Option<i32>
             Ok((FactValue::Percent(percent), Some(precision)))
         }
         Unit::Multiple => {
-            let (multiple, precision) = parse_number(raw, "multiple", &["x"])?;
+            let (multiple, precision) = parse_number(raw, literal, "multiple", &["x"])?;
             if multiple <= Decimal::ZERO || multiple > Decimal::from_integer(MAX_MULTIPLE) {
                 return Err(format!(
                     "value {multiple}x is outside the sane range for a multiple (above 0, at most {MAX_MULTIPLE})"
@@ -732,6 +821,7 @@ fn parse_value(unit: &Unit, raw: &toml::Value) -> Result<(FactValue, Option<i32>
 /// rounding to thousands, millions, billions).
 fn parse_number(
     raw: &toml::Value,
+    literal: &str,
     what: &str,
     suffixes: &[&str],
 ) -> Result<(Decimal, i32), String> {
@@ -741,9 +831,16 @@ fn parse_number(
         toml::Value::Float(number) if !number.is_finite() => {
             return Err(format!("value {number} is not a number (NaN or infinity)"));
         }
-        // Rust prints the shortest text that reads back as the same float, which is the
-        // text the file had for any figure with fewer than 16 significant digits.
-        toml::Value::Float(number) => number.to_string(),
+        // A float has lost digits past the 16th by now: read the file's own digits.
+        toml::Value::Float(_) => {
+            let digits = literal.trim().replace('_', "");
+            if digits.contains(['e', 'E']) {
+                return Err(format!(
+                    "value {digits} has an exponent; write it with plain digits (or as text with a suffix, such as \"12.5B\"), so that it stays exact"
+                ));
+            }
+            digits
+        }
         _ => return Err(format!("value must be a number for a {what} metric")),
     };
     let lowered = text.to_ascii_lowercase();
@@ -847,6 +944,19 @@ kind = "quarterly-total"
         };
         assert_eq!((money.units, money.nanos), (12_500_000_000, 0));
         assert_eq!(body.precision, Some(-8));
+    }
+
+    #[test]
+    fn a_float_keeps_every_digit_the_file_wrote() {
+        let text = format!(
+            "{HEADER}\n[[facts]]\nprovider = \"aws\"\nmetric = \"cloud-revenue\"\nperiod = \"2026-Q1\"\nvalue = 9_007_199_254_740_993.0\nsources = [\"article\"]\n"
+        );
+        let figures = parse_text(&text).unwrap();
+        let Some(FactValue::Money(money)) = &figures.facts[0].body.value else {
+            panic!("not money");
+        };
+        // As an f64 this is 9007199254740992.
+        assert_eq!((money.units, money.nanos), (9_007_199_254_740_993, 0));
     }
 
     #[test]

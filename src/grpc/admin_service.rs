@@ -72,26 +72,42 @@ impl Interceptor for RequireAdminToken {
     }
 }
 
+/// A figures file's name as a request gives it: what its errors and its load are named by.
+fn parse_file_name(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "file_name",
+            "is required: the file's name, at most 255 characters, with no control characters",
+        ));
+    }
+    Ok(name)
+}
+
 fn count(n: u32) -> i32 {
     i32::try_from(n).unwrap_or(i32::MAX)
 }
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    async fn check_figures_file(
+        &self,
+        request: Request<api::CheckFiguresFileRequest>,
+    ) -> Result<Response<api::CheckFiguresFileResponse>, Status> {
+        let request = request.into_inner();
+        let file_name = parse_file_name(&request.file_name)?;
+        let errors = self.loader.check(file_name, &request.content);
+        Ok(Response::new(api::CheckFiguresFileResponse {
+            errors: errors.iter().map(convert::figures_file_error).collect(),
+        }))
+    }
+
     async fn load_figures(
         &self,
         request: Request<api::LoadFiguresRequest>,
     ) -> Result<Response<api::LoadFiguresResponse>, Status> {
         let request = request.into_inner();
-        let file_name = request.file_name.trim();
-        if file_name.is_empty() || file_name.len() > 255 || file_name.chars().any(char::is_control)
-        {
-            return Err(ApiError::invalid(
-                "file_name",
-                "is required: the file's name, at most 255 characters, with no control characters",
-            )
-            .into());
-        }
+        let file_name = parse_file_name(&request.file_name)?;
         let summary = self
             .loader
             .load(file_name, &request.content, request.validate_only)

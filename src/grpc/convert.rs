@@ -6,6 +6,7 @@ use crate::{
         self, FactBody, FactKey, FactRevision, FactStatus, FactValue, LoadRecord, Metric,
         MetricKind, Provider, Quarter, RevisionReason, Source,
     },
+    figures::FileError,
     newsletter::model::{DeliveryReport, Subscriber, SubscriberState},
 };
 
@@ -226,5 +227,16 @@ pub fn delivery_report(report: &DeliveryReport) -> api::DeliveryReport {
                 last_error: failure.last_error.clone(),
             })
             .collect(),
+    }
+}
+
+pub fn figures_file_error(error: &FileError) -> api::FiguresFileError {
+    api::FiguresFileError {
+        line: error
+            .line
+            .map_or(0, |line| i32::try_from(line).unwrap_or(i32::MAX)),
+        subject: error.subject.clone().unwrap_or_default(),
+        message: error.message.clone(),
+        description: error.to_string(),
     }
 }

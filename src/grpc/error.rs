@@ -11,9 +11,13 @@ use tonic_types::{ErrorDetails, StatusExt};
 /// `ErrorInfo.domain` of every error runrate returns.
 pub const ERROR_DOMAIN: &str = "runrate.v1";
 
-/// Errors of a rejected figures file written into the status message and its details.
-const MAX_ERRORS_IN_MESSAGE: usize = 20;
-const MAX_ERRORS_IN_DETAILS: usize = 100;
+/// A status travels in HTTP/2 trailers, which clients cap (grpcio at 8 KB soft and 16 KB
+/// hard, hyper at 16 KB): its message, and each text in its details, is cut to this
+/// many bytes, and a rejected figures file lists errors in the details only up to
+/// `MAX_LISTED_ERRORS_BYTES`. The whole status then stays within about 4 KB, base64
+/// of the details included.
+const MAX_TEXT_BYTES: usize = 512;
+const MAX_LISTED_ERRORS_BYTES: usize = 1536;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -58,11 +62,27 @@ impl ApiError {
     }
 }
 
+/// `text` cut to at most `MAX_TEXT_BYTES`, at a character boundary, marked with `…` where
+/// cut: texts in a status may echo what a client sent, of any length.
+fn bounded(text: impl Into<String>) -> String {
+    let mut text = text.into();
+    if text.len() > MAX_TEXT_BYTES {
+        let mut end = MAX_TEXT_BYTES - '…'.len_utf8();
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push('…');
+    }
+    text
+}
+
 impl From<ApiError> for Status {
     fn from(err: ApiError) -> Self {
         match err {
             ApiError::InvalidArgument { field, description } => {
-                let message = format!("{field}: {description}");
+                let (field, description) = (bounded(field), bounded(description));
+                let message = bounded(format!("{field}: {description}"));
                 let mut details = ErrorDetails::with_bad_request_violation(field, description);
                 details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new());
                 Status::with_error_details(Code::InvalidArgument, message, details)
@@ -71,7 +91,8 @@ impl From<ApiError> for Status {
                 resource_type,
                 resource_name,
             } => {
-                let message = format!("{resource_name} not found");
+                let resource_name = bounded(resource_name);
+                let message = bounded(format!("{resource_name} not found"));
                 let mut details = ErrorDetails::with_resource_info(
                     resource_type,
                     resource_name.clone(),
@@ -87,45 +108,57 @@ impl From<ApiError> for Status {
             }
             ApiError::FailedPrecondition { reason, message } => {
                 let details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, HashMap::new());
-                Status::with_error_details(Code::FailedPrecondition, message, details)
+                Status::with_error_details(Code::FailedPrecondition, bounded(message), details)
             }
             ApiError::ResourceExhausted(message) => {
                 let mut details =
                     ErrorDetails::with_error_info("RATE_LIMITED", ERROR_DOMAIN, HashMap::new());
                 details.set_retry_info(Some(std::time::Duration::from_secs(60)));
-                Status::with_error_details(Code::ResourceExhausted, message, details)
+                Status::with_error_details(Code::ResourceExhausted, bounded(message), details)
             }
-            ApiError::FiguresRejected { errors } => {
-                // Status messages and details travel in HTTP/2 trailers, whose size peers
-                // limit: a file with thousands of errors must not make the answer unreadable.
-                let mut message = format!(
-                    "the figures file was rejected with {} error(s); nothing was written:\n{}",
-                    errors.len(),
-                    errors[..errors.len().min(MAX_ERRORS_IN_MESSAGE)].join("\n")
-                );
-                if errors.len() > MAX_ERRORS_IN_MESSAGE {
-                    message.push_str(&format!(
-                        "\n… and {} more",
-                        errors.len() - MAX_ERRORS_IN_MESSAGE
-                    ));
-                }
-                let mut details = ErrorDetails::new();
-                details.set_error_info(
-                    "FIGURES_FILE_REJECTED",
-                    ERROR_DOMAIN,
-                    HashMap::from([("error_count".to_owned(), errors.len().to_string())]),
-                );
-                for error in errors.into_iter().take(MAX_ERRORS_IN_DETAILS) {
-                    details.add_bad_request_violation("content", error);
-                }
-                Status::with_error_details(Code::InvalidArgument, message, details)
-            }
+            ApiError::FiguresRejected { errors } => figures_rejected(errors),
             ApiError::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");
                 Status::internal("internal error; the server log has the details")
             }
         }
     }
+}
+
+/// The first errors of a rejected file, as many as fit the budget; the count of all of
+/// them, and where to get the rest, in the message and the ErrorInfo.
+fn figures_rejected(errors: Vec<String>) -> Status {
+    let mut details = ErrorDetails::new();
+    let mut listed = 0;
+    let mut listed_bytes = 0;
+    for error in &errors {
+        let error = bounded(error.as_str());
+        listed_bytes += error.len();
+        if listed > 0 && listed_bytes > MAX_LISTED_ERRORS_BYTES {
+            break;
+        }
+        details.add_bad_request_violation("content", error);
+        listed += 1;
+    }
+    let first = errors.first().map(String::as_str).unwrap_or_default();
+    let mut message = format!(
+        "the figures file was rejected with {} error(s); nothing was written. First: {first}",
+        errors.len()
+    );
+    if listed < errors.len() {
+        message.push_str(&format!(
+            " ({listed} listed in the details; AdminService.CheckFiguresFile lists all)"
+        ));
+    }
+    details.set_error_info(
+        "FIGURES_FILE_REJECTED",
+        ERROR_DOMAIN,
+        HashMap::from([
+            ("error_count".to_owned(), errors.len().to_string()),
+            ("errors_listed".to_owned(), listed.to_string()),
+        ]),
+    );
+    Status::with_error_details(Code::InvalidArgument, bounded(message), details)
 }
 
 impl From<NewsletterError> for ApiError {

@@ -109,6 +109,22 @@ pub enum DeliveryKind {
     Update(LoadId),
 }
 
+/// What one claim of deliveries wrote into its rows: recording, renewing and releasing
+/// touch only rows that still carry it, so a worker that lost its claim (its lease ran
+/// out and another worker claimed the rows) cannot overwrite the new holder's work.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClaimToken(pub i64);
+
+impl ClaimToken {
+    /// A fresh random token; 64 random bits make two claims' tokens equal by chance
+    /// practically never.
+    pub fn generate() -> Result<Self, getrandom::Error> {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes)?;
+        Ok(ClaimToken(i64::from_le_bytes(bytes)))
+    }
+}
+
 /// A delivery a worker holds until it records a result or its lease ends.
 #[derive(Clone, Debug)]
 pub struct ClaimedDelivery {

@@ -19,7 +19,7 @@ use crate::{
         RevisionReason,
     },
     newsletter::model::{
-        ClaimedDelivery, DeliveryReport, DeliveryResult, NewToken, SubscribeCommand,
+        ClaimToken, ClaimedDelivery, DeliveryReport, DeliveryResult, NewToken, SubscribeCommand,
         SubscribeOutcome, Subscriber, SubscriberState, TokenOutcome,
     },
     settings::{DatabaseSettings, DatabaseUrl},
@@ -148,23 +148,35 @@ pub trait NewsletterStore: Send + Sync + 'static {
         limit: u32,
     ) -> Result<Vec<Subscriber>, StoreError>;
 
-    /// Claims up to `limit` due deliveries until `lease_until`, counting an attempt each.
+    /// Claims up to `limit` due deliveries until `lease_until` under `claim`, counting an
+    /// attempt each.
     async fn claim_deliveries(
         &self,
+        claim: ClaimToken,
         now: SystemTime,
         lease_until: SystemTime,
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>, StoreError>;
 
+    /// Extends the lease of the deliveries `claim` still holds to `lease_until`; returns
+    /// their ids.
+    async fn renew_claim(
+        &self,
+        claim: ClaimToken,
+        lease_until: SystemTime,
+    ) -> Result<Vec<i64>, StoreError>;
+
     /// Stores the digests of tokens about to be sent.
     async fn store_tokens(&self, tokens: &[NewToken]) -> Result<(), StoreError>;
 
-    /// Records what happened to claimed deliveries.
+    /// Records what happened to deliveries `claim` still holds, in one transaction;
+    /// returns how many were recorded (results for rows it lost are dropped).
     async fn record_deliveries(
         &self,
+        claim: ClaimToken,
         results: &[DeliveryResult],
         now: SystemTime,
-    ) -> Result<(), StoreError>;
+    ) -> Result<u64, StoreError>;
 
     /// When the next unfinished delivery falls due, if any.
     async fn next_delivery_due(&self) -> Result<Option<SystemTime>, StoreError>;

@@ -6,15 +6,18 @@ mod bad_input;
 mod cli;
 mod delivery;
 mod derived;
+mod disk_full;
 mod helpers;
 mod http_client;
 mod loading;
 mod newsletter;
 mod pagination;
+mod python;
 mod secrets;
 mod seed;
 mod smtp_server;
 mod standard_services;
+mod status_size;
 mod watching;
 
 /// This binary runs the suite on the embedded SQLite database; `api_postgres` runs the

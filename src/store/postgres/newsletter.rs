@@ -10,7 +10,7 @@ use super::PostgresStore;
 use crate::{
     domain::{LoadId, ResourceId},
     newsletter::model::{
-        ClaimedDelivery, DeliveryFailure, DeliveryReport, DeliveryResult, NewToken,
+        ClaimToken, ClaimedDelivery, DeliveryFailure, DeliveryReport, DeliveryResult, NewToken,
         SubscribeCommand, SubscribeOutcome, Subscriber, SubscriberState, TokenOutcome,
         TokenPurpose,
     },
@@ -271,14 +271,15 @@ impl NewsletterStore for PostgresStore {
 
     async fn claim_deliveries(
         &self,
+        claim: ClaimToken,
         now: SystemTime,
         lease_until: SystemTime,
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let rows = sqlx::query_as::<_, ClaimedDeliveryRow>(
-            "UPDATE deliveries d SET state = 'sending', attempts = attempts + 1, next_attempt_at_us = $1 \
-             WHERE d.id IN (SELECT id FROM deliveries WHERE state IN ('pending', 'sending', 'retrying') \
+            "UPDATE deliveries d SET state = 'sending', attempts = attempts + 1, next_attempt_at_us = $1, \
+             claim_token = $4 WHERE d.id IN (SELECT id FROM deliveries WHERE state IN ('pending', 'sending', 'retrying') \
                AND next_attempt_at_us <= $2 ORDER BY next_attempt_at_us, id LIMIT $3 \
                FOR UPDATE SKIP LOCKED) \
              RETURNING d.id, d.kind, d.load_id, d.subscriber_id, d.email, d.attempts, \
@@ -287,6 +288,7 @@ impl NewsletterStore for PostgresStore {
         .bind(to_micros(lease_until))
         .bind(to_micros(now))
         .bind(i64::from(limit))
+        .bind(claim.0)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -296,6 +298,21 @@ impl NewsletterStore for PostgresStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         claimed.sort_by_key(|delivery| delivery.id);
         Ok(claimed)
+    }
+
+    async fn renew_claim(
+        &self,
+        claim: ClaimToken,
+        lease_until: SystemTime,
+    ) -> Result<Vec<i64>, StoreError> {
+        let ids = sqlx::query_scalar(
+            "UPDATE deliveries SET next_attempt_at_us = $1 WHERE claim_token = $2 AND state = 'sending' RETURNING id",
+        )
+        .bind(to_micros(lease_until))
+        .bind(claim.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
     }
 
     async fn store_tokens(&self, tokens: &[NewToken]) -> Result<(), StoreError> {
@@ -326,87 +343,64 @@ impl NewsletterStore for PostgresStore {
 
     async fn record_deliveries(
         &self,
+        claim: ClaimToken,
         results: &[DeliveryResult],
         now: SystemTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         if results.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let now_us = to_micros(now);
         let mut tx = self.pool.begin().await?;
-        // The common outcomes in one statement each; the rare ones row by row.
-        let sent: Vec<i64> = results
-            .iter()
-            .filter_map(|r| match r {
-                DeliveryResult::Sent { id } => Some(*id),
-                _ => None,
-            })
-            .collect();
-        sqlx::query(
-            "UPDATE deliveries SET state = 'sent', sent_at_us = $1, last_error = NULL WHERE id = ANY($2)",
-        )
-        .bind(now_us)
-        .bind(&sent)
-        .execute(&mut *tx)
-        .await?;
-        let released: Vec<i64> = results
-            .iter()
-            .filter_map(|r| match r {
-                DeliveryResult::Released { id } => Some(*id),
-                _ => None,
-            })
-            .collect();
-        sqlx::query(
-            "UPDATE deliveries SET state = 'pending', attempts = GREATEST(attempts - 1, 0), next_attempt_at_us = $1 \
-             WHERE id = ANY($2) AND state = 'sending'",
-        )
-        .bind(now_us)
-        .bind(&released)
-        .execute(&mut *tx)
-        .await?;
+        let mut recorded = 0;
         for result in results {
-            match result {
-                DeliveryResult::Sent { .. } | DeliveryResult::Released { .. } => {}
-                DeliveryResult::Skipped { id, reason } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET state = 'skipped', last_error = $1 WHERE id = $2",
-                    )
-                    .bind(reason)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+            let query = match result {
+                DeliveryResult::Sent { id } => sqlx::query(
+                    "UPDATE deliveries SET state = 'sent', sent_at_us = $1, last_error = NULL WHERE id = $2 AND claim_token = $3 AND state = 'sending'",
+                )
+                .bind(now_us)
+                .bind(id),
+                DeliveryResult::Released { id } => sqlx::query(
+                    "UPDATE deliveries SET state = 'pending', attempts = GREATEST(attempts - 1, 0), next_attempt_at_us = $1 WHERE id = $2 AND claim_token = $3 AND state = 'sending'",
+                )
+                .bind(now_us)
+                .bind(id),
+                DeliveryResult::Skipped { id, reason } => sqlx::query(
+                    "UPDATE deliveries SET state = 'skipped', last_error = $1 WHERE id = $2 AND claim_token = $3 AND state = 'sending'",
+                )
+                .bind(reason)
+                .bind(id),
                 DeliveryResult::Retry {
                     id,
                     next_attempt_at,
                     error,
-                } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET state = 'retrying', next_attempt_at_us = $1, last_error = $2 WHERE id = $3",
-                    )
-                    .bind(to_micros(*next_attempt_at))
-                    .bind(error)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                DeliveryResult::Failed { id, error, bounced } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET state = 'failed', last_error = $1 WHERE id = $2",
-                    )
-                    .bind(error)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                    if let Some(subscriber_id) = bounced {
-                        set_state(&mut tx, *subscriber_id, SubscriberState::Bounced, now_us)
-                            .await?;
-                    }
-                }
+                } => sqlx::query(
+                    "UPDATE deliveries SET state = 'retrying', next_attempt_at_us = $1, last_error = $2 WHERE id = $3 AND claim_token = $4 AND state = 'sending'",
+                )
+                .bind(to_micros(*next_attempt_at))
+                .bind(error)
+                .bind(id),
+                DeliveryResult::Failed { id, error, .. } => sqlx::query(
+                    "UPDATE deliveries SET state = 'failed', last_error = $1 WHERE id = $2 AND claim_token = $3 AND state = 'sending'",
+                )
+                .bind(error)
+                .bind(id),
+            };
+            let affected = query.bind(claim.0).execute(&mut *tx).await?.rows_affected();
+            if affected == 0 {
+                continue;
+            }
+            recorded += affected;
+            if let DeliveryResult::Failed {
+                bounced: Some(subscriber_id),
+                ..
+            } = result
+            {
+                set_state(&mut tx, *subscriber_id, SubscriberState::Bounced, now_us).await?;
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(recorded)
     }
 
     async fn next_delivery_due(&self) -> Result<Option<SystemTime>, StoreError> {

@@ -9,7 +9,7 @@ use super::SqliteStore;
 use crate::{
     domain::{LoadId, ResourceId},
     newsletter::model::{
-        ClaimedDelivery, DeliveryFailure, DeliveryReport, DeliveryResult, NewToken,
+        ClaimToken, ClaimedDelivery, DeliveryFailure, DeliveryReport, DeliveryResult, NewToken,
         SubscribeCommand, SubscribeOutcome, Subscriber, SubscriberState, TokenOutcome,
         TokenPurpose,
     },
@@ -122,10 +122,6 @@ async fn queue_confirmation(
         .execute(&mut **tx)
         .await?;
     Ok(())
-}
-
-fn ids_json(ids: impl Iterator<Item = i64>) -> Result<String, StoreError> {
-    encode_json(&ids.collect::<Vec<i64>>())
 }
 
 #[async_trait]
@@ -272,14 +268,15 @@ impl NewsletterStore for SqliteStore {
 
     async fn claim_deliveries(
         &self,
+        claim: ClaimToken,
         now: SystemTime,
         lease_until: SystemTime,
         limit: u32,
     ) -> Result<Vec<ClaimedDelivery>, StoreError> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query_as::<_, ClaimedDeliveryRow>(
-            "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, next_attempt_at_us = ?1 \
-             WHERE id IN (SELECT id FROM deliveries WHERE state IN ('pending', 'sending', 'retrying') \
+            "UPDATE deliveries SET state = 'sending', attempts = attempts + 1, next_attempt_at_us = ?1, \
+             claim_token = ?4 WHERE id IN (SELECT id FROM deliveries WHERE state IN ('pending', 'sending', 'retrying') \
                AND next_attempt_at_us <= ?2 ORDER BY next_attempt_at_us, id LIMIT ?3) \
              RETURNING id, kind, load_id, subscriber_id, email, attempts, \
                (SELECT state FROM subscribers WHERE subscribers.id = deliveries.subscriber_id) AS subscriber_state",
@@ -287,6 +284,7 @@ impl NewsletterStore for SqliteStore {
         .bind(to_micros(lease_until))
         .bind(to_micros(now))
         .bind(i64::from(limit))
+        .bind(claim.0)
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -296,6 +294,21 @@ impl NewsletterStore for SqliteStore {
             .collect::<Result<Vec<_>, StoreError>>()?;
         claimed.sort_by_key(|delivery| delivery.id);
         Ok(claimed)
+    }
+
+    async fn renew_claim(
+        &self,
+        claim: ClaimToken,
+        lease_until: SystemTime,
+    ) -> Result<Vec<i64>, StoreError> {
+        let ids = sqlx::query_scalar(
+            "UPDATE deliveries SET next_attempt_at_us = ? WHERE claim_token = ? AND state = 'sending' RETURNING id",
+        )
+        .bind(to_micros(lease_until))
+        .bind(claim.0)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
     }
 
     async fn store_tokens(&self, tokens: &[NewToken]) -> Result<(), StoreError> {
@@ -327,82 +340,64 @@ impl NewsletterStore for SqliteStore {
 
     async fn record_deliveries(
         &self,
+        claim: ClaimToken,
         results: &[DeliveryResult],
         now: SystemTime,
-    ) -> Result<(), StoreError> {
+    ) -> Result<u64, StoreError> {
         if results.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let now_us = to_micros(now);
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // The common outcomes in one statement each; the rare ones row by row.
-        let sent = results.iter().filter_map(|r| match r {
-            DeliveryResult::Sent { id } => Some(*id),
-            _ => None,
-        });
-        sqlx::query(
-            "UPDATE deliveries SET state = 'sent', sent_at_us = ?, last_error = NULL \
-             WHERE id IN (SELECT value FROM json_each(?))",
-        )
-        .bind(now_us)
-        .bind(ids_json(sent)?)
-        .execute(&mut *tx)
-        .await?;
-        let released = results.iter().filter_map(|r| match r {
-            DeliveryResult::Released { id } => Some(*id),
-            _ => None,
-        });
-        sqlx::query(
-            "UPDATE deliveries SET state = 'pending', attempts = MAX(attempts - 1, 0), next_attempt_at_us = ? \
-             WHERE id IN (SELECT value FROM json_each(?)) AND state = 'sending'",
-        )
-        .bind(now_us)
-        .bind(ids_json(released)?)
-        .execute(&mut *tx)
-        .await?;
+        let mut recorded = 0;
         for result in results {
-            match result {
-                DeliveryResult::Sent { .. } | DeliveryResult::Released { .. } => {}
-                DeliveryResult::Skipped { id, reason } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET state = 'skipped', last_error = ? WHERE id = ?",
-                    )
-                    .bind(reason)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+            let query = match result {
+                DeliveryResult::Sent { id } => sqlx::query(
+                    "UPDATE deliveries SET state = 'sent', sent_at_us = ?, last_error = NULL WHERE id = ? AND claim_token = ? AND state = 'sending'",
+                )
+                .bind(now_us)
+                .bind(id),
+                DeliveryResult::Released { id } => sqlx::query(
+                    "UPDATE deliveries SET state = 'pending', attempts = MAX(attempts - 1, 0), next_attempt_at_us = ? WHERE id = ? AND claim_token = ? AND state = 'sending'",
+                )
+                .bind(now_us)
+                .bind(id),
+                DeliveryResult::Skipped { id, reason } => sqlx::query(
+                    "UPDATE deliveries SET state = 'skipped', last_error = ? WHERE id = ? AND claim_token = ? AND state = 'sending'",
+                )
+                .bind(reason)
+                .bind(id),
                 DeliveryResult::Retry {
                     id,
                     next_attempt_at,
                     error,
-                } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET state = 'retrying', next_attempt_at_us = ?, last_error = ? WHERE id = ?",
-                    )
-                    .bind(to_micros(*next_attempt_at))
-                    .bind(error)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                DeliveryResult::Failed { id, error, bounced } => {
-                    sqlx::query(
-                        "UPDATE deliveries SET state = 'failed', last_error = ? WHERE id = ?",
-                    )
-                    .bind(error)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                    if let Some(subscriber_id) = bounced {
-                        set_state(&mut tx, *subscriber_id, SubscriberState::Bounced, now_us)
-                            .await?;
-                    }
-                }
+                } => sqlx::query(
+                    "UPDATE deliveries SET state = 'retrying', next_attempt_at_us = ?, last_error = ? WHERE id = ? AND claim_token = ? AND state = 'sending'",
+                )
+                .bind(to_micros(*next_attempt_at))
+                .bind(error)
+                .bind(id),
+                DeliveryResult::Failed { id, error, .. } => sqlx::query(
+                    "UPDATE deliveries SET state = 'failed', last_error = ? WHERE id = ? AND claim_token = ? AND state = 'sending'",
+                )
+                .bind(error)
+                .bind(id),
+            };
+            let affected = query.bind(claim.0).execute(&mut *tx).await?.rows_affected();
+            if affected == 0 {
+                continue;
+            }
+            recorded += affected;
+            if let DeliveryResult::Failed {
+                bounced: Some(subscriber_id),
+                ..
+            } = result
+            {
+                set_state(&mut tx, *subscriber_id, SubscriberState::Bounced, now_us).await?;
             }
         }
         tx.commit().await?;
-        Ok(())
+        Ok(recorded)
     }
 
     async fn next_delivery_due(&self) -> Result<Option<SystemTime>, StoreError> {
