@@ -17,7 +17,7 @@ use crate::{
     delivery::DeliveryWorker,
     figures::ParseLimits,
     grpc::{
-        AdminApi, MetricsApi, NewsletterApi, RequireAdminToken, WatchConfig,
+        AdminApi, MetricsApi, NewsletterApi, RequireAdminToken, TokenSealer, WatchConfig,
         pb::{
             self,
             runrate::v1::{
@@ -53,6 +53,7 @@ pub struct Application {
     snapshot: SharedSnapshot,
     loader: Arc<FigureLoader>,
     admin_token: Arc<AdminToken>,
+    tokens: Arc<TokenSealer>,
     newsletter: Arc<Newsletter>,
     delivery: Arc<DeliveryWorker>,
     wake_delivery: Arc<Notify>,
@@ -103,6 +104,12 @@ impl Application {
                 "loaded the seed figures into the new store"
             );
         }
+        let tokens = Arc::new(TokenSealer::new(
+            store
+                .token_key()
+                .await
+                .context("cannot read the server's token key")?,
+        ));
         let admin_token = Arc::new(AdminToken::resolve(
             settings.admin.token.expose(),
             &settings.data_dir,
@@ -144,6 +151,7 @@ impl Application {
             snapshot,
             loader,
             admin_token,
+            tokens,
             newsletter,
             delivery,
             wake_delivery,
@@ -249,6 +257,7 @@ impl Application {
             heartbeat_interval: self.settings.watch.heartbeat_interval.0,
             resume_history_loads: self.settings.watch.resume_history_loads,
             shutdown: stopping.clone(),
+            tokens: self.tokens.clone(),
         };
         let metrics = MetricsServiceServer::new(MetricsApi::new(self.snapshot.clone(), watch))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
@@ -262,6 +271,7 @@ impl Application {
         let admin = InterceptedService::new(
             AdminServiceServer::new(AdminApi::new(
                 self.loader.clone(),
+                self.tokens.clone(),
                 self.wake_delivery.clone(),
             ))
             .max_decoding_message_size(admin_decoding_limit)

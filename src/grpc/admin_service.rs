@@ -20,19 +20,26 @@ use super::{
     names,
     paging::{PageRequest, fingerprint},
     pb::runrate::v1::{self as api, admin_service_server::AdminService},
+    tokens::TokenSealer,
 };
 
 pub struct AdminApi {
     loader: Arc<FigureLoader>,
     store: Arc<dyn Store>,
+    tokens: Arc<TokenSealer>,
     /// Wakes the delivery worker when failed deliveries become due again.
     wake_delivery: Arc<Notify>,
 }
 
 impl AdminApi {
-    pub fn new(loader: Arc<FigureLoader>, wake_delivery: Arc<Notify>) -> Self {
+    pub fn new(
+        loader: Arc<FigureLoader>,
+        tokens: Arc<TokenSealer>,
+        wake_delivery: Arc<Notify>,
+    ) -> Self {
         AdminApi {
             store: loader.store(),
+            tokens,
             loader,
             wake_delivery,
         }
@@ -144,6 +151,7 @@ impl AdminService for AdminApi {
             request.page_size,
             &request.page_token,
             fingerprint(&["subscribers", &request.filter]),
+            &self.tokens,
         )?;
         let after = page.after_number()?.unwrap_or(0);
         // One more than the page, to know whether another page follows.

@@ -20,6 +20,7 @@ use super::{
     names,
     paging::{PageRequest, fingerprint},
     pb::runrate::v1::{self as api, metrics_service_server::MetricsService},
+    tokens::TokenSealer,
     watch::{WatchConfig, watch_loads},
 };
 
@@ -27,12 +28,14 @@ pub struct MetricsApi {
     snapshot: SharedSnapshot,
     watch: WatchConfig,
     comparisons: ComparisonCache,
+    tokens: Arc<TokenSealer>,
 }
 
 impl MetricsApi {
     pub fn new(snapshot: SharedSnapshot, watch: WatchConfig) -> Self {
         MetricsApi {
             snapshot,
+            tokens: watch.tokens.clone(),
             watch,
             comparisons: ComparisonCache::default(),
         }
@@ -238,6 +241,7 @@ impl MetricsService for MetricsApi {
             request.page_size,
             &request.page_token,
             fingerprint(&["providers"]),
+            &self.tokens,
         )?;
         let snapshot = self.snapshot.load();
         let rest = snapshot.providers().filter(|p| {
@@ -273,6 +277,7 @@ impl MetricsService for MetricsApi {
             request.page_size,
             &request.page_token,
             fingerprint(&["metrics"]),
+            &self.tokens,
         )?;
         let snapshot = self.snapshot.load();
         let rest = snapshot.metrics().filter(|m| {
@@ -308,6 +313,7 @@ impl MetricsService for MetricsApi {
             request.page_size,
             &request.page_token,
             fingerprint(&["periods"]),
+            &self.tokens,
         )?;
         let after = page
             .after
@@ -360,6 +366,7 @@ impl MetricsService for MetricsApi {
                 &read_time_text,
                 derived_text,
             ]),
+            &self.tokens,
         )?;
         let after = page
             .after
@@ -452,6 +459,7 @@ impl MetricsService for MetricsApi {
             request.page_size,
             &request.page_token,
             fingerprint(&["revisions", &request.parent]),
+            &self.tokens,
         )?;
         let before = page.after_number()?;
         let snapshot = self.snapshot.load();
@@ -481,6 +489,7 @@ impl MetricsService for MetricsApi {
             request.page_size,
             &request.page_token,
             fingerprint(&["loads"]),
+            &self.tokens,
         )?;
         let before = page.after_number()?;
         let snapshot = self.snapshot.load();

@@ -9,12 +9,14 @@ mod metrics_service;
 mod names;
 mod newsletter_service;
 mod paging;
+mod tokens;
 mod watch;
 
 pub use admin_service::{AdminApi, RequireAdminToken};
 pub use error::ApiError;
 pub use metrics_service::MetricsApi;
 pub use newsletter_service::NewsletterApi;
+pub use tokens::TokenSealer;
 pub use watch::WatchConfig;
 
 /// Generated protobuf code. Only this module includes it.

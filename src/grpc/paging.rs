@@ -1,25 +1,26 @@
 //! Pagination (AIP-158): page sizes and opaque page tokens. A token carries the position
-//! after the last item returned and a fingerprint of the request it belongs to, with a
-//! checksum, so that a token runrate did not issue, or one reused with other request
-//! fields, is refused instead of silently misread.
+//! after the last item returned and a fingerprint of the request it belongs to, sealed
+//! with the server's key, so that a token runrate did not issue, or one reused with other
+//! request fields, is refused instead of silently misread.
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use sha2::{Digest, Sha256};
 
-use super::ApiError;
+use super::{ApiError, tokens::TokenSealer};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;
 
 const TOKEN_VERSION: &str = "p1";
+/// What page tokens are sealed for.
+const PURPOSE: &str = "page";
 
 /// Where a page starts and how long it is.
-#[derive(Debug)]
-pub struct PageRequest {
+pub struct PageRequest<'s> {
     pub size: usize,
     /// The cursor of the last item of the previous page.
     pub after: Option<String>,
     fingerprint: String,
+    sealer: &'s TokenSealer,
 }
 
 /// A short digest of the request fields a listing depends on.
@@ -36,13 +37,13 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn checksum(payload: &str) -> String {
-    let digest = Sha256::digest(format!("runrate page token {payload}").as_bytes());
-    hex(&digest[..6])
-}
-
-impl PageRequest {
-    pub fn parse(page_size: i32, page_token: &str, fingerprint: String) -> Result<Self, ApiError> {
+impl<'s> PageRequest<'s> {
+    pub fn parse(
+        page_size: i32,
+        page_token: &str,
+        fingerprint: String,
+        sealer: &'s TokenSealer,
+    ) -> Result<Self, ApiError> {
         let size = match page_size {
             size if size < 0 => {
                 return Err(ApiError::invalid(
@@ -56,12 +57,13 @@ impl PageRequest {
         let after = if page_token.is_empty() {
             None
         } else {
-            Some(decode(page_token, &fingerprint)?)
+            Some(decode(sealer, page_token, &fingerprint)?)
         };
         Ok(PageRequest {
             size,
             after,
             fingerprint,
+            sealer,
         })
     }
 
@@ -91,31 +93,24 @@ impl PageRequest {
         page.truncate(self.size);
         let token = page
             .last()
-            .map(|last| encode(&cursor(last), &self.fingerprint))
+            .map(|last| encode(self.sealer, &cursor(last), &self.fingerprint))
             .unwrap_or_default();
         (page, token)
     }
 }
 
-fn encode(cursor: &str, fingerprint: &str) -> String {
-    let payload = format!("{TOKEN_VERSION}|{fingerprint}|{cursor}");
-    let sum = checksum(&payload);
-    URL_SAFE_NO_PAD.encode(format!("{payload}|{sum}"))
+fn encode(sealer: &TokenSealer, cursor: &str, fingerprint: &str) -> String {
+    sealer.seal(PURPOSE, &format!("{TOKEN_VERSION}|{fingerprint}|{cursor}"))
 }
 
-fn decode(token: &str, fingerprint: &str) -> Result<String, ApiError> {
+fn decode(sealer: &TokenSealer, token: &str, fingerprint: &str) -> Result<String, ApiError> {
     let not_ours = || {
         ApiError::invalid(
             "page_token",
             "is not a page token this server issued (pass next_page_token from the previous response unchanged)",
         )
     };
-    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| not_ours())?;
-    let text = String::from_utf8(bytes).map_err(|_| not_ours())?;
-    let (payload, sum) = text.rsplit_once('|').ok_or_else(not_ours)?;
-    if checksum(payload) != sum {
-        return Err(not_ours());
-    }
+    let payload = sealer.open(PURPOSE, token).map_err(|_| not_ours())?;
     let mut parts = payload.splitn(3, '|');
     let (version, token_fingerprint, cursor) = (
         parts.next().ok_or_else(not_ours)?,
@@ -138,14 +133,19 @@ fn decode(token: &str, fingerprint: &str) -> Result<String, ApiError> {
 mod tests {
     use super::*;
 
+    fn sealer() -> TokenSealer {
+        TokenSealer::new([3; 32])
+    }
+
     #[test]
     fn pages_cover_every_item_once() {
+        let sealer = sealer();
         let items: Vec<u32> = (0..7).collect();
         let fp = fingerprint(&["x"]);
         let mut seen = Vec::new();
         let mut token = String::new();
         loop {
-            let request = PageRequest::parse(3, &token, fp.clone()).unwrap();
+            let request = PageRequest::parse(3, &token, fp.clone(), &sealer).unwrap();
             let after: Option<u32> = request.after.as_ref().map(|a| a.parse().unwrap());
             let rest = items
                 .iter()
@@ -163,27 +163,32 @@ mod tests {
 
     #[test]
     fn refuses_forged_and_foreign_tokens() {
+        let sealer = sealer();
         let fp = fingerprint(&["a"]);
-        let request = PageRequest::parse(1, "", fp.clone()).unwrap();
+        let request = PageRequest::parse(1, "", fp.clone(), &sealer).unwrap();
         let (_, token) = request.page([1, 2].into_iter(), |i| i.to_string());
-        assert!(PageRequest::parse(1, &token, fp.clone()).is_ok());
-        assert!(PageRequest::parse(1, &token, fingerprint(&["b"])).is_err());
-        assert!(PageRequest::parse(1, "bm90IGEgdG9rZW4", fp.clone()).is_err());
-        let forged = URL_SAFE_NO_PAD.encode(format!("p1|{fp}|9|000000000000"));
-        assert!(PageRequest::parse(1, &forged, fp).is_err());
+        assert!(PageRequest::parse(1, &token, fp.clone(), &sealer).is_ok());
+        assert!(PageRequest::parse(1, &token, fingerprint(&["b"]), &sealer).is_err());
+        assert!(PageRequest::parse(1, "bm90IGEgdG9rZW4", fp.clone(), &sealer).is_err());
+        let other_server = TokenSealer::new([4; 32]);
+        let forged = encode(&other_server, "9", &fp);
+        assert!(PageRequest::parse(1, &forged, fp, &sealer).is_err());
     }
 
     #[test]
     fn sizes_default_cap_and_refuse_negatives() {
+        let sealer = sealer();
         let fp = fingerprint(&[]);
         assert_eq!(
-            PageRequest::parse(0, "", fp.clone()).unwrap().size,
+            PageRequest::parse(0, "", fp.clone(), &sealer).unwrap().size,
             DEFAULT_PAGE_SIZE
         );
         assert_eq!(
-            PageRequest::parse(5000, "", fp.clone()).unwrap().size,
+            PageRequest::parse(5000, "", fp.clone(), &sealer)
+                .unwrap()
+                .size,
             MAX_PAGE_SIZE
         );
-        assert!(PageRequest::parse(-1, "", fp).is_err());
+        assert!(PageRequest::parse(-1, "", fp, &sealer).is_err());
     }
 }

@@ -5,8 +5,8 @@
 
 use std::time::Duration;
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use sha2::{Digest, Sha256};
+use std::sync::Arc;
+
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -21,6 +21,7 @@ use crate::{
 use super::{
     ApiError, convert,
     pb::runrate::v1::{self as api, watch_loads_response::Event},
+    tokens::{TokenSealer, UnsealError},
 };
 
 #[derive(Clone)]
@@ -30,6 +31,8 @@ pub struct WatchConfig {
     pub resume_history_loads: u32,
     /// Cancelled when the server shuts down, to end open streams.
     pub shutdown: CancellationToken,
+    /// Seals resume tokens (and page tokens).
+    pub tokens: Arc<TokenSealer>,
 }
 
 /// Events buffered per watcher before it must read on.
@@ -44,11 +47,9 @@ struct Position {
 }
 
 const TOKEN_VERSION: &str = "w1";
-
-fn checksum(payload: &str) -> String {
-    let digest = Sha256::digest(format!("runrate resume token {payload}").as_bytes());
-    digest[..6].iter().map(|b| format!("{b:02x}")).collect()
-}
+/// What resume tokens are sealed for.
+const PURPOSE: &str = "resume";
+const NOT_THIS_HISTORY: &str = "the resume token does not belong to this server's history of loads; list the facts again and watch from now";
 
 fn position_of(snapshot: &ReadSnapshot, load: LoadId) -> Position {
     Position {
@@ -59,31 +60,26 @@ fn position_of(snapshot: &ReadSnapshot, load: LoadId) -> Position {
     }
 }
 
-fn encode(position: &Position) -> String {
+fn encode(sealer: &TokenSealer, position: &Position) -> String {
     let payload = format!(
         "{TOKEN_VERSION}|{}|{}",
         position.load, position.recorded_at_us
     );
-    let sum = checksum(&payload);
-    URL_SAFE_NO_PAD.encode(format!("{payload}|{sum}"))
+    sealer.seal(PURPOSE, &payload)
 }
 
-fn decode(token: &str) -> Result<Position, ApiError> {
+fn decode(sealer: &TokenSealer, token: &str) -> Result<Position, ApiError> {
     let invalid = || {
         ApiError::invalid(
             "resume_token",
             "is not a resume token this server issued (pass resume_token from a WatchLoads response unchanged)",
         )
     };
-    let text = URL_SAFE_NO_PAD
-        .decode(token)
-        .ok()
-        .and_then(|bytes| String::from_utf8(bytes).ok())
-        .ok_or_else(invalid)?;
-    let (payload, sum) = text.rsplit_once('|').ok_or_else(invalid)?;
-    if checksum(payload) != sum {
-        return Err(invalid());
-    }
+    let payload = sealer.open(PURPOSE, token).map_err(|err| match err {
+        UnsealError::Malformed => invalid(),
+        // Well formed but not sealed here: another deployment's history (or a forgery).
+        UnsealError::NotSealedHere => expired(NOT_THIS_HISTORY.into()),
+    })?;
     let parts: Vec<&str> = payload.split('|').collect();
     match parts.as_slice() {
         [TOKEN_VERSION, load, recorded] => Ok(Position {
@@ -110,12 +106,10 @@ fn starting_load(
     if token.is_empty() {
         return Ok(snapshot.head());
     }
-    let position = decode(token)?;
+    let position = decode(&config.tokens, token)?;
     let head = snapshot.head();
-    if position.load > head || position != position_of(snapshot, position.load) {
-        return Err(expired(
-            "the resume token does not belong to this server's history of loads; list the facts again and watch from now".into(),
-        ));
+    if !(0..=head).contains(&position.load) || position != position_of(snapshot, position.load) {
+        return Err(expired(NOT_THIS_HISTORY.into()));
     }
     if head - position.load > i64::from(config.resume_history_loads) {
         return Err(expired(format!(
@@ -127,10 +121,10 @@ fn starting_load(
     Ok(position.load)
 }
 
-fn response(event: Event, position: &Position) -> api::WatchLoadsResponse {
+fn response(sealer: &TokenSealer, event: Event, position: &Position) -> api::WatchLoadsResponse {
     api::WatchLoadsResponse {
         event: Some(event),
-        resume_token: encode(position),
+        resume_token: encode(sealer, position),
     }
 }
 
@@ -157,7 +151,11 @@ pub fn watch_loads(
                         load: Some(convert::load(load, current.load_changes(load.id))),
                         facts: current.load_changes(load.id).map(convert::fact).collect(),
                     };
-                    response(Event::Load(event), &position_of(&current, load.id))
+                    response(
+                        &config.tokens,
+                        Event::Load(event),
+                        &position_of(&current, load.id),
+                    )
                 })
                 .collect();
             if let Some(newest) = current.loads().last() {
@@ -172,6 +170,7 @@ pub fn watch_loads(
             }
         }
         let current_marker = response(
+            &config.tokens,
             Event::Current(api::CurrentMarker {}),
             &position_of(&current, last_sent),
         );
@@ -207,7 +206,7 @@ pub fn watch_loads(
                 }
                 _ = heartbeat.tick() => {
                     let position = position_of(&snapshot.load(), last_sent);
-                    let beat = response(Event::Heartbeat(api::Heartbeat {}), &position);
+                    let beat = response(&config.tokens, Event::Heartbeat(api::Heartbeat {}), &position);
                     if sender.send(Ok(beat)).await.is_err() {
                         return;
                     }
@@ -223,15 +222,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tokens_round_trip_and_refuse_tampering() {
+    fn tokens_round_trip_and_refuse_forgeries() {
+        let sealer = TokenSealer::new([5; 32]);
         let position = Position {
             load: 7,
             recorded_at_us: 1_780_000_000_000_000,
         };
-        let token = encode(&position);
-        assert_eq!(decode(&token).unwrap(), position);
-        let forged = URL_SAFE_NO_PAD.encode("w1|8|1780000000000000|000000000000");
-        assert!(decode(&forged).is_err());
-        assert!(decode("garbage").is_err());
+        let token = encode(&sealer, &position);
+        assert_eq!(decode(&sealer, &token).unwrap(), position);
+        let forged = Position {
+            load: i64::MIN,
+            recorded_at_us: 0,
+        };
+        let forged = encode(&TokenSealer::new([6; 32]), &forged);
+        assert!(decode(&sealer, &forged).is_err());
+        assert!(decode(&sealer, "garbage").is_err());
     }
 }

@@ -47,6 +47,24 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
 }
 
+/// A 256-bit secret key.
+pub type TokenKey = [u8; 32];
+
+/// A new random key.
+fn new_token_key() -> Result<TokenKey, StoreError> {
+    let mut key = [0u8; 32];
+    getrandom::fill(&mut key)
+        .map_err(|err| StoreError::Corrupt(format!("no randomness for a key: {err}")))?;
+    Ok(key)
+}
+
+/// A stored key, which must be 32 bytes.
+fn stored_token_key(bytes: Vec<u8>) -> Result<TokenKey, StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("the stored token key is not 32 bytes".into()))
+}
+
 /// Everything stored, in the order it was written.
 #[derive(Debug, Default)]
 pub struct StoreContents {
@@ -113,6 +131,10 @@ pub trait FigureStore: Send + Sync + 'static {
     /// Every row of every table as text, tables by name and rows in insertion order: two
     /// dumps are equal exactly when the stored data is.
     async fn dump(&self) -> Result<String, StoreError>;
+
+    /// The server's key for the tokens it gives clients, made on first use; the same
+    /// for every process on this database.
+    async fn token_key(&self) -> Result<TokenKey, StoreError>;
 
     /// Writes the plan as load `base_load_id + 1` in one transaction, or nothing at all:
     /// its facts, and when it notifies, its notification and one update delivery per

@@ -212,3 +212,46 @@ async fn shutting_down_ends_open_watches_so_shutdown_is_prompt() {
         Ok(Some(message)) => panic!("a message after shutdown: {message:?}"),
     }
 }
+
+/// A token made the way runrate's tokens once were: a payload and an unkeyed checksum.
+fn forged_token(kind: &str, payload: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(format!("runrate {kind} token {payload}").as_bytes());
+    let sum: String = digest[..6].iter().map(|b| format!("{b:02x}")).collect();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{payload}|{sum}"))
+}
+
+#[tokio::test]
+async fn forged_resume_and_page_tokens_are_refused() {
+    let server = TestServer::start().await;
+    // A load far outside the history, which once overflowed the age check.
+    let status = server
+        .metrics()
+        .await
+        .watch_loads(WatchLoadsRequest {
+            resume_token: forged_token("resume", &format!("w1|{}|0", i64::MIN)),
+        })
+        .await
+        .expect_err("forged");
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains("does not belong to this server's history")
+    );
+
+    let status = server
+        .metrics()
+        .await
+        .list_loads(runrate::api::ListLoadsRequest {
+            page_size: 1,
+            page_token: forged_token("page", "p1|0000000000000000|-9223372036854775808"),
+        })
+        .await
+        .expect_err("forged");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    assert!(status.message().starts_with("page_token:"), "{status:?}");
+    // The server is unharmed.
+    watch(&server, "").await;
+}

@@ -1,14 +1,16 @@
 //! Figures on PostgreSQL: loads, definitions and fact revisions, all append-only.
 
+use std::time::SystemTime;
+
 use async_trait::async_trait;
 
 use super::{LOAD_LOCK, PostgresStore};
 use crate::{
     domain::{FactRevision, LoadId, LoadRecord, Metric, Provider},
     store::{
-        FigureStore, LoadPlan, StoreContents, StoreError, from_micros,
+        FigureStore, LoadPlan, StoreContents, StoreError, TokenKey, from_micros, new_token_key,
         rows::{FactRevisionRow, LoadRow, decode_json, encode_json},
-        to_micros,
+        stored_token_key, to_micros,
     },
 };
 
@@ -76,6 +78,22 @@ impl FigureStore for PostgresStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(head)
+    }
+
+    async fn token_key(&self) -> Result<TokenKey, StoreError> {
+        // Racing processes may both insert: the first key stays, and both read it.
+        sqlx::query(
+            "INSERT INTO server_keys (name, key, created_at_us) VALUES ('tokens', $1, $2) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(new_token_key()?.to_vec())
+        .bind(to_micros(SystemTime::now()))
+        .execute(&self.pool)
+        .await?;
+        let key: Vec<u8> = sqlx::query_scalar("SELECT key FROM server_keys WHERE name = 'tokens'")
+            .fetch_one(&self.pool)
+            .await?;
+        stored_token_key(key)
     }
 
     async fn dump(&self) -> Result<String, StoreError> {
