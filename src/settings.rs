@@ -52,6 +52,9 @@ pub struct DatabaseSettings {
     pub url: DatabaseUrl,
     /// On PostgreSQL, how often a replica checks for loads made through another one.
     pub refresh_interval: TextDuration,
+    /// How often the database is checked for gRPC health (a check taking longer fails):
+    /// while it is unreachable, NewsletterService and AdminService report NOT_SERVING.
+    pub health_check_interval: TextDuration,
     /// Connections to PostgreSQL this process keeps at most.
     pub max_connections: u32,
     /// SQLite: the database file grows no larger than this many bytes (0: no limit).
@@ -186,6 +189,7 @@ impl Default for Settings {
             database: DatabaseSettings {
                 url: DatabaseUrl::default(),
                 refresh_interval: TextDuration(Duration::from_millis(250)),
+                health_check_interval: TextDuration(Duration::from_secs(5)),
                 max_connections: 8,
                 max_bytes: 0,
             },
@@ -333,6 +337,10 @@ impl Settings {
             ("delivery.lease", self.delivery.lease),
             ("delivery.poll_interval", self.delivery.poll_interval),
             ("database.refresh_interval", self.database.refresh_interval),
+            (
+                "database.health_check_interval",
+                self.database.health_check_interval,
+            ),
         ] {
             if value.0.is_zero() {
                 return fail(key, "a duration above zero");

@@ -8,9 +8,11 @@ use anyhow::Context;
 use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::{
+    server::NamedService,
     service::interceptor::InterceptedService,
     transport::{Server, server::TcpIncoming},
 };
+use tonic_health::ServingStatus;
 
 use crate::{
     auth::AdminToken,
@@ -193,6 +195,12 @@ impl Application {
             .set_serving::<AdminServiceServer<AdminApi>>()
             .await;
 
+        tokio::spawn(report_store_health(
+            self.store(),
+            health_reporter.clone(),
+            self.settings.database.health_check_interval.0,
+            stopping.clone(),
+        ));
         let grpc = self.spawn_grpc(grpc_listener, health_service, stopping.clone())?;
         let http = self.spawn_http(http_listener, stopping.clone());
         let delivery = tokio::spawn(self.delivery.clone().run(stopping.clone()));
@@ -351,6 +359,51 @@ async fn follow_other_replicas(
                 }
             }
         }
+    }
+}
+
+/// Keeps the health of the services that need the database to its state: with the
+/// database unreachable (or too slow to answer within one interval), NewsletterService
+/// and AdminService are NOT_SERVING, while MetricsService goes on serving its snapshot.
+/// Logs each change once.
+async fn report_store_health(
+    store: Arc<dyn Store>,
+    reporter: tonic_health::server::HealthReporter,
+    interval: Duration,
+    stopping: CancellationToken,
+) {
+    let mut reachable = true;
+    loop {
+        tokio::select! {
+            _ = stopping.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let checked = tokio::time::timeout(interval, store.head_load_id()).await;
+        let now_reachable = matches!(checked, Ok(Ok(_)));
+        if now_reachable == reachable {
+            continue;
+        }
+        reachable = now_reachable;
+        let status = if reachable {
+            tracing::info!("the database is reachable again; sign-ups and admin calls are back");
+            ServingStatus::Serving
+        } else {
+            let error = match checked {
+                Ok(Err(err)) => err.to_string(),
+                _ => format!("no answer within {interval:?}"),
+            };
+            tracing::error!(%error, "the database is unreachable; sign-ups and admin calls are NOT_SERVING until it is back");
+            ServingStatus::NotServing
+        };
+        reporter
+            .set_service_status(
+                <NewsletterServiceServer<NewsletterApi> as NamedService>::NAME,
+                status,
+            )
+            .await;
+        reporter
+            .set_service_status(<AdminServiceServer<AdminApi> as NamedService>::NAME, status)
+            .await;
     }
 }
 

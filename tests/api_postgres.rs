@@ -11,6 +11,8 @@ mod atomic_reads;
 mod bad_input;
 #[path = "api/cli.rs"]
 mod cli;
+#[path = "api/database_outage.rs"]
+mod database_outage;
 #[path = "api/delivery.rs"]
 mod delivery;
 #[path = "api/derived.rs"]
@@ -39,6 +41,8 @@ mod smtp_server;
 mod standard_services;
 #[path = "api/status_size.rs"]
 mod status_size;
+#[path = "api/tcp_proxy.rs"]
+mod tcp_proxy;
 #[path = "api/watching.rs"]
 mod watching;
 
