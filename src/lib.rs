@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod cli;
+pub mod connections;
 pub mod delivery;
 pub mod derived;
 pub mod domain;

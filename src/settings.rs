@@ -42,6 +42,20 @@ pub struct GrpcSettings {
     pub request_timeout: TextDuration,
     /// How long shutdown waits for requests in flight before closing connections.
     pub shutdown_timeout: TextDuration,
+    /// Open connections at most; 0 sizes the cap from the open-files limit. At the cap,
+    /// a new connection closes the quietest open one.
+    pub max_connections: usize,
+    /// A connection that has sent nothing by then (not even the HTTP/2 preface) is closed.
+    pub handshake_timeout: TextDuration,
+    /// HTTP/2 pings this often find dead peers; one unanswered for `keepalive_timeout`
+    /// closes the connection, and so does a connection with no traffic for twice the
+    /// interval plus the timeout.
+    pub keepalive_interval: TextDuration,
+    pub keepalive_timeout: TextDuration,
+    /// Connections are asked to go away after this long (clients reconnect at once, and
+    /// watches resume), and closed after `max_connection_age_grace` more.
+    pub max_connection_age: TextDuration,
+    pub max_connection_age_grace: TextDuration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -93,6 +107,14 @@ pub struct HttpSettings {
     pub listen: ListenAddress,
     /// The address readers reach the web side at, used in every link in emails.
     pub public_base_url: String,
+    /// Open connections at most; 0 sizes the cap from the open-files limit. At the cap,
+    /// a new connection closes the quietest open one.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this; a connection sending nothing at all
+    /// is closed after it too.
+    pub header_read_timeout: TextDuration,
+    /// A connection with no traffic for this long is closed.
+    pub idle_timeout: TextDuration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,6 +207,12 @@ impl Default for Settings {
                 max_concurrent_streams: 200,
                 request_timeout: TextDuration(Duration::from_secs(30)),
                 shutdown_timeout: TextDuration(Duration::from_secs(10)),
+                max_connections: 0,
+                handshake_timeout: TextDuration(Duration::from_secs(10)),
+                keepalive_interval: TextDuration(Duration::from_secs(30)),
+                keepalive_timeout: TextDuration(Duration::from_secs(10)),
+                max_connection_age: TextDuration(Duration::from_secs(30 * 60)),
+                max_connection_age_grace: TextDuration(Duration::from_secs(30)),
             },
             database: DatabaseSettings {
                 url: DatabaseUrl::default(),
@@ -206,6 +234,9 @@ impl Default for Settings {
             http: HttpSettings {
                 listen: ListenAddress(SocketAddr::from(([127, 0, 0, 1], 8080))),
                 public_base_url: "http://127.0.0.1:8080".into(),
+                max_connections: 0,
+                header_read_timeout: TextDuration(Duration::from_secs(10)),
+                idle_timeout: TextDuration(Duration::from_secs(60)),
             },
             newsletter: NewsletterSettings {
                 confirmation_ttl: TextDuration(Duration::from_secs(72 * 3600)),
@@ -337,6 +368,12 @@ impl Settings {
             ("delivery.lease", self.delivery.lease),
             ("delivery.poll_interval", self.delivery.poll_interval),
             ("database.refresh_interval", self.database.refresh_interval),
+            ("grpc.handshake_timeout", self.grpc.handshake_timeout),
+            ("grpc.keepalive_interval", self.grpc.keepalive_interval),
+            ("grpc.keepalive_timeout", self.grpc.keepalive_timeout),
+            ("grpc.max_connection_age", self.grpc.max_connection_age),
+            ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.idle_timeout", self.http.idle_timeout),
             (
                 "database.health_check_interval",
                 self.database.health_check_interval,

@@ -5,17 +5,21 @@
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
-use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
-use tokio_util::sync::CancellationToken;
-use tonic::{
-    server::NamedService,
-    service::interceptor::InterceptedService,
-    transport::{Server, server::TcpIncoming},
+use axum::extract::ConnectInfo;
+use hyper_util::{
+    rt::{TokioIo, TokioTimer},
+    server::graceful::GracefulShutdown,
+    service::TowerToHyperService,
 };
+use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+use tokio_stream::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tonic::{server::NamedService, service::interceptor::InterceptedService, transport::Server};
 use tonic_health::ServingStatus;
 
 use crate::{
     auth::AdminToken,
+    connections::{self, ConnectionLimits},
     delivery::DeliveryWorker,
     figures::ParseLimits,
     grpc::{
@@ -56,6 +60,8 @@ pub struct Application {
     loader: Arc<FigureLoader>,
     admin_token: Arc<AdminToken>,
     tokens: Arc<TokenSealer>,
+    /// The open-files limit, raised to its hard limit at start.
+    fd_limit: Option<u64>,
     newsletter: Arc<Newsletter>,
     delivery: Arc<DeliveryWorker>,
     wake_delivery: Arc<Notify>,
@@ -77,6 +83,7 @@ impl Application {
     /// Opens (or creates) the store, loads the seed into an empty one, and binds the
     /// ports. Port 0 binds a free port; the `*_address` methods tell which.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        let fd_limit = connections::raise_fd_limit();
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
             format!(
                 "cannot create the data directory {}",
@@ -154,6 +161,7 @@ impl Application {
             loader,
             admin_token,
             tokens,
+            fd_limit,
             newsletter,
             delivery,
             wake_delivery,
@@ -288,8 +296,11 @@ impl Application {
         );
         let router = Server::builder()
             .accept_http1(true)
-            .tcp_nodelay(true)
             .max_concurrent_streams(grpc.max_concurrent_streams)
+            .http2_keepalive_interval(Some(grpc.keepalive_interval.0))
+            .http2_keepalive_timeout(Some(grpc.keepalive_timeout.0))
+            .max_connection_age(grpc.max_connection_age.0)
+            .max_connection_age_grace(grpc.max_connection_age_grace.0)
             .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
             .timeout(grpc.request_timeout.0)
             .layer(tonic_web::GrpcWebLayer::new())
@@ -299,7 +310,13 @@ impl Application {
             .add_service(metrics)
             .add_service(newsletter)
             .add_service(admin);
-        let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+        let limits = ConnectionLimits {
+            max_connections: self.connection_cap(grpc.max_connections),
+            first_byte_timeout: grpc.handshake_timeout.0,
+            // Healthy connections see a ping (or a watch heartbeat) well within this.
+            idle_timeout: Some(grpc.keepalive_interval.0 * 2 + grpc.keepalive_timeout.0),
+        };
+        let incoming = connections::accept(listener, "gRPC", limits, stopping.clone());
         Ok(tokio::spawn(router.serve_with_incoming_shutdown(
             incoming,
             async move {
@@ -317,15 +334,55 @@ impl Application {
             newsletter: self.newsletter.clone(),
             snapshot: self.snapshot.clone(),
         });
+        let settings = &self.settings.http;
+        let limits = ConnectionLimits {
+            max_connections: self.connection_cap(settings.max_connections),
+            first_byte_timeout: settings.header_read_timeout.0,
+            idle_timeout: Some(settings.idle_timeout.0),
+        };
+        let mut incoming = connections::accept(listener, "HTTP", limits, stopping.clone());
+        let mut connection = hyper::server::conn::http1::Builder::new();
+        connection
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout.0);
+        // axum's own `serve` has neither timeouts nor a connection cap: hyper serves each
+        // connection from the bounded listener instead.
         tokio::spawn(async move {
-            axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { stopping.cancelled().await })
-            .await
-            .context("the HTTP server stopped")
+            let graceful = GracefulShutdown::new();
+            loop {
+                let stream = tokio::select! {
+                    _ = stopping.cancelled() => break,
+                    next = incoming.next() => match next {
+                        Some(Ok(stream)) => stream,
+                        Some(Err(_)) => continue,
+                        None => break,
+                    },
+                };
+                let Ok(peer) = stream.peer_addr() else {
+                    continue;
+                };
+                let service =
+                    TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
+                let serving =
+                    graceful.watch(connection.serve_connection(TokioIo::new(stream), service));
+                tokio::spawn(async move {
+                    if let Err(err) = serving.await {
+                        tracing::debug!(error = %err, "an HTTP connection ended with an error");
+                    }
+                });
+            }
+            graceful.shutdown().await;
+            Ok(())
         })
+    }
+
+    /// A listener's cap on open connections: configured, or sized from the fd limit.
+    fn connection_cap(&self, configured: usize) -> usize {
+        if configured > 0 {
+            configured
+        } else {
+            connections::default_cap(self.fd_limit)
+        }
     }
 }
 

@@ -11,6 +11,8 @@ mod atomic_reads;
 mod bad_input;
 #[path = "api/cli.rs"]
 mod cli;
+#[path = "api/connection_limits.rs"]
+mod connection_limits;
 #[path = "api/database_outage.rs"]
 mod database_outage;
 #[path = "api/delivery.rs"]

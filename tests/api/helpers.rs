@@ -476,6 +476,8 @@ pub struct ServeProcess {
     pub child: std::process::Child,
     /// The gRPC URL it serves, e.g. `http://127.0.0.1:40123`.
     pub url: String,
+    /// The address of its web side.
+    pub http_address: Option<SocketAddr>,
     /// Every line it wrote to stdout and stderr so far.
     output: Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -484,17 +486,34 @@ impl ServeProcess {
     /// Starts the binary in `cwd` with `environment` (which should choose free ports) and
     /// waits for the log line that says where it serves gRPC.
     pub fn start(cwd: &Path, environment: impl IntoIterator<Item = (String, String)>) -> Self {
-        let (mut process, lines) = ServeProcess::spawn(cwd, environment);
-        let address = loop {
+        let (process, lines) = ServeProcess::spawn(cwd, environment);
+        process.until_serving(lines)
+    }
+
+    /// Starts the binary under a limit of `fd_limit` open files, soft and hard.
+    pub fn start_with_fd_limit(
+        cwd: &Path,
+        environment: impl IntoIterator<Item = (String, String)>,
+        fd_limit: u32,
+    ) -> Self {
+        let (process, lines) = ServeProcess::spawn_command(cwd, environment, Some(fd_limit));
+        process.until_serving(lines)
+    }
+
+    /// Waits for the log lines that say where it serves gRPC and HTTP.
+    fn until_serving(mut self, lines: std::sync::mpsc::Receiver<String>) -> Self {
+        while self.url.is_empty() || self.http_address.is_none() {
             let line = lines
                 .recv_timeout(Duration::from_secs(60))
                 .expect("runrate serve logs that it is serving");
             if let Some(rest) = line.split("serving gRPC address=").nth(1) {
-                break rest.trim().to_owned();
+                self.url = format!("http://{}", rest.trim());
             }
-        };
-        process.url = format!("http://{address}");
-        process
+            if let Some(rest) = line.split("serving HTTP address=").nth(1) {
+                self.http_address = rest.trim().parse().ok();
+            }
+        }
+        self
     }
 
     /// Starts the binary and hands back its output lines as they come, without waiting.
@@ -502,8 +521,29 @@ impl ServeProcess {
         cwd: &Path,
         environment: impl IntoIterator<Item = (String, String)>,
     ) -> (Self, std::sync::mpsc::Receiver<String>) {
+        ServeProcess::spawn_command(cwd, environment, None)
+    }
+
+    fn spawn_command(
+        cwd: &Path,
+        environment: impl IntoIterator<Item = (String, String)>,
+        fd_limit: Option<u32>,
+    ) -> (Self, std::sync::mpsc::Receiver<String>) {
         use std::io::{BufRead, BufReader, Read};
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runrate"))
+        let binary = env!("CARGO_BIN_EXE_runrate");
+        let mut command = match fd_limit {
+            None => std::process::Command::new(binary),
+            Some(limit) => {
+                let mut shell = std::process::Command::new("sh");
+                shell.args([
+                    "-c",
+                    &format!("ulimit -n {limit} && exec \"$0\" \"$@\""),
+                    binary,
+                ]);
+                shell
+            }
+        };
+        let mut child = command
             .arg("serve")
             .current_dir(cwd)
             .env("NO_COLOR", "1")
@@ -533,6 +573,7 @@ impl ServeProcess {
         let process = ServeProcess {
             child,
             url: String::new(),
+            http_address: None,
             output,
         };
         (process, lines_rx)

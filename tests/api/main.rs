@@ -4,6 +4,7 @@
 mod atomic_reads;
 mod bad_input;
 mod cli;
+mod connection_limits;
 mod delivery;
 mod derived;
 mod disk_full;
