@@ -93,27 +93,35 @@ impl Tracked {
     }
 }
 
+/// A warning that repeats under attack, logged once a minute at most.
+#[derive(Default)]
+pub struct Occasionally {
+    last: Mutex<Option<Instant>>,
+}
+
+impl Occasionally {
+    /// Runs `log` unless it ran within the last `WARN_EVERY`.
+    pub fn warn(&self, log: impl FnOnce()) {
+        let mut last = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
+            *last = Some(Instant::now());
+            log();
+        }
+    }
+}
+
 struct Registry {
     what: &'static str,
     limits: ConnectionLimits,
     epoch: Instant,
     next_id: AtomicU64,
     open: Mutex<HashMap<u64, Arc<Tracked>>>,
-    last_warning: Mutex<Option<Instant>>,
+    warning: Occasionally,
 }
 
 impl Registry {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// Logs `message` unless a warning went out within `WARN_EVERY`.
-    fn warn_now_and_then(&self, message: impl FnOnce()) {
-        let mut last = self.last_warning.lock().unwrap_or_else(|p| p.into_inner());
-        if last.is_none_or(|at| at.elapsed() >= WARN_EVERY) {
-            *last = Some(Instant::now());
-            message();
-        }
     }
 
     /// Registers a new connection, closing the quietest one first when at the cap.
@@ -135,7 +143,7 @@ impl Registry {
             if let Some(quietest) = quietest.and_then(|id| open.remove(&id)) {
                 quietest.close();
             }
-            self.warn_now_and_then(|| {
+            self.warning.warn(|| {
                 tracing::warn!(
                     listener = self.what,
                     max_connections = self.limits.max_connections,
@@ -314,7 +322,7 @@ pub fn accept(
         epoch: Instant::now(),
         next_id: AtomicU64::new(0),
         open: Mutex::new(HashMap::new()),
-        last_warning: Mutex::new(None),
+        warning: Occasionally::default(),
     });
     let (sender, receiver) = mpsc::channel(16);
     let sweeping = registry.clone();
@@ -347,7 +355,7 @@ pub fn accept(
                 Err(err) => {
                     // Out of file descriptors (EMFILE, ENFILE) above all: retrying at once
                     // would spin. Open connections closing will make room.
-                    registry.warn_now_and_then(|| {
+                    registry.warning.warn(|| {
                         tracing::warn!(listener = what, error = %err, "cannot accept connections; retrying with a pause")
                     });
                     tokio::select! {

@@ -90,6 +90,12 @@ pub struct WatchSettings {
     pub heartbeat_interval: TextDuration,
     /// How many loads back a resume token may point; older tokens must list again.
     pub resume_history_loads: u32,
+    /// Open WatchLoads streams at most, in all and on one connection.
+    pub max_streams: usize,
+    pub max_streams_per_connection: usize,
+    /// Bytes of recent load events kept encoded for live watchers to share; a watcher
+    /// that falls further behind is ended with a resume token.
+    pub event_cache_bytes: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,6 +233,9 @@ impl Default for Settings {
             watch: WatchSettings {
                 heartbeat_interval: TextDuration(Duration::from_secs(15)),
                 resume_history_loads: 1000,
+                max_streams: 10_000,
+                max_streams_per_connection: 100,
+                event_cache_bytes: 64 * 1024 * 1024,
             },
             admin: AdminSettings {
                 token: Secret(String::new()),
@@ -389,6 +398,17 @@ impl Settings {
             ("delivery.batch_size", self.delivery.batch_size),
             ("delivery.max_attempts", self.delivery.max_attempts),
             ("database.max_connections", self.database.max_connections),
+        ] {
+            if value == 0 {
+                return fail(key, "at least 1");
+            }
+        }
+        for (key, value) in [
+            ("watch.max_streams", self.watch.max_streams),
+            (
+                "watch.max_streams_per_connection",
+                self.watch.max_streams_per_connection,
+            ),
         ] {
             if value == 0 {
                 return fail(key, "at least 1");

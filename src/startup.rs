@@ -23,7 +23,8 @@ use crate::{
     delivery::DeliveryWorker,
     figures::ParseLimits,
     grpc::{
-        AdminApi, MetricsApi, NewsletterApi, RequireAdminToken, TokenSealer, WatchConfig,
+        AdminApi, MetricsApi, MetricsWithWatch, NewsletterApi, RequireAdminToken, TokenSealer,
+        WatchConfig, WatchHub,
         pb::{
             self,
             runrate::v1::{
@@ -269,15 +270,25 @@ impl Application {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .context("cannot build the reflection service")?;
-        let watch = WatchConfig {
-            heartbeat_interval: self.settings.watch.heartbeat_interval.0,
-            resume_history_loads: self.settings.watch.resume_history_loads,
-            shutdown: stopping.clone(),
-            tokens: self.tokens.clone(),
-        };
-        let metrics = MetricsServiceServer::new(MetricsApi::new(self.snapshot.clone(), watch))
-            .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+        let watch = &self.settings.watch;
+        let watch = WatchHub::new(
+            self.snapshot.clone(),
+            WatchConfig {
+                heartbeat_interval: watch.heartbeat_interval.0,
+                resume_history_loads: watch.resume_history_loads,
+                shutdown: stopping.clone(),
+                tokens: self.tokens.clone(),
+                max_streams: watch.max_streams,
+                max_streams_per_connection: watch.max_streams_per_connection,
+                event_cache_bytes: watch.event_cache_bytes,
+            },
+        );
+        let metrics = MetricsWithWatch::new(
+            MetricsServiceServer::new(MetricsApi::new(self.snapshot.clone(), self.tokens.clone()))
+                .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES),
+            watch,
+        );
         let newsletter = NewsletterServiceServer::new(NewsletterApi::new(self.newsletter.clone()))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);

@@ -6,8 +6,6 @@ use arc_swap::ArcSwap;
 
 use tonic::{Request, Response, Status};
 
-use tokio_stream::wrappers::ReceiverStream;
-
 use crate::{
     derived::{self, DerivedFact},
     domain::{FactKey, FactRevision, FactStatus, LoadId, Quarter, ResourceId},
@@ -21,23 +19,20 @@ use super::{
     paging::{PageRequest, fingerprint},
     pb::runrate::v1::{self as api, metrics_service_server::MetricsService},
     tokens::TokenSealer,
-    watch::{WatchConfig, watch_loads},
 };
 
 pub struct MetricsApi {
     snapshot: SharedSnapshot,
-    watch: WatchConfig,
     comparisons: ComparisonCache,
     tokens: Arc<TokenSealer>,
 }
 
 impl MetricsApi {
-    pub fn new(snapshot: SharedSnapshot, watch: WatchConfig) -> Self {
+    pub fn new(snapshot: SharedSnapshot, tokens: Arc<TokenSealer>) -> Self {
         MetricsApi {
             snapshot,
-            tokens: watch.tokens.clone(),
-            watch,
             comparisons: ComparisonCache::default(),
+            tokens,
         }
     }
 }
@@ -523,17 +518,14 @@ impl MetricsService for MetricsApi {
         )))
     }
 
-    type WatchLoadsStream = ReceiverStream<Result<api::WatchLoadsResponse, Status>>;
+    type WatchLoadsStream = tokio_stream::Empty<Result<api::WatchLoadsResponse, Status>>;
 
+    /// Never called: [`super::watch::MetricsWithWatch`] answers WatchLoads before a
+    /// request gets here, sharing each encoded event among all watchers.
     async fn watch_loads(
         &self,
-        request: Request<api::WatchLoadsRequest>,
+        _: Request<api::WatchLoadsRequest>,
     ) -> Result<Response<Self::WatchLoadsStream>, Status> {
-        let stream = watch_loads(
-            self.snapshot.clone(),
-            self.watch.clone(),
-            &request.get_ref().resume_token,
-        )?;
-        Ok(Response::new(stream))
+        Err(Status::internal("WatchLoads is served by the watch hub"))
     }
 }

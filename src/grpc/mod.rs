@@ -17,7 +17,7 @@ pub use error::ApiError;
 pub use metrics_service::MetricsApi;
 pub use newsletter_service::NewsletterApi;
 pub use tokens::TokenSealer;
-pub use watch::WatchConfig;
+pub use watch::{MetricsWithWatch, WatchConfig, WatchHub};
 
 /// Generated protobuf code. Only this module includes it.
 pub mod pb {
