@@ -255,3 +255,54 @@ async fn forged_resume_and_page_tokens_are_refused() {
     // The server is unharmed.
     watch(&server, "").await;
 }
+
+#[tokio::test]
+async fn open_watches_are_capped_in_all_and_per_connection() {
+    let dir = TestDir::new().await;
+    let mut settings = dir.settings();
+    settings.watch.max_streams = 3;
+    settings.watch.max_streams_per_connection = 2;
+    let server = TestServer::start_in(dir, settings).await;
+    let open_on = |channel: tonic::transport::Channel| async move {
+        runrate::api::metrics_service_client::MetricsServiceClient::new(channel)
+            .watch_loads(WatchLoadsRequest::default())
+            .await
+            .map(tonic::Response::into_inner)
+    };
+    let first_connection = server.channel().await;
+    let second_connection = server.channel().await;
+
+    let _a = open_on(first_connection.clone()).await.expect("first");
+    let b = open_on(first_connection.clone()).await.expect("second");
+    let refused = open_on(first_connection.clone())
+        .await
+        .expect_err("a third on one connection");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("this connection"), "{refused:?}");
+
+    let _c = open_on(second_connection.clone())
+        .await
+        .expect("another connection");
+    let refused = open_on(second_connection.clone())
+        .await
+        .expect_err("a fourth in all");
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("this server"), "{refused:?}");
+
+    // A watch that ends gives its place back.
+    drop(b);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match open_on(first_connection.clone()).await {
+            Ok(_) => break,
+            Err(status) => {
+                assert_eq!(status.code(), Code::ResourceExhausted);
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "the place never came back"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+}
