@@ -36,3 +36,40 @@ pub mod pb {
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("runrate_descriptor");
 }
+
+/// Entry points for the fuzz targets under `fuzz/`: the parsers of what anonymous
+/// clients send. Each must return (with an error, as a rule) and never panic.
+#[doc(hidden)]
+pub mod fuzzing {
+    use std::sync::Arc;
+
+    use super::{filter, paging::PageRequest, tokens::TokenSealer, watch};
+
+    const KEY: [u8; 32] = [42; 32];
+
+    pub fn filters(text: &str) {
+        let _ = filter::parse_fact_filter(text);
+        let _ = filter::parse_subscriber_filter(text);
+    }
+
+    /// `text` as a page token, and as the payload of one this server sealed.
+    pub fn page_token(text: &str, page_size: i32) {
+        let sealer = TokenSealer::new(KEY);
+        let fingerprint = super::paging::fingerprint(&["fuzz"]);
+        let _ = PageRequest::parse(page_size, text, fingerprint.clone(), &sealer);
+        let sealed = sealer.seal("page", text);
+        if let Ok(page) = PageRequest::parse(page_size, &sealed, fingerprint, &sealer) {
+            let _ = page.after_number();
+        }
+    }
+
+    /// `text` as a resume token, and as the payload of one this server sealed, checked
+    /// against a store with no loads.
+    pub fn resume_token(text: &str) {
+        let sealer = Arc::new(TokenSealer::new(KEY));
+        let sealed = sealer.seal("resume", text);
+        for token in [text, sealed.as_str()] {
+            watch::check_resume_token_for_fuzzing(token, sealer.clone());
+        }
+    }
+}

@@ -158,6 +158,20 @@ fn starting_load(
     Ok(position.load)
 }
 
+/// For the fuzz targets: `token` checked as a resume token against an empty snapshot.
+pub(super) fn check_resume_token_for_fuzzing(token: &str, tokens: Arc<TokenSealer>) {
+    let config = WatchConfig {
+        heartbeat_interval: Duration::from_secs(15),
+        resume_history_loads: 1000,
+        shutdown: CancellationToken::new(),
+        tokens,
+        max_streams: 1,
+        max_streams_per_connection: 1,
+        event_cache_bytes: 0,
+    };
+    let _ = starting_load(&ReadSnapshot::default(), token, &config);
+}
+
 /// `message` as one gRPC message on the wire: uncompressed flag, length, bytes.
 fn grpc_message(message: &impl Message) -> Bytes {
     let length = message.encoded_len();

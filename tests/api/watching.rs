@@ -306,3 +306,80 @@ async fn open_watches_are_capped_in_all_and_per_connection() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_watcher_that_falls_behind_the_recent_events_ends_with_a_token_to_resume_from() {
+    let dir = TestDir::new().await;
+    let mut settings = dir.settings();
+    // Only the newest event is kept.
+    settings.watch.event_cache_bytes = 1;
+    let server = TestServer::start_in(dir, settings).await;
+
+    // A client whose stream window is one byte: the server can hand it the `current`
+    // marker and nothing more until it reads.
+    let tcp = tokio::net::TcpStream::connect(server.address)
+        .await
+        .expect("connect");
+    let (client, connection) = h2::client::Builder::new()
+        .initial_window_size(1)
+        .handshake::<_, bytes::Bytes>(tcp)
+        .await
+        .expect("an HTTP/2 handshake");
+    tokio::spawn(connection);
+    let mut client = client.ready().await.expect("ready");
+    let request = http::Request::post(format!(
+        "http://{}/runrate.v1.MetricsService/WatchLoads",
+        server.address
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .body(())
+    .expect("a request");
+    let (response, mut send) = client.send_request(request, false).expect("send");
+    send.send_data(bytes::Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+        .expect("an empty WatchLoadsRequest");
+    let mut slow = response.await.expect("the response").into_body();
+
+    // Meanwhile three loads come. The slow watcher takes the first in hand and then
+    // waits for its window; a reading watcher makes each new one the only one kept.
+    let mut reader = watch(&server, "").await;
+    next(&mut reader).await;
+    load_q2_and_restatement(&server).await;
+    server
+        .load_example("new-provider-example.toml")
+        .await
+        .expect("load 4");
+    for _ in 2..=4 {
+        next(&mut reader).await;
+    }
+
+    // The slow client reads at last: past the marker, its stream ends with ABORTED.
+    let ended = tokio::time::timeout(Duration::from_secs(20), async {
+        let mut received = 0;
+        while let Some(chunk) = slow.data().await {
+            let chunk = chunk.expect("data");
+            received += chunk.len();
+            let _ = slow.flow_control().release_capacity(chunk.len());
+        }
+        assert!(received > 0, "the current marker");
+        slow.trailers().await
+    })
+    .await
+    .expect("the slow watch ends");
+    let trailers = ended.expect("trailers").expect("a status in the trailers");
+    let status = tonic::Status::from_header_map(&trailers).expect("a gRPC status");
+    assert_eq!(status.code(), Code::Aborted, "{status:?}");
+    let info = status.get_details_error_info().expect("an ErrorInfo");
+    assert_eq!(info.reason, "WATCH_FELL_BEHIND");
+
+    // Its token replays the loads it missed, without a gap, up to the newest.
+    let mut resumed = watch(&server, &info.metadata["resume_token"]).await;
+    let mut replayed = Vec::new();
+    while let Some(Event::Load(event)) = next(&mut resumed).await.event {
+        replayed.push(event.load.expect("the load").name);
+    }
+    assert!(
+        replayed == ["loads/3", "loads/4"] || replayed == ["loads/2", "loads/3", "loads/4"],
+        "{replayed:?}"
+    );
+}
