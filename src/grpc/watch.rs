@@ -5,7 +5,8 @@
 //! same bytes go to every watcher: the stream is served here as its own HTTP body rather
 //! than through tonic's per-stream encoding, which would copy it for each. A watcher
 //! holds no queue: its body reads the next event from the snapshot only when HTTP/2 asks
-//! for more data, so a client that stops reading holds at most one shared event. A live
+//! for more data, so a client that stops reading holds at most the event being sent and
+//! the one hyper has in hand, both shared. A live
 //! watcher that falls so far behind that its next event has left the cache of recent
 //! events is ended with ABORTED and the resume token to continue from. The number of
 //! open watches is capped, in all and per connection.
