@@ -17,6 +17,16 @@ use crate::{
 /// Largest status message and details runrate sends, in bytes.
 const STATUS_BUDGET: usize = 4096;
 
+fn assert_small_invalid_argument(status: &tonic::Status) {
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().len() + status.details().len() <= STATUS_BUDGET,
+        "{} bytes of message and {} of details",
+        status.message().len(),
+        status.details().len()
+    );
+}
+
 /// A figures file with `count` errors, one per fact: each names a provider nobody defined.
 fn file_with_errors(count: usize) -> String {
     let mut text = String::from(
@@ -72,13 +82,7 @@ async fn a_file_with_five_thousand_errors_gets_a_small_status_and_every_error_on
         .load_with_token("big.toml", content.clone(), false, Some(&token))
         .await
         .expect_err("rejected");
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(
-        status.message().len() + status.details().len() <= STATUS_BUDGET,
-        "{} bytes of message and {} of details",
-        status.message().len(),
-        status.details().len()
-    );
+    assert_small_invalid_argument(&status);
     assert!(
         status.message().contains("5000 error(s)"),
         "{}",
@@ -168,13 +172,7 @@ async fn a_sixty_kilobyte_name_gets_a_small_status() {
         })
         .await
         .expect_err("refused");
-    assert_eq!(status.code(), Code::InvalidArgument);
-    assert!(
-        status.message().len() + status.details().len() <= STATUS_BUDGET,
-        "{} bytes of message and {} of details",
-        status.message().len(),
-        status.details().len()
-    );
+    assert_small_invalid_argument(&status);
     let request = GetFactRequest {
         name,
         ..Default::default()
