@@ -91,7 +91,9 @@ struct TokenArgs {
         long = "token",
         value_name = "TOKEN",
         env = "RUNRATE_ADMIN_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        // A generated token may start with a hyphen (base64url).
+        allow_hyphen_values = true
     )]
     token: Option<String>,
     /// The file the server wrote its generated admin token to.
@@ -404,4 +406,19 @@ async fn print_report(
         print!("{}", report::render_table(&comparison));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_that_starts_with_a_hyphen_is_taken_as_the_token() {
+        let cli = Cli::try_parse_from(["runrate", "load", "q3.toml", "--token", "-Mx9_token"])
+            .unwrap_or_else(|err| panic!("{err}"));
+        let Command::Load { token, .. } = cli.command else {
+            panic!("not a load: {cli:?}");
+        };
+        assert_eq!(token.token.as_deref(), Some("-Mx9_token"));
+    }
 }

@@ -116,7 +116,7 @@ async fn a_file_with_five_thousand_errors_gets_a_small_status_and_every_error_on
     let mut load = Command::new(env!("CARGO_BIN_EXE_runrate"));
     load.arg("load")
         .arg(&file)
-        .args(["--server", &server.url(), &format!("--token={token}")]);
+        .args(["--server", &server.url(), "--token", &token]);
     // Off the runtime: the server answering it runs on this test's runtime.
     let output = tokio::task::spawn_blocking(move || load.output())
         .await
