@@ -16,14 +16,12 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     auth::generate_secret,
     domain::LoadId,
-    mail::{EmailComposer, Mailer, OutgoingEmail, SendError, UpdateEmail},
-    newsletter::{
-        model::{
-            ClaimToken, ClaimedDelivery, DeliveryKind, DeliveryResult, NewToken, SubscriberState,
-            TokenPurpose,
-        },
-        token_digest,
+    domain::subscribers::{
+        ClaimToken, ClaimedDelivery, DeliveryKind, DeliveryResult, NewToken, SubscriberState,
+        TokenPurpose,
     },
+    mail::{EmailComposer, Mailer, OutgoingEmail, SendError, UpdateEmail},
+    newsletter::token_digest,
     settings::DeliverySettings,
     snapshot::SharedSnapshot,
     store::{Store, StoreError},

@@ -7,6 +7,7 @@
 
 use std::time::SystemTime;
 
+pub use crate::domain::{Derivation, is_reserved_metric_id};
 use crate::{
     domain::{
         Decimal, FactBody, FactKey, FactRevision, FactStatus, FactValue, LoadId, MetricKind,
@@ -14,36 +15,6 @@ use crate::{
     },
     snapshot::ReadSnapshot,
 };
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Derivation {
-    QuarterOnQuarter,
-    YearOnYear,
-    ShareOfTotal,
-}
-
-impl Derivation {
-    pub const ALL: [(Derivation, &'static str); 3] = [
-        (Derivation::QuarterOnQuarter, "-qoq"),
-        (Derivation::YearOnYear, "-yoy"),
-        (Derivation::ShareOfTotal, "-share"),
-    ];
-
-    /// The id ending that names this derivation of a metric.
-    pub fn suffix(&self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(d, _)| d == self)
-            .map_or("", |(_, suffix)| suffix)
-    }
-}
-
-/// Whether an id ends the way derived metric ids do (and so cannot name a stored metric).
-pub fn is_reserved_metric_id(id: &str) -> bool {
-    Derivation::ALL
-        .iter()
-        .any(|(_, suffix)| id.ends_with(suffix))
-}
 
 /// Digits after the point of a derived percentage.
 const PERCENT_SCALE: u32 = 2;

@@ -3,8 +3,10 @@
 
 mod decimal;
 mod display;
+mod email_address;
 mod money;
 mod quarter;
+pub mod subscribers;
 
 use std::{fmt, time::SystemTime};
 
@@ -12,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 pub use decimal::{Decimal, DecimalError};
 pub use display::display_value;
+pub use email_address::{EmailAddress, EmailAddressError};
 pub use money::{CurrencyCode, Money, MoneyError};
 pub use quarter::{Date, Quarter, QuarterError};
 
@@ -334,6 +337,38 @@ pub struct LoadRecord {
     pub facts_revised: u32,
     pub facts_unchanged: u32,
     pub definitions_changed: u32,
+}
+
+/// The ways a figure is derived from stored ones; each names its figures with an id
+/// suffix, which stored metric ids may not end with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Derivation {
+    QuarterOnQuarter,
+    YearOnYear,
+    ShareOfTotal,
+}
+
+impl Derivation {
+    pub const ALL: [(Derivation, &'static str); 3] = [
+        (Derivation::QuarterOnQuarter, "-qoq"),
+        (Derivation::YearOnYear, "-yoy"),
+        (Derivation::ShareOfTotal, "-share"),
+    ];
+
+    /// The id ending that names this derivation of a metric.
+    pub fn suffix(&self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(d, _)| d == self)
+            .map_or("", |(_, suffix)| suffix)
+    }
+}
+
+/// Whether an id ends the way derived metric ids do (and so cannot name a stored metric).
+pub fn is_reserved_metric_id(id: &str) -> bool {
+    Derivation::ALL
+        .iter()
+        .any(|(_, suffix)| id.ends_with(suffix))
 }
 
 #[cfg(test)]

@@ -8,12 +8,9 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use toml::Spanned;
 
-use crate::{
-    derived,
-    domain::{
-        Date, Decimal, FactBody, FactKey, FactStatus, FactValue, Metric, MetricKind, Money,
-        Provider, Quarter, ResourceId, RevisionReason, Source, Unit,
-    },
+use crate::domain::{
+    Date, Decimal, FactBody, FactKey, FactStatus, FactValue, Metric, MetricKind, Money, Provider,
+    Quarter, ResourceId, RevisionReason, Source, Unit, is_reserved_metric_id,
 };
 
 /// The Q1 2026 figures of the seed article, loaded into an empty store on first start.
@@ -426,7 +423,7 @@ impl Checker<'_> {
                     ("description", Some(metric.description.as_str())),
                 ],
             );
-            if derived::is_reserved_metric_id(id.as_str()) {
+            if is_reserved_metric_id(id.as_str()) {
                 self.error(
                     &span,
                     subject.clone(),

@@ -2,12 +2,12 @@
 
 use crate::{
     derived::{Derivation, DerivedFact},
+    domain::subscribers::{DeliveryReport, Subscriber, SubscriberState},
     domain::{
         self, FactBody, FactKey, FactRevision, FactStatus, FactValue, LoadRecord, Metric,
         MetricKind, Provider, Quarter, RevisionReason, Source,
     },
     figures::FileError,
-    newsletter::model::{DeliveryReport, Subscriber, SubscriberState},
 };
 
 use super::{

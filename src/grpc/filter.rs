@@ -2,8 +2,8 @@
 //! ListFacts filters on provider, metric, period and status; ListSubscribers on state.
 
 use crate::{
+    domain::subscribers::SubscriberState,
     domain::{FactStatus, Quarter, ResourceId},
-    newsletter::model::SubscriberState,
     snapshot::FactQuery,
 };
 

@@ -4,7 +4,10 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::newsletter::{Newsletter, SUBSCRIBE_ANSWER, model::TokenOutcome};
+use crate::{
+    domain::subscribers::TokenOutcome,
+    newsletter::{Newsletter, SUBSCRIBE_ANSWER},
+};
 
 use super::{
     ApiError,

@@ -2,8 +2,6 @@
 //! provider preferences. This module owns the rules; the gRPC and HTTP sides call it,
 //! the store keeps the records, and the delivery worker sends what it queues.
 
-mod email_address;
-pub mod model;
 mod rate_limit;
 
 use std::{net::IpAddr, sync::Arc, time::SystemTime};
@@ -18,8 +16,8 @@ use crate::{
     store::{Store, StoreError},
 };
 
-pub use email_address::{EmailAddress, EmailAddressError};
-use model::{SubscribeCommand, SubscribeOutcome, TokenOutcome};
+use crate::domain::subscribers::{SubscribeCommand, SubscribeOutcome, TokenOutcome};
+pub use crate::domain::{EmailAddress, EmailAddressError};
 use rate_limit::RateLimiter;
 
 /// Languages emails and pages are written in.

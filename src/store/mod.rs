@@ -14,13 +14,13 @@ use std::{
 use async_trait::async_trait;
 
 use crate::{
+    domain::subscribers::{
+        ClaimToken, ClaimedDelivery, DeliveryReport, DeliveryResult, NewToken, SubscribeCommand,
+        SubscribeOutcome, Subscriber, SubscriberState, TokenOutcome,
+    },
     domain::{
         FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider, ResourceId,
         RevisionReason,
-    },
-    newsletter::model::{
-        ClaimToken, ClaimedDelivery, DeliveryReport, DeliveryResult, NewToken, SubscribeCommand,
-        SubscribeOutcome, Subscriber, SubscriberState, TokenOutcome,
     },
     settings::{DatabaseSettings, DatabaseUrl},
 };

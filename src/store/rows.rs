@@ -2,10 +2,10 @@
 //! that the SQLite and PostgreSQL stores differ only in their SQL.
 
 use crate::{
-    domain::{FactKey, FactRevision, LoadRecord, Quarter, ResourceId, RevisionReason},
-    newsletter::model::{
+    domain::subscribers::{
         ClaimedDelivery, DeliveryFailure, DeliveryKind, DeliveryReport, Subscriber, SubscriberState,
     },
+    domain::{FactKey, FactRevision, LoadRecord, Quarter, ResourceId, RevisionReason},
     store::{StoreError, from_micros},
 };
 

@@ -8,12 +8,12 @@ use sqlx::{Postgres, Row, Transaction};
 
 use super::PostgresStore;
 use crate::{
-    domain::{LoadId, ResourceId},
-    newsletter::model::{
+    domain::subscribers::{
         ClaimToken, ClaimedDelivery, DeliveryFailure, DeliveryReport, DeliveryResult, NewToken,
         SubscribeCommand, SubscribeOutcome, Subscriber, SubscriberState, TokenOutcome,
         TokenPurpose,
     },
+    domain::{LoadId, ResourceId},
     store::{
         NewsletterStore, StoreError, from_micros,
         rows::{ClaimedDeliveryRow, DeliveryFailureRow, SubscriberRow, subscriber_state, tally},

@@ -7,12 +7,12 @@ use sqlx::{Row, Sqlite, Transaction};
 
 use super::SqliteStore;
 use crate::{
-    domain::{LoadId, ResourceId},
-    newsletter::model::{
+    domain::subscribers::{
         ClaimToken, ClaimedDelivery, DeliveryFailure, DeliveryReport, DeliveryResult, NewToken,
         SubscribeCommand, SubscribeOutcome, Subscriber, SubscriberState, TokenOutcome,
         TokenPurpose,
     },
+    domain::{LoadId, ResourceId},
     store::{
         NewsletterStore, StoreError, from_micros,
         rows::{
