@@ -3,7 +3,6 @@
 pub mod auth;
 pub mod cli;
 pub mod connections;
-pub mod delivery;
 pub mod derived;
 pub mod domain;
 pub mod figures;
@@ -12,6 +11,7 @@ pub mod http;
 pub mod loader;
 pub mod mail;
 pub mod newsletter;
+pub mod outbox;
 pub mod report;
 pub mod settings;
 pub mod snapshot;

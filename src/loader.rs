@@ -1,17 +1,61 @@
 //! Applying a figures file: parse and check it against what is known, work out what it
-//! adds, revises and leaves unchanged, commit that as one load, and swap in a new read
-//! snapshot. Loads run one at a time.
+//! adds, revises and leaves unchanged, and commit that as one load together with the
+//! update deliveries it owes its audience (the transactional outbox); then swap in a new
+//! read snapshot and wake the outbox. Loads run one at a time.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, SystemTime},
+};
 
 use tokio::sync::Mutex;
 
 use crate::{
-    domain::{FactStatus, LoadRecord, RevisionReason},
+    domain::subscribers::Audience,
+    domain::{
+        FactBody, FactKey, FactStatus, LoadId, LoadRecord, Metric, Provider, ResourceId,
+        RevisionReason,
+    },
     figures::{self, FiguresFile, FileError, ParseLimits},
+    outbox::{Channel, Wakeup},
     snapshot::{ReadSnapshot, SharedSnapshot},
-    store::{FactChange, LoadPlan, Store, StoreError},
+    store::{Store, StoreError},
 };
+
+/// A fact revision a load will append.
+#[derive(Debug, Clone)]
+pub struct FactChange {
+    pub key: FactKey,
+    /// 1 for a new fact, one more than the current revision otherwise.
+    pub revision: i64,
+    /// Why the fact changed; `None` for a new fact.
+    pub reason: Option<RevisionReason>,
+    pub body: FactBody,
+}
+
+/// What one load writes, computed against the store as it was at `base_load_id`.
+#[derive(Debug, Clone)]
+pub struct LoadPlan {
+    pub base_load_id: LoadId,
+    pub file_name: String,
+    pub content_sha256: String,
+    pub providers: Vec<Provider>,
+    pub metrics: Vec<Metric>,
+    pub fact_changes: Vec<FactChange>,
+    pub facts_added: u32,
+    pub facts_revised: u32,
+    pub facts_unchanged: u32,
+    /// Providers whose facts the load adds or revises: their followers get an update.
+    /// Empty: nobody is notified.
+    pub notify_providers: Vec<ResourceId>,
+}
+
+impl LoadPlan {
+    /// A load that would change nothing is not written at all.
+    pub fn is_no_op(&self) -> bool {
+        self.providers.is_empty() && self.metrics.is_empty() && self.fact_changes.is_empty()
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
@@ -33,9 +77,12 @@ pub struct LoadSummary {
 }
 
 pub struct FigureLoader {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     snapshot: SharedSnapshot,
     limits: ParseLimits,
+    /// The channels that announce loads.
+    channels: Vec<Arc<dyn Channel>>,
+    outbox: Wakeup,
     one_at_a_time: Mutex<()>,
 }
 
@@ -43,27 +90,33 @@ pub struct FigureLoader {
 const MAX_CONFLICT_RETRIES: usize = 5;
 
 impl FigureLoader {
-    pub fn new(store: Arc<dyn Store>, snapshot: SharedSnapshot, limits: ParseLimits) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        snapshot: SharedSnapshot,
+        limits: ParseLimits,
+        channels: Vec<Arc<dyn Channel>>,
+        outbox: Wakeup,
+    ) -> Self {
         FigureLoader {
             store,
             snapshot,
             limits,
+            channels,
+            outbox,
             one_at_a_time: Mutex::new(()),
         }
-    }
-
-    pub fn store(&self) -> Arc<dyn Store> {
-        self.store.clone()
     }
 
     pub fn snapshot(&self) -> SharedSnapshot {
         self.snapshot.clone()
     }
 
-    /// Rebuilds the read snapshot from the store and swaps it in.
+    /// Rebuilds the read snapshot from the store and swaps it in. The outbox is woken:
+    /// updates about the loads just read can be sent from this process now.
     pub async fn refresh_snapshot(&self) -> Result<(), StoreError> {
         let contents = self.store.read_contents().await?;
         self.snapshot.install(ReadSnapshot::build(contents));
+        self.outbox.wake();
         Ok(())
     }
 
@@ -111,7 +164,7 @@ impl FigureLoader {
             if dry_run || plan.is_no_op() {
                 return Ok(summary);
             }
-            match self.store.commit_load(&plan).await {
+            match self.commit(&plan).await {
                 Ok(record) => {
                     self.refresh_snapshot().await?;
                     tracing::info!(
@@ -132,6 +185,68 @@ impl FigureLoader {
                 Err(err) => return Err(err.into()),
             }
         }
+    }
+}
+
+impl FigureLoader {
+    /// Writes the plan as load `base_load_id + 1` in one transaction, or nothing at all:
+    /// its definitions and facts, and when it notifies, one update delivery per recipient
+    /// on each channel. Fails with [`StoreError::Conflict`] when another load committed
+    /// since the plan.
+    async fn commit(&self, plan: &LoadPlan) -> Result<LoadRecord, StoreError> {
+        let mut tx = self.store.begin().await?;
+        let (current, last_recorded) = tx.lock_load_head().await?;
+        if current != plan.base_load_id {
+            return Err(StoreError::Conflict {
+                planned: plan.base_load_id,
+                current,
+            });
+        }
+        let record = LoadRecord {
+            id: current + 1,
+            // As-of reads need load times that only grow, even if a clock steps back.
+            recorded_at: SystemTime::now().max(last_recorded + Duration::from_micros(1)),
+            file_name: plan.file_name.clone(),
+            content_sha256: plan.content_sha256.clone(),
+            facts_added: plan.facts_added,
+            facts_revised: plan.facts_revised,
+            facts_unchanged: plan.facts_unchanged,
+            definitions_changed: (plan.providers.len() + plan.metrics.len()) as u32,
+        };
+        tx.insert_load(&record).await?;
+        for provider in &plan.providers {
+            tx.insert_provider_version(record.id, provider).await?;
+        }
+        for metric in &plan.metrics {
+            tx.insert_metric_version(record.id, metric).await?;
+        }
+        for change in &plan.fact_changes {
+            tx.insert_fact_revision(
+                record.id,
+                &change.key,
+                change.revision,
+                change.reason,
+                &change.body,
+            )
+            .await?;
+        }
+        if !plan.notify_providers.is_empty() {
+            // The audience is frozen here, with the load.
+            let audience = Audience {
+                providers: plan.notify_providers.clone(),
+            };
+            let mut queued = 0;
+            for channel in &self.channels {
+                let recipients = channel.update_recipients(&mut tx, &audience).await?;
+                tx.queue_updates(channel.name(), record.id, &recipients, record.recorded_at)
+                    .await?;
+                queued += recipients.len() as u64;
+            }
+            tx.insert_notification(record.id, queued, record.recorded_at)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(record)
     }
 }
 

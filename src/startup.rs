@@ -11,7 +11,7 @@ use hyper_util::{
     server::graceful::GracefulShutdown,
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, sync::Notify, task::JoinHandle};
+use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_stream::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tonic::{server::NamedService, service::interceptor::InterceptedService, transport::Server};
@@ -20,7 +20,6 @@ use tonic_health::ServingStatus;
 use crate::{
     auth::AdminToken,
     connections::{self, ConnectionLimits},
-    delivery::DeliveryWorker,
     figures::ParseLimits,
     grpc::{
         AdminApi, MetricsApi, MetricsWithWatch, NewsletterApi, RequireAdminToken, TokenSealer,
@@ -36,11 +35,12 @@ use crate::{
     },
     http::{self, WebState},
     loader::FigureLoader,
-    mail::{EmailComposer, build_mailer},
+    mail::{EmailChannel, EmailComposer, build_mailer},
     newsletter::Newsletter,
+    outbox::{Channel, OutboxWorker, Wakeup},
     settings::Settings,
     snapshot::{ReadSnapshot, SharedSnapshot},
-    store::{self, Store},
+    store::Store,
 };
 
 /// Largest request message accepted; runrate's requests are small.
@@ -63,9 +63,12 @@ pub struct Application {
     tokens: Arc<TokenSealer>,
     /// The open-files limit, raised to its hard limit at start.
     fd_limit: Option<u64>,
+    store: Arc<Store>,
     newsletter: Arc<Newsletter>,
-    delivery: Arc<DeliveryWorker>,
-    wake_delivery: Arc<Notify>,
+    outbox: Arc<OutboxWorker>,
+    outbox_wakeup: Wakeup,
+    /// Whether `run_until` works the outbox in the background (tests drain it instead).
+    outbox_lanes: bool,
 }
 
 async fn bind(
@@ -84,6 +87,14 @@ impl Application {
     /// Opens (or creates) the store, loads the seed into an empty one, and binds the
     /// ports. Port 0 binds a free port; the `*_address` methods tell which.
     pub async fn build(settings: Settings) -> anyhow::Result<Self> {
+        Self::build_with_channels(settings, Vec::new()).await
+    }
+
+    /// As [`Application::build`], with outbox channels beside email.
+    pub async fn build_with_channels(
+        settings: Settings,
+        extra_channels: Vec<Arc<dyn Channel>>,
+    ) -> anyhow::Result<Self> {
         let fd_limit = connections::raise_fd_limit();
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
             format!(
@@ -92,14 +103,37 @@ impl Application {
             )
         })?;
         let database_url = settings.database_url();
-        let store = store::open(&settings.database, &database_url)
-            .await
-            .with_context(|| format!("cannot open the database {database_url}"))?;
+        let store = Arc::new(
+            Store::open(&settings.database, &database_url)
+                .await
+                .with_context(|| format!("cannot open the database {database_url}"))?,
+        );
         let snapshot = ReadSnapshot::default().shared();
         let limits = ParseLimits {
             max_file_bytes: settings.load.max_file_bytes,
         };
-        let loader = Arc::new(FigureLoader::new(store.clone(), snapshot.clone(), limits));
+        let mailer = build_mailer(&settings.mail, &settings.data_dir)?;
+        let composer = Arc::new(EmailComposer::new(
+            &settings.mail,
+            &settings.http,
+            settings.newsletter.confirmation_ttl.0,
+        )?);
+        let mut channels: Vec<Arc<dyn Channel>> = vec![Arc::new(EmailChannel::new(
+            store.clone(),
+            snapshot.clone(),
+            mailer,
+            composer,
+            settings.newsletter.confirmation_ttl.0,
+        ))];
+        channels.extend(extra_channels);
+        let outbox_wakeup = Wakeup::default();
+        let loader = Arc::new(FigureLoader::new(
+            store.clone(),
+            snapshot.clone(),
+            limits,
+            channels.clone(),
+            outbox_wakeup.clone(),
+        ));
         loader
             .refresh_snapshot()
             .await
@@ -125,27 +159,18 @@ impl Application {
             &settings.data_dir,
         )?);
 
-        let wake_delivery = Arc::new(Notify::new());
         let newsletter = Arc::new(Newsletter::new(
             store.clone(),
             snapshot.clone(),
             settings.newsletter.clone(),
-            wake_delivery.clone(),
+            outbox_wakeup.clone(),
         ));
-        let mailer = build_mailer(&settings.mail, &settings.data_dir)?;
-        let composer = Arc::new(EmailComposer::new(
-            &settings.mail,
-            &settings.http,
-            settings.newsletter.confirmation_ttl.0,
-        )?);
-        let delivery = Arc::new(DeliveryWorker::new(
-            store,
+        let outbox = Arc::new(OutboxWorker::new(
+            store.clone(),
             snapshot.clone(),
-            mailer,
-            composer,
+            channels,
             settings.delivery.clone(),
-            settings.newsletter.confirmation_ttl.0,
-            wake_delivery.clone(),
+            outbox_wakeup.clone(),
         ));
 
         let (grpc_listener, grpc_address) =
@@ -163,9 +188,11 @@ impl Application {
             admin_token,
             tokens,
             fd_limit,
+            store,
             newsletter,
-            delivery,
-            wake_delivery,
+            outbox,
+            outbox_wakeup,
+            outbox_lanes: true,
         })
     }
 
@@ -177,8 +204,20 @@ impl Application {
         self.http_address
     }
 
-    pub fn store(&self) -> Arc<dyn Store> {
-        self.loader.store()
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// The outbox worker, to drain by hand.
+    pub fn outbox(&self) -> Arc<OutboxWorker> {
+        self.outbox.clone()
+    }
+
+    /// Serve without working the outbox in the background: the caller drains it with
+    /// [`OutboxWorker::drain`], step by step.
+    pub fn without_outbox_lanes(mut self) -> Self {
+        self.outbox_lanes = false;
+        self
     }
 
     /// Serves until `shutdown` completes, then lets requests in flight and the emails
@@ -205,16 +244,21 @@ impl Application {
             .await;
 
         tokio::spawn(report_store_health(
-            self.store(),
+            self.store.clone(),
             health_reporter.clone(),
             self.settings.database.health_check_interval.0,
             stopping.clone(),
         ));
         let grpc = self.spawn_grpc(grpc_listener, health_service, stopping.clone())?;
         let http = self.spawn_http(http_listener, stopping.clone());
-        let delivery = tokio::spawn(self.delivery.clone().run(stopping.clone()));
-        if self.store().is_shared() {
+        let outbox = if self.outbox_lanes {
+            tokio::spawn(self.outbox.clone().run(stopping.clone()))
+        } else {
+            tokio::spawn(async {})
+        };
+        if self.store.is_shared() {
             tokio::spawn(follow_other_replicas(
+                self.store.clone(),
                 self.loader.clone(),
                 self.settings.database.refresh_interval.0,
                 stopping.clone(),
@@ -231,10 +275,10 @@ impl Application {
         stopping.cancel();
         let deadline: Duration = self.settings.grpc.shutdown_timeout.0;
         let all_stopped = async {
-            let (grpc, http, delivery) = tokio::join!(grpc, http, delivery);
+            let (grpc, http, outbox) = tokio::join!(grpc, http, outbox);
             grpc.context("the gRPC server task failed")??;
             http.context("the HTTP server task failed")??;
-            delivery.context("the delivery worker failed")?;
+            outbox.context("the outbox worker failed")?;
             anyhow::Ok(())
         };
         match tokio::time::timeout(deadline, all_stopped).await {
@@ -298,8 +342,9 @@ impl Application {
         let admin = InterceptedService::new(
             AdminServiceServer::new(AdminApi::new(
                 self.loader.clone(),
+                self.store.clone(),
                 self.tokens.clone(),
-                self.wake_delivery.clone(),
+                self.outbox_wakeup.clone(),
             ))
             .max_decoding_message_size(admin_decoding_limit)
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES),
@@ -400,11 +445,11 @@ impl Application {
 /// Replicas on one database learn of each other's loads by polling the newest load id
 /// (one indexed read), and swap in a new snapshot when it moved.
 async fn follow_other_replicas(
+    store: Arc<Store>,
     loader: Arc<FigureLoader>,
     interval: Duration,
     stopping: CancellationToken,
 ) {
-    let store = loader.store();
     while !stopping.is_cancelled() {
         tokio::select! {
             _ = stopping.cancelled() => return,
@@ -435,7 +480,7 @@ async fn follow_other_replicas(
 /// and AdminService are NOT_SERVING, while MetricsService goes on serving its snapshot.
 /// Logs each change once.
 async fn report_store_health(
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     reporter: tonic_health::server::HealthReporter,
     interval: Duration,
     stopping: CancellationToken,

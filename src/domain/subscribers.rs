@@ -1,6 +1,8 @@
-//! The newsletter's records: subscribers and their states, tokens, deliveries.
+//! The newsletter's records and every rule about them: how a subscriber's state moves,
+//! what a sign-up or a token does, who receives an update, and when a failed delivery is
+//! tried again. Plain functions over plain values: the store only keeps what they decide.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use crate::domain::{LoadId, ResourceId};
 
@@ -38,6 +40,19 @@ impl SubscriberState {
             .find(|(state, _)| state == self)
             .map_or("", |(_, name)| name)
     }
+
+    /// A confirmation link is good for one pending period only: leaving pending voids it.
+    pub fn keeps_confirmation_links(self) -> bool {
+        self == SubscriberState::Pending
+    }
+
+    /// The state a refused address moves to: suppressed for good, whatever it was.
+    pub fn on_bounce(self) -> SubscriberState {
+        match self {
+            SubscriberState::Complained => SubscriberState::Complained,
+            _ => SubscriberState::Bounced,
+        }
+    }
 }
 
 /// What a token may do; a token does only the one thing it was made for.
@@ -60,13 +75,31 @@ impl TokenPurpose {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Subscriber {
     pub id: i64,
-    pub email: String,
+    pub email: EmailAddress,
     pub state: SubscriberState,
     pub language: String,
     /// `None` follows every provider.
-    pub providers: Option<Vec<String>>,
+    pub providers: Option<Vec<ResourceId>>,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
+}
+
+/// Who receives the update about a load: confirmed subscribers who follow at least one
+/// of the providers it changed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Audience {
+    pub providers: Vec<ResourceId>,
+}
+
+impl Audience {
+    pub fn includes(&self, subscriber: &Subscriber) -> bool {
+        subscriber.state == SubscriberState::Confirmed
+            && subscriber.providers.as_ref().is_none_or(|followed| {
+                followed
+                    .iter()
+                    .any(|provider| self.providers.contains(provider))
+            })
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -77,6 +110,37 @@ pub struct SubscribeCommand {
     pub providers: Option<Vec<ResourceId>>,
     pub now: SystemTime,
     pub resend_window: std::time::Duration,
+}
+
+impl SubscribeCommand {
+    /// What this sign-up does to an address the store may already know.
+    pub fn outcome(&self, known: Option<&KnownAddress>) -> SubscribeOutcome {
+        let Some(known) = known else {
+            return SubscribeOutcome::Created;
+        };
+        let recently_queued = known.confirmation_queued_at.is_some_and(|queued| {
+            self.now.duration_since(queued).unwrap_or_default() < self.resend_window
+        });
+        match known.state {
+            SubscriberState::Confirmed => SubscribeOutcome::AlreadyConfirmed,
+            SubscriberState::Bounced | SubscriberState::Complained => SubscribeOutcome::Suppressed,
+            SubscriberState::Pending | SubscriberState::Unsubscribed if recently_queued => {
+                SubscribeOutcome::WithinResendWindow
+            }
+            SubscriberState::Pending | SubscriberState::Unsubscribed => {
+                SubscribeOutcome::ConfirmationQueued
+            }
+        }
+    }
+}
+
+/// An address the store already has, as a sign-up sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KnownAddress {
+    pub subscriber_id: i64,
+    pub state: SubscriberState,
+    /// When the last confirmation email was queued.
+    pub confirmation_queued_at: Option<SystemTime>,
 }
 
 /// What a sign-up did. Callers answer the same way whatever it was (no enumeration).
@@ -93,6 +157,75 @@ pub enum SubscribeOutcome {
     Suppressed,
 }
 
+impl SubscribeOutcome {
+    /// Whether the sign-up (re)opens the pending state and queues a confirmation email.
+    pub fn queues_confirmation(self) -> bool {
+        matches!(
+            self,
+            SubscribeOutcome::Created | SubscribeOutcome::ConfirmationQueued
+        )
+    }
+}
+
+/// The subscriber a presented token belongs to, as stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenHolder {
+    pub subscriber_id: i64,
+    pub state: SubscriberState,
+    /// `None`: never expires.
+    pub expires_at: Option<SystemTime>,
+}
+
+/// What a link asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenRequest {
+    Confirm,
+    Unsubscribe,
+    /// Change which providers to follow (with an unsubscribe token).
+    SetPreferences,
+}
+
+/// What a token request does: its outcome, and the state the subscriber moves to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TokenDecision {
+    pub outcome: TokenOutcome,
+    pub new_state: Option<SubscriberState>,
+}
+
+impl TokenRequest {
+    /// The tokens that can make this request.
+    pub fn purpose(self) -> TokenPurpose {
+        match self {
+            TokenRequest::Confirm => TokenPurpose::Confirm,
+            TokenRequest::Unsubscribe | TokenRequest::SetPreferences => TokenPurpose::Unsubscribe,
+        }
+    }
+
+    pub fn decide(self, holder: Option<&TokenHolder>, now: SystemTime) -> TokenDecision {
+        let decision = |outcome, new_state| TokenDecision { outcome, new_state };
+        let Some(holder) = holder else {
+            return decision(TokenOutcome::Unknown, None);
+        };
+        if holder.expires_at.is_some_and(|expires| expires <= now) {
+            return decision(TokenOutcome::Expired, None);
+        }
+        use SubscriberState::*;
+        match (self, holder.state) {
+            (TokenRequest::Confirm, Pending) => decision(TokenOutcome::Applied, Some(Confirmed)),
+            // Confirm tokens are deleted when a subscriber leaves pending; only a race
+            // with another confirmation gets here.
+            (TokenRequest::Confirm, Confirmed) => decision(TokenOutcome::AlreadyApplied, None),
+            (TokenRequest::Confirm, _) => decision(TokenOutcome::Unknown, None),
+            (TokenRequest::Unsubscribe, Pending | Confirmed) => {
+                decision(TokenOutcome::Applied, Some(Unsubscribed))
+            }
+            // Unsubscribed already, or suppressed: nothing more to stop.
+            (TokenRequest::Unsubscribe, _) => decision(TokenOutcome::AlreadyApplied, None),
+            (TokenRequest::SetPreferences, _) => decision(TokenOutcome::Applied, None),
+        }
+    }
+}
+
 /// What presenting a token did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TokenOutcome {
@@ -107,6 +240,85 @@ pub enum TokenOutcome {
 pub enum DeliveryKind {
     Confirmation,
     Update(LoadId),
+}
+
+impl DeliveryKind {
+    /// The token a message of this kind carries, when a subscriber in `state` still wants
+    /// it; `None`: skip it (the subscriber left, or confirmed already).
+    pub fn wanted_by(self, state: SubscriberState) -> Option<TokenPurpose> {
+        match (self, state) {
+            (DeliveryKind::Confirmation, SubscriberState::Pending) => Some(TokenPurpose::Confirm),
+            (DeliveryKind::Update(_), SubscriberState::Confirmed) => {
+                Some(TokenPurpose::Unsubscribe)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Where a delivery is in the outbox.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryState {
+    Pending,
+    /// Claimed by a worker until its lease ends.
+    Sending,
+    Retrying,
+    Sent,
+    Failed,
+    Skipped,
+}
+
+impl DeliveryState {
+    pub const ALL: [(DeliveryState, &'static str); 6] = [
+        (DeliveryState::Pending, "pending"),
+        (DeliveryState::Sending, "sending"),
+        (DeliveryState::Retrying, "retrying"),
+        (DeliveryState::Sent, "sent"),
+        (DeliveryState::Failed, "failed"),
+        (DeliveryState::Skipped, "skipped"),
+    ];
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL
+            .iter()
+            .find(|(_, name)| *name == text)
+            .map(|(state, _)| *state)
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        Self::ALL
+            .iter()
+            .find(|(state, _)| state == self)
+            .map_or("", |(_, name)| name)
+    }
+
+    /// Not done yet: a worker may still claim it.
+    pub fn is_unfinished(self) -> bool {
+        matches!(
+            self,
+            DeliveryState::Pending | DeliveryState::Sending | DeliveryState::Retrying
+        )
+    }
+}
+
+/// When a delivery that failed for a passing reason is tried again: exponential backoff
+/// from `base`, at most `max` apart, and no more after `max_attempts`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub base: Duration,
+    pub max: Duration,
+}
+
+impl RetryPolicy {
+    /// When to try again after attempt number `attempts` failed; `None`: give up.
+    pub fn next_attempt(&self, attempts: u32, now: SystemTime) -> Option<SystemTime> {
+        if attempts >= self.max_attempts {
+            return None;
+        }
+        let doublings = attempts.saturating_sub(1).min(20);
+        Some(now + self.base.saturating_mul(1 << doublings).min(self.max))
+    }
 }
 
 /// What one claim of deliveries wrote into its rows: recording, renewing and releasing
@@ -129,13 +341,25 @@ impl ClaimToken {
 #[derive(Clone, Debug)]
 pub struct ClaimedDelivery {
     pub id: i64,
+    /// The channel that delivers it (`email`, ...).
+    pub channel: String,
     pub kind: DeliveryKind,
     pub subscriber_id: i64,
-    pub email: String,
+    /// Where it goes, as queued (for email, the address).
+    pub address: String,
     /// The subscriber's state now, re-read at claim time.
     pub subscriber_state: SubscriberState,
     /// Attempts including this one.
     pub attempts: u32,
+}
+
+/// The digest stored for a token; the token itself is never stored.
+pub fn token_digest(token: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(token.trim().as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A token to store before the email carrying it is sent.
@@ -174,11 +398,34 @@ pub enum DeliveryResult {
     },
 }
 
+impl DeliveryResult {
+    pub fn id(&self) -> i64 {
+        match self {
+            DeliveryResult::Sent { id }
+            | DeliveryResult::Skipped { id, .. }
+            | DeliveryResult::Retry { id, .. }
+            | DeliveryResult::Failed { id, .. }
+            | DeliveryResult::Released { id } => *id,
+        }
+    }
+
+    /// The state the delivery is in once this is recorded.
+    pub fn state(&self) -> DeliveryState {
+        match self {
+            DeliveryResult::Sent { .. } => DeliveryState::Sent,
+            DeliveryResult::Skipped { .. } => DeliveryState::Skipped,
+            DeliveryResult::Retry { .. } => DeliveryState::Retrying,
+            DeliveryResult::Failed { .. } => DeliveryState::Failed,
+            DeliveryResult::Released { .. } => DeliveryState::Pending,
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeliveryFailure {
     pub email: String,
-    /// retrying or failed
-    pub state: String,
+    /// Retrying or Failed.
+    pub state: DeliveryState,
     pub attempts: u32,
     pub last_error: String,
 }
@@ -195,4 +442,255 @@ pub struct DeliveryReport {
     /// Not sent because the subscriber left before it was their turn.
     pub skipped: u64,
     pub failures: Vec<DeliveryFailure>,
+}
+
+impl DeliveryReport {
+    /// Counts `n` update deliveries in `state`.
+    pub fn count(&mut self, state: DeliveryState, n: u64) {
+        match state {
+            DeliveryState::Sent => self.sent += n,
+            DeliveryState::Pending | DeliveryState::Sending => self.pending += n,
+            DeliveryState::Retrying => self.retrying += n,
+            DeliveryState::Failed => self.failed += n,
+            DeliveryState::Skipped => self.skipped += n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: SystemTime = SystemTime::UNIX_EPOCH;
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    fn command(now: SystemTime) -> SubscribeCommand {
+        SubscribeCommand {
+            email: EmailAddress::parse("reader@example.com").unwrap(),
+            language: "en".into(),
+            providers: None,
+            now,
+            resend_window: HOUR,
+        }
+    }
+
+    fn known(state: SubscriberState, queued_ago: Option<Duration>) -> KnownAddress {
+        KnownAddress {
+            subscriber_id: 7,
+            state,
+            confirmation_queued_at: queued_ago.map(|ago| NOW + 2 * HOUR - ago),
+        }
+    }
+
+    #[test]
+    fn a_sign_up_creates_reopens_waits_or_leaves_alone() {
+        use SubscriberState::*;
+        let sign_up = command(NOW + 2 * HOUR);
+        let minute = Some(Duration::from_secs(60));
+        let day = Some(24 * HOUR);
+        let cases = [
+            (None, SubscribeOutcome::Created),
+            (
+                Some(known(Pending, day)),
+                SubscribeOutcome::ConfirmationQueued,
+            ),
+            (
+                Some(known(Pending, minute)),
+                SubscribeOutcome::WithinResendWindow,
+            ),
+            (
+                Some(known(Unsubscribed, None)),
+                SubscribeOutcome::ConfirmationQueued,
+            ),
+            (
+                Some(known(Unsubscribed, minute)),
+                SubscribeOutcome::WithinResendWindow,
+            ),
+            (
+                Some(known(Confirmed, day)),
+                SubscribeOutcome::AlreadyConfirmed,
+            ),
+            (Some(known(Bounced, None)), SubscribeOutcome::Suppressed),
+            (
+                Some(known(Complained, minute)),
+                SubscribeOutcome::Suppressed,
+            ),
+        ];
+        for (address, expected) in cases {
+            assert_eq!(sign_up.outcome(address.as_ref()), expected, "{address:?}");
+        }
+        assert!(SubscribeOutcome::Created.queues_confirmation());
+        assert!(SubscribeOutcome::ConfirmationQueued.queues_confirmation());
+        assert!(!SubscribeOutcome::WithinResendWindow.queues_confirmation());
+        assert!(!SubscribeOutcome::Suppressed.queues_confirmation());
+    }
+
+    #[test]
+    fn a_clock_that_stepped_back_does_not_hold_a_confirmation_back_for_ever() {
+        // Queued "in the future": treated as just now, so within the window.
+        let address = known(SubscriberState::Pending, Some(Duration::ZERO));
+        let earlier = command(NOW);
+        assert_eq!(
+            earlier.outcome(Some(&address)),
+            SubscribeOutcome::WithinResendWindow
+        );
+    }
+
+    fn holder(state: SubscriberState, expires_at: Option<SystemTime>) -> TokenHolder {
+        TokenHolder {
+            subscriber_id: 3,
+            state,
+            expires_at,
+        }
+    }
+
+    #[test]
+    fn tokens_move_subscribers_only_along_the_allowed_edges() {
+        use SubscriberState::*;
+        use TokenOutcome::*;
+        use TokenRequest::*;
+        let cases = [
+            (Confirm, Pending, Applied, Some(Confirmed)),
+            (Confirm, Confirmed, AlreadyApplied, None),
+            (Confirm, Unsubscribed, Unknown, None),
+            (Confirm, Bounced, Unknown, None),
+            (Unsubscribe, Pending, Applied, Some(Unsubscribed)),
+            (Unsubscribe, Confirmed, Applied, Some(Unsubscribed)),
+            (Unsubscribe, Unsubscribed, AlreadyApplied, None),
+            (Unsubscribe, Bounced, AlreadyApplied, None),
+            (Unsubscribe, Complained, AlreadyApplied, None),
+            (SetPreferences, Confirmed, Applied, None),
+            (SetPreferences, Unsubscribed, Applied, None),
+        ];
+        for (request, state, outcome, new_state) in cases {
+            let decided = request.decide(Some(&holder(state, None)), NOW);
+            assert_eq!(
+                decided,
+                TokenDecision { outcome, new_state },
+                "{request:?} while {state:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn unknown_and_expired_tokens_change_nothing() {
+        let unknown = TokenRequest::Confirm.decide(None, NOW);
+        assert_eq!(unknown.outcome, TokenOutcome::Unknown);
+        let lapsed = holder(SubscriberState::Pending, Some(NOW));
+        let expired = TokenRequest::Confirm.decide(Some(&lapsed), NOW);
+        assert_eq!(expired.outcome, TokenOutcome::Expired);
+        assert_eq!(expired.new_state, None);
+        let live = TokenRequest::Confirm.decide(Some(&lapsed), NOW - HOUR);
+        assert_eq!(live.outcome, TokenOutcome::Applied);
+        assert_eq!(
+            TokenRequest::SetPreferences.purpose(),
+            TokenPurpose::Unsubscribe
+        );
+        assert_eq!(TokenRequest::Confirm.purpose(), TokenPurpose::Confirm);
+    }
+
+    #[test]
+    fn only_pending_keeps_confirmation_links_and_a_bounce_suppresses_for_good() {
+        for (state, _) in SubscriberState::ALL {
+            assert_eq!(
+                state.keeps_confirmation_links(),
+                state == SubscriberState::Pending
+            );
+            assert!(matches!(
+                state.on_bounce(),
+                SubscriberState::Bounced | SubscriberState::Complained
+            ));
+        }
+        assert_eq!(
+            SubscriberState::Confirmed.on_bounce(),
+            SubscriberState::Bounced
+        );
+    }
+
+    fn subscriber(state: SubscriberState, providers: Option<&[&str]>) -> Subscriber {
+        Subscriber {
+            id: 1,
+            email: EmailAddress::parse("reader@example.com").unwrap(),
+            state,
+            language: "en".into(),
+            providers: providers.map(|ids| {
+                ids.iter()
+                    .map(|id| ResourceId::parse(id).unwrap())
+                    .collect()
+            }),
+            created_at: NOW,
+            updated_at: NOW,
+        }
+    }
+
+    #[test]
+    fn an_update_goes_to_confirmed_followers_of_a_changed_provider() {
+        let audience = Audience {
+            providers: vec![ResourceId::parse("aws").unwrap()],
+        };
+        use SubscriberState::*;
+        assert!(audience.includes(&subscriber(Confirmed, None)));
+        assert!(audience.includes(&subscriber(Confirmed, Some(&["azure", "aws"]))));
+        assert!(!audience.includes(&subscriber(Confirmed, Some(&["azure"]))));
+        assert!(!audience.includes(&subscriber(Confirmed, Some(&[]))));
+        for state in [Pending, Unsubscribed, Bounced, Complained] {
+            assert!(!audience.includes(&subscriber(state, None)), "{state:?}");
+        }
+    }
+
+    #[test]
+    fn messages_go_only_to_subscribers_who_still_want_them() {
+        use SubscriberState::*;
+        let update = DeliveryKind::Update(4);
+        assert_eq!(update.wanted_by(Confirmed), Some(TokenPurpose::Unsubscribe));
+        assert_eq!(
+            DeliveryKind::Confirmation.wanted_by(Pending),
+            Some(TokenPurpose::Confirm)
+        );
+        for state in [Pending, Unsubscribed, Bounced, Complained] {
+            assert_eq!(update.wanted_by(state), None, "{state:?}");
+        }
+        for state in [Confirmed, Unsubscribed, Bounced, Complained] {
+            assert_eq!(DeliveryKind::Confirmation.wanted_by(state), None);
+        }
+    }
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_a_cap_and_then_stop() {
+        let policy = RetryPolicy {
+            max_attempts: 6,
+            base: Duration::from_secs(30),
+            max: Duration::from_secs(300),
+        };
+        let delays: Vec<Option<u64>> = (1..=6)
+            .map(|attempts| {
+                policy
+                    .next_attempt(attempts, NOW)
+                    .map(|at| at.duration_since(NOW).unwrap().as_secs())
+            })
+            .collect();
+        assert_eq!(
+            delays,
+            [Some(30), Some(60), Some(120), Some(240), Some(300), None]
+        );
+        let patient = RetryPolicy {
+            max_attempts: u32::MAX,
+            ..policy
+        };
+        assert!(patient.next_attempt(u32::MAX - 1, NOW).is_some());
+    }
+
+    #[test]
+    fn delivery_states_round_trip_and_only_three_are_unfinished() {
+        for (state, name) in DeliveryState::ALL {
+            assert_eq!(DeliveryState::parse(name), Some(state));
+            assert_eq!(state.as_str(), name);
+        }
+        let unfinished: Vec<&str> = DeliveryState::ALL
+            .iter()
+            .filter(|(state, _)| state.is_unfinished())
+            .map(|(_, name)| *name)
+            .collect();
+        assert_eq!(unfinished, ["pending", "sending", "retrying"]);
+    }
 }

@@ -4,13 +4,13 @@ use std::sync::Arc;
 
 use std::time::SystemTime;
 
-use tokio::sync::Notify;
 use tonic::{Request, Response, Status, service::Interceptor};
 
 use crate::{
     auth::AdminToken,
     domain::LoadId,
     loader::{FigureLoader, LoadError},
+    outbox::Wakeup,
     store::{Store, StoreError},
 };
 
@@ -25,23 +25,24 @@ use super::{
 
 pub struct AdminApi {
     loader: Arc<FigureLoader>,
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     tokens: Arc<TokenSealer>,
-    /// Wakes the delivery worker when failed deliveries become due again.
-    wake_delivery: Arc<Notify>,
+    /// Wakes the outbox worker when failed deliveries become due again.
+    outbox: Wakeup,
 }
 
 impl AdminApi {
     pub fn new(
         loader: Arc<FigureLoader>,
+        store: Arc<Store>,
         tokens: Arc<TokenSealer>,
-        wake_delivery: Arc<Notify>,
+        outbox: Wakeup,
     ) -> Self {
         AdminApi {
-            store: loader.store(),
-            tokens,
             loader,
-            wake_delivery,
+            store,
+            tokens,
+            outbox,
         }
     }
 
@@ -211,7 +212,7 @@ impl AdminService for AdminApi {
             .await
             .map_err(internal)?;
         if retried > 0 {
-            self.wake_delivery.notify_waiters();
+            self.outbox.wake();
         }
         Ok(Response::new(api::RetryFailedDeliveriesResponse {
             deliveries_retried: i64::try_from(retried).unwrap_or(i64::MAX),

@@ -193,7 +193,7 @@ fn subscriber_state(state: SubscriberState) -> api::SubscriberState {
 pub fn subscriber(subscriber: &Subscriber) -> api::Subscriber {
     api::Subscriber {
         name: format!("subscribers/{}", subscriber.id),
-        email: subscriber.email.clone(),
+        email: subscriber.email.to_string(),
         state: subscriber_state(subscriber.state) as i32,
         language: subscriber.language.clone(),
         providers: subscriber
@@ -222,7 +222,7 @@ pub fn delivery_report(report: &DeliveryReport) -> api::DeliveryReport {
             .iter()
             .map(|failure| api::DeliveryFailure {
                 email: failure.email.clone(),
-                state: failure.state.clone(),
+                state: failure.state.as_str().to_owned(),
                 attempts: i32::try_from(failure.attempts).unwrap_or(i32::MAX),
                 last_error: failure.last_error.clone(),
             })

@@ -1,6 +1,7 @@
 //! Sending email: composing messages from the templates, and the transports that carry
 //! them — `.eml` files by default, or SMTP.
 
+mod channel;
 mod compose;
 mod file;
 mod smtp;
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 
 use crate::settings::{MailSettings, MailTransport};
 
+pub use channel::EmailChannel;
 pub use compose::{EmailComposer, UpdateEmail};
 pub use file::FileMailer;
 pub use smtp::SmtpMailer;

@@ -6,17 +6,18 @@ mod rate_limit;
 
 use std::{net::IpAddr, sync::Arc, time::SystemTime};
 
-use sha2::{Digest, Sha256};
-use tokio::sync::Notify;
-
 use crate::{
     domain::ResourceId,
+    domain::subscribers::{
+        SubscribeCommand, SubscribeOutcome, SubscriberState, TokenOutcome, TokenRequest,
+        token_digest,
+    },
+    outbox::{EMAIL_CHANNEL, Wakeup},
     settings::NewsletterSettings,
     snapshot::SharedSnapshot,
     store::{Store, StoreError},
 };
 
-use crate::domain::subscribers::{SubscribeCommand, SubscribeOutcome, TokenOutcome};
 pub use crate::domain::{EmailAddress, EmailAddressError};
 use rate_limit::RateLimiter;
 
@@ -44,29 +45,21 @@ pub enum NewsletterError {
     Store(#[from] StoreError),
 }
 
-/// The digest stored for a token; the token itself is never stored.
-pub fn token_digest(token: &str) -> String {
-    Sha256::digest(token.trim().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 pub struct Newsletter {
-    store: Arc<dyn Store>,
+    store: Arc<Store>,
     snapshot: SharedSnapshot,
     settings: NewsletterSettings,
     limiter: RateLimiter,
-    /// Wakes the delivery worker when a confirmation email is queued.
-    wake_delivery: Arc<Notify>,
+    /// Wakes the outbox worker when a confirmation email is queued.
+    wakeup: Wakeup,
 }
 
 impl Newsletter {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<Store>,
         snapshot: SharedSnapshot,
         settings: NewsletterSettings,
-        wake_delivery: Arc<Notify>,
+        wakeup: Wakeup,
     ) -> Self {
         let limiter = RateLimiter::new(
             settings.subscribe_rate_limit,
@@ -77,7 +70,7 @@ impl Newsletter {
             snapshot,
             settings,
             limiter,
-            wake_delivery,
+            wakeup,
         }
     }
 
@@ -128,41 +121,93 @@ impl Newsletter {
             return Err(NewsletterError::UnsupportedLanguage(language.to_owned()));
         }
         let providers = self.parse_providers(providers)?;
-        let outcome = self
-            .store
-            .subscribe(&SubscribeCommand {
-                email,
-                language: language.to_owned(),
-                providers,
-                now: SystemTime::now(),
-                resend_window: self.settings.confirmation_resend_window.0,
-            })
-            .await?;
-        if matches!(
-            outcome,
-            SubscribeOutcome::Created | SubscribeOutcome::ConfirmationQueued
-        ) {
-            self.wake_delivery.notify_waiters();
+        let command = SubscribeCommand {
+            email,
+            language: language.to_owned(),
+            providers,
+            now: SystemTime::now(),
+            resend_window: self.settings.confirmation_resend_window.0,
+        };
+        let outcome = self.record_sign_up(&command).await?;
+        if outcome.queues_confirmation() {
+            self.wakeup.wake();
         }
         tracing::debug!(?outcome, "sign-up");
         Ok(outcome)
     }
 
-    pub async fn confirm(&self, token: &str) -> Result<TokenOutcome, NewsletterError> {
-        let outcome = self
-            .store
-            .confirm(&token_digest(token), SystemTime::now())
+    /// Decides what a sign-up does to the address as stored, and writes that: a new
+    /// pending subscriber, or a pending one again, each with a confirmation queued.
+    async fn record_sign_up(
+        &self,
+        command: &SubscribeCommand,
+    ) -> Result<SubscribeOutcome, StoreError> {
+        let mut tx = self.store.begin().await?;
+        tx.lock_address(&command.email).await?;
+        let known = tx.known_address(&command.email).await?;
+        let outcome = command.outcome(known.as_ref());
+        if outcome.queues_confirmation() {
+            let now = command.now;
+            let id = match known {
+                Some(known) => {
+                    tx.move_subscriber(known.subscriber_id, SubscriberState::Pending, now)
+                        .await?;
+                    tx.set_language(known.subscriber_id, &command.language, now)
+                        .await?;
+                    known.subscriber_id
+                }
+                None => {
+                    tx.insert_subscriber(&command.email, &command.language, now)
+                        .await?
+                }
+            };
+            tx.set_followed_providers(id, command.providers.as_deref(), now)
+                .await?;
+            tx.queue_confirmation(EMAIL_CHANNEL, id, command.email.as_str(), now)
+                .await?;
+            tx.set_confirmation_queued(id, now).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// Applies what a token asks for, as the domain decides it.
+    async fn use_token(
+        &self,
+        request: TokenRequest,
+        token: &str,
+        providers: Option<&[ResourceId]>,
+    ) -> Result<TokenOutcome, NewsletterError> {
+        let now = SystemTime::now();
+        let mut tx = self.store.begin().await?;
+        let holder = tx
+            .token_holder(&token_digest(token), request.purpose())
             .await?;
-        token_result(outcome)
+        let decision = request.decide(holder.as_ref(), now);
+        if let (Some(holder), TokenOutcome::Applied) = (holder, decision.outcome) {
+            if let Some(state) = decision.new_state {
+                tx.move_subscriber(holder.subscriber_id, state, now).await?;
+            }
+            if request == TokenRequest::SetPreferences {
+                tx.set_followed_providers(holder.subscriber_id, providers, now)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        match decision.outcome {
+            TokenOutcome::Unknown => Err(NewsletterError::UnknownToken),
+            TokenOutcome::Expired => Err(NewsletterError::ExpiredToken),
+            applied => Ok(applied),
+        }
+    }
+
+    pub async fn confirm(&self, token: &str) -> Result<TokenOutcome, NewsletterError> {
+        self.use_token(TokenRequest::Confirm, token, None).await
     }
 
     /// Idempotent: unsubscribing twice answers the same as once.
     pub async fn unsubscribe(&self, token: &str) -> Result<TokenOutcome, NewsletterError> {
-        let outcome = self
-            .store
-            .unsubscribe(&token_digest(token), SystemTime::now())
-            .await?;
-        token_result(outcome)
+        self.use_token(TokenRequest::Unsubscribe, token, None).await
     }
 
     pub async fn update_preferences(
@@ -171,22 +216,7 @@ impl Newsletter {
         providers: &[String],
     ) -> Result<TokenOutcome, NewsletterError> {
         let providers = self.parse_providers(providers)?;
-        let outcome = self
-            .store
-            .update_preferences(
-                &token_digest(token),
-                providers.as_deref(),
-                SystemTime::now(),
-            )
-            .await?;
-        token_result(outcome)
-    }
-}
-
-fn token_result(outcome: TokenOutcome) -> Result<TokenOutcome, NewsletterError> {
-    match outcome {
-        TokenOutcome::Unknown => Err(NewsletterError::UnknownToken),
-        TokenOutcome::Expired => Err(NewsletterError::ExpiredToken),
-        applied => Ok(applied),
+        self.use_token(TokenRequest::SetPreferences, token, providers.as_deref())
+            .await
     }
 }

@@ -1,11 +1,12 @@
-//! Rows as both databases return them, and their one conversion into domain records, so
-//! that the SQLite and PostgreSQL stores differ only in their SQL.
+//! Rows as the database returns them, and their conversion into domain records.
 
 use crate::{
     domain::subscribers::{
-        ClaimedDelivery, DeliveryFailure, DeliveryKind, DeliveryReport, Subscriber, SubscriberState,
+        ClaimedDelivery, DeliveryFailure, DeliveryKind, DeliveryState, Subscriber, SubscriberState,
     },
-    domain::{FactKey, FactRevision, LoadRecord, Quarter, ResourceId, RevisionReason},
+    domain::{
+        EmailAddress, FactKey, FactRevision, LoadRecord, Quarter, ResourceId, RevisionReason,
+    },
     store::{StoreError, from_micros},
 };
 
@@ -27,6 +28,15 @@ fn count(value: i64) -> u32 {
 pub(super) fn subscriber_state(text: &str) -> Result<SubscriberState, StoreError> {
     SubscriberState::parse(text)
         .ok_or_else(|| StoreError::Corrupt(format!("subscriber state `{text}`")))
+}
+
+pub(super) fn delivery_state(text: &str) -> Result<DeliveryState, StoreError> {
+    DeliveryState::parse(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("delivery state `{text}`")))
+}
+
+fn stored_address(text: &str) -> Result<EmailAddress, StoreError> {
+    EmailAddress::parse(text).map_err(|err| StoreError::Corrupt(err.to_string()))
 }
 
 #[derive(sqlx::FromRow)]
@@ -95,30 +105,29 @@ impl TryFrom<FactRevisionRow> for FactRevision {
 
 #[derive(sqlx::FromRow)]
 pub(super) struct SubscriberRow {
-    id: i64,
+    pub(super) id: i64,
     email: String,
     state: String,
     language: String,
-    follows_all: bool,
+    /// 1 or 0: SQLite has no boolean type for the `Any` driver to read.
+    follows_all: i64,
     created_at_us: i64,
     updated_at_us: i64,
-    /// JSON list of the provider ids followed.
-    providers: String,
 }
 
-impl TryFrom<SubscriberRow> for Subscriber {
-    type Error = StoreError;
-
-    fn try_from(row: SubscriberRow) -> Result<Self, StoreError> {
-        let providers: Vec<String> = decode_json("providers", &row.providers)?;
+impl SubscriberRow {
+    pub(super) fn into_subscriber(
+        self,
+        followed: Vec<ResourceId>,
+    ) -> Result<Subscriber, StoreError> {
         Ok(Subscriber {
-            id: row.id,
-            email: row.email,
-            state: subscriber_state(&row.state)?,
-            language: row.language,
-            providers: (!row.follows_all).then_some(providers),
-            created_at: from_micros(row.created_at_us),
-            updated_at: from_micros(row.updated_at_us),
+            id: self.id,
+            email: stored_address(&self.email)?,
+            state: subscriber_state(&self.state)?,
+            language: self.language,
+            providers: (self.follows_all == 0).then_some(followed),
+            created_at: from_micros(self.created_at_us),
+            updated_at: from_micros(self.updated_at_us),
         })
     }
 }
@@ -126,6 +135,7 @@ impl TryFrom<SubscriberRow> for Subscriber {
 #[derive(sqlx::FromRow)]
 pub(super) struct ClaimedDeliveryRow {
     id: i64,
+    channel: String,
     kind: String,
     load_id: Option<i64>,
     subscriber_id: i64,
@@ -145,9 +155,10 @@ impl TryFrom<ClaimedDeliveryRow> for ClaimedDelivery {
         };
         Ok(ClaimedDelivery {
             id: row.id,
+            channel: row.channel,
             kind,
             subscriber_id: row.subscriber_id,
-            email: row.email,
+            address: row.email,
             attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
             subscriber_state: subscriber_state(&row.subscriber_state)?,
         })
@@ -162,27 +173,15 @@ pub(super) struct DeliveryFailureRow {
     last_error: String,
 }
 
-impl From<DeliveryFailureRow> for DeliveryFailure {
-    fn from(row: DeliveryFailureRow) -> Self {
-        DeliveryFailure {
+impl TryFrom<DeliveryFailureRow> for DeliveryFailure {
+    type Error = StoreError;
+
+    fn try_from(row: DeliveryFailureRow) -> Result<Self, StoreError> {
+        Ok(DeliveryFailure {
             email: row.email,
-            state: row.state,
+            state: delivery_state(&row.state)?,
             attempts: u32::try_from(row.attempts).unwrap_or(0),
             last_error: row.last_error,
-        }
+        })
     }
-}
-
-/// Adds `n` deliveries in `state` to a report's counts.
-pub(super) fn tally(report: &mut DeliveryReport, state: &str, n: i64) -> Result<(), StoreError> {
-    let n = u64::try_from(n).unwrap_or(0);
-    match state {
-        "sent" => report.sent += n,
-        "pending" | "sending" => report.pending += n,
-        "retrying" => report.retrying += n,
-        "failed" => report.failed += n,
-        "skipped" => report.skipped += n,
-        other => return Err(StoreError::Corrupt(format!("delivery state `{other}`"))),
-    }
-    Ok(())
 }

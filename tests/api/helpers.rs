@@ -292,7 +292,7 @@ pub struct TestServer {
     pub address: SocketAddr,
     pub http_address: SocketAddr,
     pub data_dir: PathBuf,
-    pub store: Arc<dyn Store>,
+    pub store: Arc<Store>,
     settings: Settings,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,

@@ -1,8 +1,12 @@
-//! The delivery worker: drains the outbox. Lanes claim due deliveries in batches, re-check
-//! that each subscriber still wants the email, store the digest of the token the email
-//! carries, send, and record the result. Transient failures are retried with exponential
-//! backoff; a 5xx refusal fails the row and suppresses the address. A stopped worker hands
-//! back what it had not sent; a crashed one loses its claims only until their lease ends.
+//! The outbox worker: delivers what the outbox holds through its channels. Lanes claim
+//! due deliveries in batches, have the channel prepare them, send, and record each
+//! result. Transient failures are retried as the [`RetryPolicy`] says; a refusal for good
+//! fails the row and, when the channel says so, suppresses the subscriber. A stopped
+//! worker hands back what it had not sent; a crashed one loses its claims only until
+//! their lease ends. A process claims only updates about loads its snapshot already has,
+//! so no replica spends an attempt on a load it has not read yet.
+
+mod channel;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -14,18 +18,27 @@ use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    auth::generate_secret,
     domain::LoadId,
-    domain::subscribers::{
-        ClaimToken, ClaimedDelivery, DeliveryKind, DeliveryResult, NewToken, SubscriberState,
-        TokenPurpose,
-    },
-    mail::{EmailComposer, Mailer, OutgoingEmail, SendError, UpdateEmail},
-    newsletter::token_digest,
+    domain::subscribers::{ClaimToken, ClaimedDelivery, DeliveryKind, DeliveryResult, RetryPolicy},
     settings::DeliverySettings,
     snapshot::SharedSnapshot,
     store::{Store, StoreError},
 };
+
+pub use channel::{Channel, Readiness, SendFailure};
+
+/// The channel confirmation emails go through.
+pub const EMAIL_CHANNEL: &str = "email";
+
+/// Wakes the worker's idle lanes: something became due.
+#[derive(Clone, Default)]
+pub struct Wakeup(Arc<Notify>);
+
+impl Wakeup {
+    pub fn wake(&self) {
+        self.0.notify_waiters();
+    }
+}
 
 /// How long a lane waits before retrying to record a result the store refused, at
 /// first and at most.
@@ -34,15 +47,13 @@ const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
 /// How often fan-out progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
-pub struct DeliveryWorker {
-    store: Arc<dyn Store>,
+pub struct OutboxWorker {
+    store: Arc<Store>,
     snapshot: SharedSnapshot,
-    mailer: Arc<dyn Mailer>,
-    composer: Arc<EmailComposer>,
+    channels: Vec<Arc<dyn Channel>>,
     settings: DeliverySettings,
-    confirmation_ttl: Duration,
-    wake: Arc<Notify>,
-    rendered: Mutex<HashMap<LoadId, Arc<UpdateEmail>>>,
+    retry: RetryPolicy,
+    wakeup: Wakeup,
     progress: Mutex<HashMap<LoadId, FanOutProgress>>,
 }
 
@@ -61,7 +72,7 @@ pub enum ExecutionOutcome {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum DeliveryError {
+pub enum OutboxError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("no randomness for a claim token: {0}")]
@@ -80,36 +91,39 @@ impl HeldClaim {
     }
 }
 
-/// A claimed delivery, ready to send or already decided.
-enum Prepared {
-    Send {
-        delivery: ClaimedDelivery,
-        token: String,
-    },
-    Decided(DeliveryResult),
-}
-
-impl DeliveryWorker {
+impl OutboxWorker {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<Store>,
         snapshot: SharedSnapshot,
-        mailer: Arc<dyn Mailer>,
-        composer: Arc<EmailComposer>,
+        channels: Vec<Arc<dyn Channel>>,
         settings: DeliverySettings,
-        confirmation_ttl: Duration,
-        wake: Arc<Notify>,
+        wakeup: Wakeup,
     ) -> Self {
-        DeliveryWorker {
+        let retry = RetryPolicy {
+            max_attempts: settings.max_attempts,
+            base: settings.retry_base.0,
+            max: settings.retry_max.0,
+        };
+        OutboxWorker {
             store,
             snapshot,
-            mailer,
-            composer,
+            channels,
             settings,
-            confirmation_ttl,
-            wake,
-            rendered: Mutex::new(HashMap::new()),
+            retry,
+            wakeup,
             progress: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Works the outbox until nothing is due: for tests and tools that drive it step by
+    /// step. Returns how many deliveries it dealt with.
+    pub async fn drain(&self) -> Result<usize, OutboxError> {
+        let running = CancellationToken::new();
+        let mut total = 0;
+        while let ExecutionOutcome::Processed(count) = self.run_once(&running).await? {
+            total += count;
+        }
+        Ok(total)
     }
 
     /// Runs `delivery.concurrency` lanes until `shutdown`; each finishes its current
@@ -125,10 +139,9 @@ impl DeliveryWorker {
     }
 
     async fn lane(&self, shutdown: CancellationToken) {
-        let mut loads = self.snapshot.subscribe();
         while !shutdown.is_cancelled() {
             // Registered before looking, so a wake-up between the two is not lost.
-            let woken = self.wake.notified();
+            let woken = self.wakeup.0.notified();
             match self.run_once(&shutdown).await {
                 Ok(ExecutionOutcome::Processed(_)) => continue,
                 Ok(ExecutionOutcome::Idle) => self.finish_progress().await,
@@ -137,7 +150,6 @@ impl DeliveryWorker {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = woken => {}
-                _ = loads.changed() => {}
                 _ = tokio::time::sleep(self.settings.poll_interval.0) => {}
             }
         }
@@ -149,13 +161,22 @@ impl DeliveryWorker {
     pub async fn run_once(
         &self,
         shutdown: &CancellationToken,
-    ) -> Result<ExecutionOutcome, DeliveryError> {
-        let claim = ClaimToken::generate().map_err(DeliveryError::Randomness)?;
+    ) -> Result<ExecutionOutcome, OutboxError> {
+        let claim = ClaimToken::generate().map_err(OutboxError::Randomness)?;
         let now = SystemTime::now();
         let lease = self.settings.lease.0;
+        let known_load = self.snapshot.load().head();
+        let channels: Vec<&str> = self.channels.iter().map(|channel| channel.name()).collect();
         let claimed = self
             .store
-            .claim_deliveries(claim, now, now + lease, self.settings.batch_size)
+            .claim_deliveries(
+                claim,
+                now,
+                now + lease,
+                self.settings.batch_size,
+                known_load,
+                &channels,
+            )
             .await?;
         if claimed.is_empty() {
             return Ok(ExecutionOutcome::Idle);
@@ -227,16 +248,22 @@ impl DeliveryWorker {
         };
         let mut decided = Vec::new();
         let mut to_send = Vec::new();
-        for item in prepared {
-            match item {
-                Prepared::Decided(result) => decided.push(result),
-                Prepared::Send { delivery, token } => to_send.push((delivery, token)),
+        for (delivery, channel, readiness) in prepared {
+            match readiness {
+                Readiness::Ready(message) => to_send.push((delivery, channel, message)),
+                Readiness::Skip(reason) => decided.push(DeliveryResult::Skipped {
+                    id: delivery.id,
+                    reason,
+                }),
+                Readiness::Failed(failure) => {
+                    decided.push(self.after_failure(&delivery, failure, now))
+                }
             }
         }
         self.record(claim, &decided, shutdown).await?;
         let mut loads_touched = Vec::new();
         let mut to_send = to_send.into_iter();
-        for (delivery, token) in to_send.by_ref() {
+        for (delivery, channel, message) in to_send.by_ref() {
             let still_held = held
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -249,7 +276,7 @@ impl DeliveryWorker {
                     );
                 }
                 let mut rest = vec![delivery.id];
-                rest.extend(to_send.map(|(delivery, _)| delivery.id));
+                rest.extend(to_send.map(|(delivery, _, _)| delivery.id));
                 self.release(claim, &rest).await;
                 break;
             }
@@ -258,13 +285,52 @@ impl DeliveryWorker {
             {
                 loads_touched.push(load);
             }
-            let result = self.send(&delivery, &token).await;
+            let result = match channel.send(&delivery, &message).await {
+                Ok(()) => DeliveryResult::Sent { id: delivery.id },
+                Err(failure) => self.after_failure(&delivery, failure, SystemTime::now()),
+            };
             self.record(claim, &[result], shutdown).await?;
         }
         for load in loads_touched {
             self.log_progress(load).await;
         }
         Ok(())
+    }
+
+    /// Each delivery with its channel and what the channel made ready.
+    async fn prepare(
+        &self,
+        claimed: Vec<ClaimedDelivery>,
+        now: SystemTime,
+    ) -> Result<Vec<(ClaimedDelivery, Arc<dyn Channel>, Readiness)>, StoreError> {
+        let mut batches: Vec<(Arc<dyn Channel>, Vec<ClaimedDelivery>)> = self
+            .channels
+            .iter()
+            .map(|channel| (channel.clone(), Vec::new()))
+            .collect();
+        for delivery in claimed {
+            // Claims ask only for this process's channels.
+            if let Some((_, batch)) = batches
+                .iter_mut()
+                .find(|(channel, _)| channel.name() == delivery.channel)
+            {
+                batch.push(delivery);
+            }
+        }
+        let mut prepared = Vec::new();
+        for (channel, batch) in batches {
+            if batch.is_empty() {
+                continue;
+            }
+            let readiness = channel.prepare(&batch, now).await?;
+            prepared.extend(
+                batch
+                    .into_iter()
+                    .zip(readiness)
+                    .map(|(delivery, ready)| (delivery, channel.clone(), ready)),
+            );
+        }
+        Ok(prepared)
     }
 
     /// Records results, retrying until the store takes them: a sent email whose result
@@ -277,13 +343,9 @@ impl DeliveryWorker {
     ) -> Result<(), StoreError> {
         let mut pause = RECORD_RETRY_FIRST;
         loop {
-            match self
-                .store
-                .record_deliveries(claim, results, SystemTime::now())
-                .await
-            {
+            match self.try_record(claim, results, SystemTime::now()).await {
                 Ok(recorded) => {
-                    if recorded < results.len() as u64 {
+                    if recorded < results.len() {
                         tracing::warn!(
                             results = results.len(),
                             recorded,
@@ -305,6 +367,38 @@ impl DeliveryWorker {
         }
     }
 
+    /// Records results the claim still holds, in one transaction, and suppresses the
+    /// subscribers of refusals that say so; returns how many it recorded.
+    async fn try_record(
+        &self,
+        claim: ClaimToken,
+        results: &[DeliveryResult],
+        now: SystemTime,
+    ) -> Result<usize, StoreError> {
+        if results.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.store.begin().await?;
+        let mut recorded = 0;
+        for result in results {
+            if !tx.record_delivery(claim, result, now).await? {
+                continue;
+            }
+            recorded += 1;
+            if let DeliveryResult::Failed {
+                bounced: Some(subscriber_id),
+                ..
+            } = result
+                && let Some(state) = tx.subscriber_state(*subscriber_id).await?
+            {
+                tx.move_subscriber(*subscriber_id, state.on_bounce(), now)
+                    .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(recorded)
+    }
+
     /// Hands unsent deliveries back, due at once, without counting the attempt. Only
     /// tried once: if it fails, the rows come back when the lease ends.
     async fn release(&self, claim: ClaimToken, ids: &[i64]) {
@@ -312,149 +406,61 @@ impl DeliveryWorker {
             .iter()
             .map(|&id| DeliveryResult::Released { id })
             .collect();
-        if let Err(err) = self
-            .store
-            .record_deliveries(claim, &released, SystemTime::now())
-            .await
-        {
+        if let Err(err) = self.try_record(claim, &released, SystemTime::now()).await {
             tracing::warn!(error = %err, deliveries = ids.len(), "cannot hand back claimed deliveries; they come back when their lease ends");
         }
     }
 
-    /// Re-checks each subscriber and stores the digests of the tokens about to be sent.
-    async fn prepare(
-        &self,
-        claimed: Vec<ClaimedDelivery>,
-        now: SystemTime,
-    ) -> Result<Vec<Prepared>, StoreError> {
-        let mut tokens = Vec::new();
-        let mut prepared = Vec::with_capacity(claimed.len());
-        for delivery in claimed {
-            let purpose = match (delivery.kind, delivery.subscriber_state) {
-                (DeliveryKind::Confirmation, SubscriberState::Pending) => TokenPurpose::Confirm,
-                (DeliveryKind::Update(_), SubscriberState::Confirmed) => TokenPurpose::Unsubscribe,
-                (_, state) => {
-                    prepared.push(Prepared::Decided(DeliveryResult::Skipped {
-                        id: delivery.id,
-                        reason: format!("not sent: the subscriber is {} now", state.as_str()),
-                    }));
-                    continue;
-                }
-            };
-            let token = match generate_secret() {
-                Ok(token) => token,
-                Err(err) => {
-                    prepared.push(Prepared::Decided(self.retry_or_fail(
-                        &delivery,
-                        err.to_string(),
-                        now,
-                    )));
-                    continue;
-                }
-            };
-            tokens.push(NewToken {
-                digest: token_digest(&token),
-                subscriber_id: delivery.subscriber_id,
-                purpose,
-                expires_at: (purpose == TokenPurpose::Confirm).then(|| now + self.confirmation_ttl),
-            });
-            prepared.push(Prepared::Send { delivery, token });
-        }
-        self.store.store_tokens(&tokens).await?;
-        Ok(prepared)
-    }
-
-    fn compose(&self, delivery: &ClaimedDelivery, token: &str) -> Result<OutgoingEmail, String> {
-        match delivery.kind {
-            DeliveryKind::Confirmation => self
-                .composer
-                .confirmation(&delivery.email, token)
-                .map_err(|err| err.to_string()),
-            DeliveryKind::Update(load) => {
-                let update = self.rendered_update(load)?;
-                self.composer
-                    .personalise(&update, &delivery.email, token)
-                    .map_err(|err| err.to_string())
-            }
-        }
-    }
-
-    /// The update for a load, rendered on first use.
-    fn rendered_update(&self, load: LoadId) -> Result<Arc<UpdateEmail>, String> {
-        let mut rendered = self
-            .rendered
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(update) = rendered.get(&load) {
-            return Ok(update.clone());
-        }
-        let update = Arc::new(
-            self.composer
-                .update(&self.snapshot.load(), load)
-                .map_err(|err| err.to_string())?,
-        );
-        rendered.insert(load, update.clone());
-        Ok(update)
-    }
-
-    async fn send(&self, delivery: &ClaimedDelivery, token: &str) -> DeliveryResult {
-        let email = match self.compose(delivery, token) {
-            Ok(email) => email,
-            Err(err) => return self.retry_or_fail(delivery, err, SystemTime::now()),
-        };
-        match self.mailer.send(&email).await {
-            Ok(()) => DeliveryResult::Sent { id: delivery.id },
-            Err(SendError::Rejected(reply)) => {
-                tracing::warn!(delivery = delivery.id, %reply, "the mail server refused the address; suppressing it");
-                DeliveryResult::Failed {
-                    id: delivery.id,
-                    error: reply,
-                    bounced: Some(delivery.subscriber_id),
-                }
-            }
-            Err(SendError::SenderRefused(reply)) => {
-                tracing::error!(delivery = delivery.id, %reply, "the mail server refused the sender; check mail.from and mail.smtp");
-                self.retry_or_fail(delivery, reply, SystemTime::now())
-            }
-            Err(SendError::Transient(reason)) => {
-                self.retry_or_fail(delivery, reason, SystemTime::now())
-            }
-        }
-    }
-
-    /// Retry later with exponential backoff, or give up after `max_attempts`.
-    fn retry_or_fail(
+    /// What a failed attempt leads to: a retry as the policy says, or giving up; a
+    /// refusal for good gives up at once.
+    fn after_failure(
         &self,
         delivery: &ClaimedDelivery,
-        error: String,
+        failure: SendFailure,
         now: SystemTime,
     ) -> DeliveryResult {
-        if delivery.attempts >= self.settings.max_attempts {
-            tracing::warn!(delivery = delivery.id, attempts = delivery.attempts, %error, "giving up on a delivery");
+        let load = match delivery.kind {
+            DeliveryKind::Update(load) => Some(load),
+            DeliveryKind::Confirmation => None,
+        };
+        let error = failure.to_string();
+        let retry_at = match failure {
+            SendFailure::Refused { suppress, .. } => {
+                tracing::warn!(
+                    delivery = delivery.id, load, to = %delivery.address, channel = %delivery.channel,
+                    %error, suppress, "a delivery was refused for good"
+                );
+                return DeliveryResult::Failed {
+                    id: delivery.id,
+                    error,
+                    bounced: suppress.then_some(delivery.subscriber_id),
+                };
+            }
+            SendFailure::Transient(_) => self.retry.next_attempt(delivery.attempts, now),
+        };
+        let Some(next_attempt_at) = retry_at else {
+            tracing::warn!(
+                delivery = delivery.id, load, to = %delivery.address, attempts = delivery.attempts,
+                %error, "giving up on a delivery"
+            );
             return DeliveryResult::Failed {
                 id: delivery.id,
                 error,
                 bounced: None,
             };
-        }
-        let doublings = delivery.attempts.saturating_sub(1).min(20);
-        let delay = self
-            .settings
-            .retry_base
-            .0
-            .saturating_mul(1 << doublings)
-            .min(self.settings.retry_max.0);
+        };
         tracing::warn!(
             delivery = delivery.id,
-            to = %delivery.email,
+            load,
+            to = %delivery.address,
             attempt = delivery.attempts,
-            retry_in = ?delay,
+            retry_in = ?next_attempt_at.duration_since(now).unwrap_or_default(),
             %error,
             "a delivery failed; it will be retried"
         );
         DeliveryResult::Retry {
             id: delivery.id,
-            next_attempt_at: now + delay,
+            next_attempt_at,
             error,
         }
     }

@@ -1,0 +1,72 @@
+//! The seam between the outbox and the ways a message reaches someone. The outbox owns
+//! claiming, leases, retries and recording; a channel owns who gets an update, what a
+//! message needs before it goes out, and sending it. Adding a channel is one module that
+//! implements [`Channel`] (plus a migration for whatever it stores of its own).
+
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+
+use crate::{
+    domain::subscribers::{Audience, ClaimedDelivery},
+    store::{Recipient, StoreError, StoreTx},
+};
+
+/// A claimed delivery's state after [`Channel::prepare`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Readiness {
+    /// Ready to send, with what the channel made for this one message (for email, the
+    /// token its links carry).
+    Ready(String),
+    /// Not to be sent, ever (the subscriber left meanwhile): why.
+    Skip(String),
+    /// Not ready this time.
+    Failed(SendFailure),
+}
+
+/// Why a message did not go out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SendFailure {
+    /// Trying again later may work (a timeout, a 4xx reply, a dropped connection).
+    #[error("{0}")]
+    Transient(String),
+    /// Refused for good; with `suppress`, the recipient is never sent to again.
+    #[error("{reason}")]
+    Refused { reason: String, suppress: bool },
+}
+
+#[async_trait]
+pub trait Channel: Send + Sync + 'static {
+    /// The name the outbox stores with each of this channel's deliveries.
+    fn name(&self) -> &'static str;
+
+    /// Who this channel tells about a load, read in the load's transaction. By default,
+    /// every subscriber in the audience, at their email address.
+    async fn update_recipients(
+        &self,
+        tx: &mut StoreTx,
+        audience: &Audience,
+    ) -> Result<Vec<Recipient>, StoreError> {
+        Ok(tx
+            .confirmed_subscribers()
+            .await?
+            .into_iter()
+            .filter(|subscriber| audience.includes(subscriber))
+            .map(|subscriber| Recipient {
+                subscriber_id: subscriber.id,
+                address: subscriber.email.to_string(),
+            })
+            .collect())
+    }
+
+    /// Gets a claimed batch ready to send, one [`Readiness`] per delivery, in order. An
+    /// error hands the whole batch back to be claimed again.
+    async fn prepare(
+        &self,
+        batch: &[ClaimedDelivery],
+        now: SystemTime,
+    ) -> Result<Vec<Readiness>, StoreError>;
+
+    /// Sends one message; `prepared` is what [`Channel::prepare`] made for it.
+    async fn send(&self, delivery: &ClaimedDelivery, prepared: &str) -> Result<(), SendFailure>;
+}

@@ -1,0 +1,253 @@
+//! What differs between SQLite and PostgreSQL: connecting, migrations, how a write
+//! transaction keeps out other writers, row locks, JSON arrays as rows, and listing
+//! tables for a dump. Everything else is the same SQL, written once.
+
+use std::{str::FromStr, time::Duration};
+
+use sqlx::{
+    Any, AnyConnection, AnyPool, Connection, Transaction,
+    any::AnyPoolOptions,
+    sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode},
+};
+
+use super::StoreError;
+use crate::settings::DatabaseSettings;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator =
+    sqlx::migrate!("src/store/migrations/postgres");
+
+/// SQLite's default page size (runrate never changes it), to turn `max_bytes` into pages.
+const SQLITE_PAGE_SIZE: u64 = 4096;
+/// Connections to one SQLite file: it has one writer at a time anyway.
+const SQLITE_CONNECTIONS: u32 = 4;
+/// The advisory lock key that serialises loads across replicas ("runrate" in ASCII).
+const POSTGRES_LOAD_LOCK: i64 = 0x72_75_6e_72_61_74_65;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Backend {
+    /// The embedded default: one file under the data directory, in WAL mode.
+    Sqlite,
+    /// For several replicas sharing one database.
+    Postgres,
+}
+
+impl Backend {
+    pub(super) fn from_url(url: &str) -> Option<Self> {
+        if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else {
+            None
+        }
+    }
+
+    pub(super) fn is_shared(self) -> bool {
+        self == Backend::Postgres
+    }
+
+    pub(super) fn migrator(self) -> &'static sqlx::migrate::Migrator {
+        match self {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    pub(super) async fn connect(
+        self,
+        url: &str,
+        settings: &DatabaseSettings,
+    ) -> Result<AnyPool, StoreError> {
+        sqlx::any::install_default_drivers();
+        let options = AnyPoolOptions::new()
+            .after_release(|connection, _| Box::pin(async move { Ok(reusable(connection).await) }));
+        let pool = match self {
+            Backend::Sqlite => {
+                // The `Any` driver opens existing files only: create it here, where the
+                // native options can; WAL mode is kept in the file itself.
+                let create = SqliteConnectOptions::from_str(url)?
+                    .create_if_missing(true)
+                    .journal_mode(SqliteJournalMode::Wal);
+                SqliteConnection::connect_with(&create)
+                    .await?
+                    .close()
+                    .await?;
+                // At least one page, or SQLite would read 0 as "no change".
+                let max_pages = (settings.max_bytes > 0)
+                    .then(|| (settings.max_bytes / SQLITE_PAGE_SIZE).max(1));
+                options
+                    .max_connections(SQLITE_CONNECTIONS)
+                    .after_connect(move |connection, _| {
+                        Box::pin(async move {
+                            let mut pragmas = "PRAGMA synchronous = NORMAL; \
+                                PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 5000;"
+                                .to_owned();
+                            if let Some(pages) = max_pages {
+                                pragmas.push_str(&format!(" PRAGMA max_page_count = {pages};"));
+                            }
+                            sqlx::Executor::execute(&mut *connection, pragmas.as_str()).await?;
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
+            Backend::Postgres => {
+                options
+                    .max_connections(settings.max_connections)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect(url)
+                    .await?
+            }
+        };
+        Ok(pool)
+    }
+
+    /// A transaction that may write. SQLite's IMMEDIATE takes the write lock up front,
+    /// so nothing it read can change before it writes; PostgreSQL locks what it needs
+    /// with [`Backend::lock_loads`], [`Backend::lock_address`] and [`Backend::for_update`].
+    pub(super) async fn begin_write(
+        self,
+        pool: &AnyPool,
+    ) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        match self {
+            Backend::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+            Backend::Postgres => pool.begin().await,
+        }
+    }
+
+    /// A transaction whose reads all see one state of the database.
+    pub(super) async fn begin_read(
+        self,
+        pool: &AnyPool,
+    ) -> Result<Transaction<'static, Any>, sqlx::Error> {
+        let mut tx = pool.begin().await?;
+        if self == Backend::Postgres {
+            sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .execute(&mut *tx)
+                .await?;
+        }
+        // SQLite in WAL mode: a transaction reads one snapshot from its first read on.
+        Ok(tx)
+    }
+
+    /// Held until commit: one load at a time across every replica.
+    pub(super) async fn lock_loads(self, tx: &mut AnyConnection) -> Result<(), sqlx::Error> {
+        if self == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock($1)")
+                .bind(POSTGRES_LOAD_LOCK)
+                .execute(tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Held until commit: sign-ups of one address, on any replica, take turns.
+    pub(super) async fn lock_address(
+        self,
+        tx: &mut AnyConnection,
+        address: &str,
+    ) -> Result<(), sqlx::Error> {
+        if self == Backend::Postgres {
+            sqlx::query("SELECT 1 FROM pg_advisory_xact_lock(hashtext($1))")
+                .bind(address)
+                .execute(tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Appended to a SELECT that reads rows its transaction will change.
+    pub(super) fn for_update(self, table: &str) -> String {
+        match self {
+            Backend::Sqlite => String::new(),
+            Backend::Postgres => format!(" FOR UPDATE OF {table}"),
+        }
+    }
+
+    /// Appended to the SELECT of rows to claim, so that concurrent claimers get
+    /// different rows instead of waiting on each other.
+    pub(super) fn skip_locked(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "",
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+        }
+    }
+
+    /// The elements of the JSON array in parameter `$n`, as rows of one column `value`.
+    pub(super) fn json_elements(self, n: usize) -> String {
+        match self {
+            Backend::Sqlite => format!("json_each(${n})"),
+            Backend::Postgres => format!("json_array_elements(CAST(${n} AS json))"),
+        }
+    }
+
+    /// The strings in the JSON array in parameter `$n`, as rows of one column `value`.
+    pub(super) fn json_text_elements(self, n: usize) -> String {
+        match self {
+            Backend::Sqlite => format!("json_each(${n})"),
+            Backend::Postgres => format!("json_array_elements_text(CAST(${n} AS json))"),
+        }
+    }
+
+    /// Every row of every table as text (see [`super::Store::dump`]).
+    pub(super) async fn dump(self, connection: &mut AnyConnection) -> Result<String, StoreError> {
+        let tables = match self {
+            Backend::Sqlite => {
+                "SELECT name FROM sqlite_master WHERE type = 'table' \
+                 AND name NOT LIKE 'sqlite_%' ORDER BY name"
+            }
+            Backend::Postgres => {
+                "SELECT CAST(table_name AS text) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_type = 'BASE TABLE' \
+                 ORDER BY table_name"
+            }
+        };
+        let tables: Vec<String> = sqlx::query_scalar(tables)
+            .fetch_all(&mut *connection)
+            .await?;
+        let mut dump = String::new();
+        for table in tables {
+            // A row as text, and the order rows were written in (PostgreSQL: by content).
+            let (expression, order) = match self {
+                Backend::Sqlite => {
+                    let quoted: String = sqlx::query_scalar(
+                        "SELECT group_concat('quote(\"' || name || '\")', ' || ''|'' || ') \
+                         FROM pragma_table_info($1)",
+                    )
+                    .bind(&table)
+                    .fetch_one(&mut *connection)
+                    .await?;
+                    (quoted, "rowid")
+                }
+                Backend::Postgres => ("t".to_owned(), "1"),
+            };
+            let rows: Vec<String> = sqlx::query_scalar(&format!(
+                "SELECT CAST({expression} AS text) FROM \"{table}\" t ORDER BY {order}"
+            ))
+            .fetch_all(&mut *connection)
+            .await?;
+            dump.push_str(&format!("-- {table}\n"));
+            for row in rows {
+                dump.push_str(&row);
+                dump.push('\n');
+            }
+        }
+        Ok(dump)
+    }
+}
+
+/// Whether a connection goes back into the pool after use. A transaction that failed
+/// part-way can leave one still counting itself inside it (SQLite rolls back by itself
+/// on a full disk, and the rollback sqlx then sends fails): such a connection would
+/// refuse every later transaction, so it is closed and the pool opens a fresh one.
+async fn reusable(connection: &mut AnyConnection) -> bool {
+    if connection.is_in_transaction() {
+        // A dropped transaction's rollback may still be queued: let it run first.
+        if connection.ping().await.is_err() {
+            return false;
+        }
+    }
+    !connection.is_in_transaction()
+}
