@@ -5,6 +5,7 @@
 //! (`cloud-revenue-yoy`), so they never replace a reported figure (such as the reported
 //! `yoy-growth`).
 
+use crate::domain::Named;
 use std::time::SystemTime;
 
 pub use crate::domain::{Derivation, is_reserved_metric_id};
@@ -36,9 +37,9 @@ pub struct DerivedFact {
 
 /// Splits a derived metric id into the input metric and the derivation.
 pub fn parse_derived_metric(id: &ResourceId) -> Option<(ResourceId, Derivation)> {
-    Derivation::ALL.iter().find_map(|(derivation, suffix)| {
-        let base = id.as_str().strip_suffix(suffix)?;
-        Some((ResourceId::parse(base).ok()?, *derivation))
+    Derivation::all().find_map(|derivation| {
+        let base = id.as_str().strip_suffix(derivation.suffix())?;
+        Some((ResourceId::parse(base).ok()?, derivation))
     })
 }
 
@@ -112,7 +113,8 @@ pub fn derive_all(
         .iter()
         .filter(|fact| is_derivable(snapshot, &fact.key.metric))
         .flat_map(|fact| {
-            Derivation::ALL.iter().filter_map(move |(_, suffix)| {
+            Derivation::all().filter_map(move |derivation| {
+                let suffix = derivation.suffix();
                 let metric = ResourceId::parse(&format!("{}{suffix}", fact.key.metric)).ok()?;
                 let key = FactKey {
                     metric,

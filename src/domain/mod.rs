@@ -11,6 +11,7 @@ pub mod subscribers;
 use std::{fmt, time::SystemTime};
 
 use serde::{Deserialize, Serialize};
+use strum::{EnumIter, EnumString, IntoStaticStr};
 
 pub use decimal::{Decimal, DecimalError};
 pub use display::display_value;
@@ -118,8 +119,11 @@ impl fmt::Display for Unit {
 }
 
 /// How a metric's figures relate to time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, EnumString, IntoStaticStr, EnumIter,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum MetricKind {
     QuarterlyTotal,
     RunRate,
@@ -131,30 +135,6 @@ pub enum MetricKind {
 }
 
 impl MetricKind {
-    pub const ALL: [(MetricKind, &'static str); 7] = [
-        (MetricKind::QuarterlyTotal, "quarterly-total"),
-        (MetricKind::RunRate, "run-rate"),
-        (MetricKind::AnnualTotal, "annual-total"),
-        (MetricKind::Percent, "percent"),
-        (MetricKind::Ratio, "ratio"),
-        (MetricKind::Text, "text"),
-        (MetricKind::TextList, "text-list"),
-    ];
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL
-            .iter()
-            .find(|(_, name)| *name == text)
-            .map(|(kind, _)| *kind)
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(kind, _)| kind == self)
-            .map_or("", |(_, name)| name)
-    }
-
     /// Whether values of this kind can be measured in `unit`.
     pub fn accepts(&self, unit: &Unit) -> bool {
         matches!(
@@ -195,36 +175,16 @@ pub struct Source {
 }
 
 /// What the source says about a figure's standing.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, EnumString, IntoStaticStr, EnumIter,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum FactStatus {
     Reported,
     Estimated,
     NotDisclosed,
     Derived,
-}
-
-impl FactStatus {
-    pub const ALL: [(FactStatus, &'static str); 4] = [
-        (FactStatus::Reported, "reported"),
-        (FactStatus::Estimated, "estimated"),
-        (FactStatus::NotDisclosed, "not-disclosed"),
-        (FactStatus::Derived, "derived"),
-    ];
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL
-            .iter()
-            .find(|(_, name)| *name == text)
-            .map(|(status, _)| *status)
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(status, _)| status == self)
-            .map_or("", |(_, name)| name)
-    }
 }
 
 /// A figure's value, in its metric's unit.
@@ -279,8 +239,11 @@ impl fmt::Display for FactKey {
 pub type LoadId = i64;
 
 /// Why a fact's value changed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, EnumString, IntoStaticStr, EnumIter,
+)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum RevisionReason {
     /// The company restated the figure.
     Restated,
@@ -288,28 +251,6 @@ pub enum RevisionReason {
     Corrected,
     /// A reported figure replaced an estimate.
     EstimateReplaced,
-}
-
-impl RevisionReason {
-    pub const ALL: [(RevisionReason, &'static str); 3] = [
-        (RevisionReason::Restated, "restated"),
-        (RevisionReason::Corrected, "corrected"),
-        (RevisionReason::EstimateReplaced, "estimate-replaced"),
-    ];
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL
-            .iter()
-            .find(|(_, name)| *name == text)
-            .map(|(reason, _)| *reason)
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(reason, _)| reason == self)
-            .map_or("", |(_, name)| name)
-    }
 }
 
 /// One recorded value of a fact. Revisions are appended, never overwritten.
@@ -341,35 +282,45 @@ pub struct LoadRecord {
 
 /// The ways a figure is derived from stored ones; each names its figures with an id
 /// suffix, which stored metric ids may not end with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumString, IntoStaticStr, EnumIter)]
 pub enum Derivation {
+    #[strum(serialize = "-qoq")]
     QuarterOnQuarter,
+    #[strum(serialize = "-yoy")]
     YearOnYear,
+    #[strum(serialize = "-share")]
     ShareOfTotal,
 }
 
 impl Derivation {
-    pub const ALL: [(Derivation, &'static str); 3] = [
-        (Derivation::QuarterOnQuarter, "-qoq"),
-        (Derivation::YearOnYear, "-yoy"),
-        (Derivation::ShareOfTotal, "-share"),
-    ];
-
     /// The id ending that names this derivation of a metric.
-    pub fn suffix(&self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(d, _)| d == self)
-            .map_or("", |(_, suffix)| suffix)
+    pub fn suffix(self) -> &'static str {
+        self.as_str()
     }
 }
 
 /// Whether an id ends the way derived metric ids do (and so cannot name a stored metric).
 pub fn is_reserved_metric_id(id: &str) -> bool {
-    Derivation::ALL
-        .iter()
-        .any(|(_, suffix)| id.ends_with(suffix))
+    Derivation::all().any(|derivation| id.ends_with(derivation.suffix()))
 }
+
+/// Enums stored and shown by name: each name in one place, the variant's `strum`
+/// attribute (derive `EnumString`, `IntoStaticStr` and `EnumIter`).
+pub trait Named: Copy + Into<&'static str> + std::str::FromStr + strum::IntoEnumIterator {
+    fn as_str(self) -> &'static str {
+        self.into()
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        text.parse().ok()
+    }
+
+    fn all() -> Self::Iterator {
+        Self::iter()
+    }
+}
+
+impl<T: Copy + Into<&'static str> + std::str::FromStr + strum::IntoEnumIterator> Named for T {}
 
 #[cfg(test)]
 mod tests {

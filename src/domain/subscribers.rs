@@ -4,12 +4,15 @@
 
 use std::time::{Duration, SystemTime};
 
+use strum::{EnumIter, EnumString, IntoStaticStr};
+
 use crate::domain::{LoadId, ResourceId};
 
 use super::EmailAddress;
 
 /// pending → confirmed → unsubscribed; bounced and complained are suppressed for good.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumString, IntoStaticStr, EnumIter)]
+#[strum(serialize_all = "kebab-case")]
 pub enum SubscriberState {
     Pending,
     Confirmed,
@@ -19,28 +22,6 @@ pub enum SubscriberState {
 }
 
 impl SubscriberState {
-    pub const ALL: [(SubscriberState, &'static str); 5] = [
-        (SubscriberState::Pending, "pending"),
-        (SubscriberState::Confirmed, "confirmed"),
-        (SubscriberState::Unsubscribed, "unsubscribed"),
-        (SubscriberState::Bounced, "bounced"),
-        (SubscriberState::Complained, "complained"),
-    ];
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL
-            .iter()
-            .find(|(_, name)| *name == text)
-            .map(|(state, _)| *state)
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(state, _)| state == self)
-            .map_or("", |(_, name)| name)
-    }
-
     /// A confirmation link is good for one pending period only: leaving pending voids it.
     pub fn keeps_confirmation_links(self) -> bool {
         self == SubscriberState::Pending
@@ -56,20 +37,12 @@ impl SubscriberState {
 }
 
 /// What a token may do; a token does only the one thing it was made for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumString, IntoStaticStr, EnumIter)]
+#[strum(serialize_all = "kebab-case")]
 pub enum TokenPurpose {
     Confirm,
     /// Unsubscribe, or change which providers to follow.
     Unsubscribe,
-}
-
-impl TokenPurpose {
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            TokenPurpose::Confirm => "confirm",
-            TokenPurpose::Unsubscribe => "unsubscribe",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -257,7 +230,8 @@ impl DeliveryKind {
 }
 
 /// Where a delivery is in the outbox.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, EnumString, IntoStaticStr, EnumIter)]
+#[strum(serialize_all = "kebab-case")]
 pub enum DeliveryState {
     Pending,
     /// Claimed by a worker until its lease ends.
@@ -269,29 +243,6 @@ pub enum DeliveryState {
 }
 
 impl DeliveryState {
-    pub const ALL: [(DeliveryState, &'static str); 6] = [
-        (DeliveryState::Pending, "pending"),
-        (DeliveryState::Sending, "sending"),
-        (DeliveryState::Retrying, "retrying"),
-        (DeliveryState::Sent, "sent"),
-        (DeliveryState::Failed, "failed"),
-        (DeliveryState::Skipped, "skipped"),
-    ];
-
-    pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL
-            .iter()
-            .find(|(_, name)| *name == text)
-            .map(|(state, _)| *state)
-    }
-
-    pub fn as_str(&self) -> &'static str {
-        Self::ALL
-            .iter()
-            .find(|(state, _)| state == self)
-            .map_or("", |(_, name)| name)
-    }
-
     /// Not done yet: a worker may still claim it.
     pub fn is_unfinished(self) -> bool {
         matches!(
@@ -460,6 +411,7 @@ impl DeliveryReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Named;
 
     const NOW: SystemTime = SystemTime::UNIX_EPOCH;
     const HOUR: Duration = Duration::from_secs(3600);
@@ -591,7 +543,7 @@ mod tests {
 
     #[test]
     fn only_pending_keeps_confirmation_links_and_a_bounce_suppresses_for_good() {
-        for (state, _) in SubscriberState::ALL {
+        for state in SubscriberState::all() {
             assert_eq!(
                 state.keeps_confirmation_links(),
                 state == SubscriberState::Pending
@@ -682,14 +634,12 @@ mod tests {
 
     #[test]
     fn delivery_states_round_trip_and_only_three_are_unfinished() {
-        for (state, name) in DeliveryState::ALL {
-            assert_eq!(DeliveryState::parse(name), Some(state));
-            assert_eq!(state.as_str(), name);
+        for state in DeliveryState::all() {
+            assert_eq!(DeliveryState::parse(state.as_str()), Some(state));
         }
-        let unfinished: Vec<&str> = DeliveryState::ALL
-            .iter()
-            .filter(|(state, _)| state.is_unfinished())
-            .map(|(_, name)| *name)
+        let unfinished: Vec<&str> = DeliveryState::all()
+            .filter(|state| state.is_unfinished())
+            .map(DeliveryState::as_str)
             .collect();
         assert_eq!(unfinished, ["pending", "sending", "retrying"]);
     }

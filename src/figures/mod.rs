@@ -2,6 +2,7 @@
 //! data set and every later quarterly load use this one format. Parsing turns raw bytes
 //! into checked domain values, or into the full list of what is wrong with the file.
 
+use crate::domain::Named;
 use std::{collections::HashMap, fmt, ops::Range};
 
 use serde::Deserialize;
@@ -444,7 +445,7 @@ impl Checker<'_> {
             }
             let kind = MetricKind::parse(&metric.kind);
             if kind.is_none() {
-                let kinds: Vec<&str> = MetricKind::ALL.iter().map(|(_, name)| *name).collect();
+                let kinds: Vec<&str> = MetricKind::all().map(MetricKind::as_str).collect();
                 self.error(
                     &span,
                     subject.clone(),

@@ -1,5 +1,6 @@
 //! Domain values to protobuf messages. The one place that knows both.
 
+use crate::domain::Named;
 use crate::{
     derived::{Derivation, DerivedFact},
     domain::subscribers::{DeliveryReport, Subscriber, SubscriberState},

@@ -1,6 +1,7 @@
 //! `filter` strings: a small subset of AIP-160, `field = "value"` terms joined by AND.
 //! ListFacts filters on provider, metric, period and status; ListSubscribers on state.
 
+use crate::domain::Named;
 use crate::{
     domain::subscribers::SubscriberState,
     domain::{FactStatus, Quarter, ResourceId},

@@ -2,6 +2,7 @@
 //! unsubscribe) whose digest is stored before it goes out, and is composed from the
 //! templates, an update once per load and then personalised.
 
+use crate::domain::Named;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},

@@ -3,6 +3,7 @@
 //! headers. An update is rendered once per load and then personalised per recipient by
 //! swapping in their unsubscribe link, so a large fan-out does not render it again.
 
+use crate::domain::Named;
 use std::{str::FromStr, time::Duration};
 
 use lettre::{

@@ -1,5 +1,6 @@
 //! Figures: loads, definitions and fact revisions, all append-only.
 
+use crate::domain::Named;
 use std::time::SystemTime;
 
 use super::{

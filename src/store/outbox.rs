@@ -1,6 +1,7 @@
 //! The transactional outbox: deliveries queued in the transaction that makes them due,
 //! claimed by workers under a fencing token, and the result of each recorded.
 
+use crate::domain::Named;
 use std::time::SystemTime;
 
 use sqlx::Row;
@@ -292,10 +293,9 @@ mod tests {
 
     #[test]
     fn the_unfinished_states_in_sql_are_the_domain_s() {
-        let listed: Vec<&str> = DeliveryState::ALL
-            .iter()
-            .filter(|(state, _)| state.is_unfinished())
-            .map(|(_, name)| *name)
+        let listed: Vec<&str> = DeliveryState::all()
+            .filter(|state| state.is_unfinished())
+            .map(DeliveryState::as_str)
             .collect();
         let spelled = format!("('{}')", listed.join("', '"));
         assert_eq!(UNFINISHED, spelled);

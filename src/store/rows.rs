@@ -1,5 +1,6 @@
 //! Rows as the database returns them, and their conversion into domain records.
 
+use crate::domain::Named;
 use crate::{
     domain::subscribers::{
         ClaimedDelivery, DeliveryFailure, DeliveryKind, DeliveryState, Subscriber, SubscriberState,

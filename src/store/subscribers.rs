@@ -1,5 +1,6 @@
 //! Newsletter subscribers, the providers they follow, and the digests of their tokens.
 
+use crate::domain::Named;
 use std::{collections::HashMap, time::SystemTime};
 
 use sqlx::Row;
