@@ -9,6 +9,8 @@
 mod atomic_reads;
 #[path = "api/bad_input.rs"]
 mod bad_input;
+#[path = "api/channels.rs"]
+mod channels;
 #[path = "api/cli.rs"]
 mod cli;
 #[path = "api/connection_limits.rs"]

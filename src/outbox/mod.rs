@@ -30,6 +30,23 @@ pub use channel::{Channel, Readiness, SendFailure};
 /// The channel confirmation emails go through.
 pub const EMAIL_CHANNEL: &str = "email";
 
+/// The time the worker works by: the wall clock, or for [`OutboxWorker::drain_at`], a
+/// fixed moment, so that a test can let retries fall due without waiting for them.
+#[derive(Clone, Copy, Debug)]
+enum Clock {
+    Wall,
+    At(SystemTime),
+}
+
+impl Clock {
+    fn now(self) -> SystemTime {
+        match self {
+            Clock::Wall => SystemTime::now(),
+            Clock::At(moment) => moment,
+        }
+    }
+}
+
 /// Wakes the worker's idle lanes: something became due.
 #[derive(Clone, Default)]
 pub struct Wakeup(Arc<Notify>);
@@ -118,9 +135,20 @@ impl OutboxWorker {
     /// Works the outbox until nothing is due: for tests and tools that drive it step by
     /// step. Returns how many deliveries it dealt with.
     pub async fn drain(&self) -> Result<usize, OutboxError> {
+        self.drain_with(Clock::Wall).await
+    }
+
+    /// As [`OutboxWorker::drain`], as if it were `moment` (not before now): what falls
+    /// due by then is sent, and retries are scheduled from then.
+    pub async fn drain_at(&self, moment: SystemTime) -> Result<usize, OutboxError> {
+        self.drain_with(Clock::At(moment.max(SystemTime::now())))
+            .await
+    }
+
+    async fn drain_with(&self, clock: Clock) -> Result<usize, OutboxError> {
         let running = CancellationToken::new();
         let mut total = 0;
-        while let ExecutionOutcome::Processed(count) = self.run_once(&running).await? {
+        while let ExecutionOutcome::Processed(count) = self.run_once_with(&running, clock).await? {
             total += count;
         }
         Ok(total)
@@ -162,8 +190,16 @@ impl OutboxWorker {
         &self,
         shutdown: &CancellationToken,
     ) -> Result<ExecutionOutcome, OutboxError> {
+        self.run_once_with(shutdown, Clock::Wall).await
+    }
+
+    async fn run_once_with(
+        &self,
+        shutdown: &CancellationToken,
+        clock: Clock,
+    ) -> Result<ExecutionOutcome, OutboxError> {
         let claim = ClaimToken::generate().map_err(OutboxError::Randomness)?;
-        let now = SystemTime::now();
+        let now = clock.now();
         let lease = self.settings.lease.0;
         let known_load = self.snapshot.load().head();
         let channels: Vec<&str> = self.channels.iter().map(|channel| channel.name()).collect();
@@ -189,11 +225,13 @@ impl OutboxWorker {
         let finished = CancellationToken::new();
         let (worked, ()) = tokio::join!(
             async {
-                let worked = self.work_claim(claim, claimed, &held, shutdown, now).await;
+                let worked = self
+                    .work_claim(claim, claimed, &held, shutdown, clock)
+                    .await;
                 finished.cancel();
                 worked
             },
-            self.keep_lease(claim, &held, &finished),
+            self.keep_lease(claim, &held, &finished, clock),
         );
         worked?;
         Ok(ExecutionOutcome::Processed(count))
@@ -206,6 +244,7 @@ impl OutboxWorker {
         claim: ClaimToken,
         held: &Mutex<HeldClaim>,
         finished: &CancellationToken,
+        clock: Clock,
     ) {
         let lease = self.settings.lease.0;
         loop {
@@ -214,7 +253,7 @@ impl OutboxWorker {
                 _ = tokio::time::sleep(lease / 3) => {}
             }
             // Taken before the statement, so `held` never claims more than the store gave.
-            let until = SystemTime::now() + lease;
+            let until = clock.now() + lease;
             match self.store.renew_claim(claim, until).await {
                 Ok(ids) => {
                     *held.lock().unwrap_or_else(|p| p.into_inner()) = HeldClaim {
@@ -236,13 +275,14 @@ impl OutboxWorker {
         claimed: Vec<ClaimedDelivery>,
         held: &Mutex<HeldClaim>,
         shutdown: &CancellationToken,
-        now: SystemTime,
+        clock: Clock,
     ) -> Result<(), StoreError> {
         let ids: Vec<i64> = claimed.iter().map(|delivery| delivery.id).collect();
+        let now = clock.now();
         let prepared = match self.prepare(claimed, now).await {
             Ok(prepared) => prepared,
             Err(err) => {
-                self.release(claim, &ids).await;
+                self.release(claim, &ids, clock).await;
                 return Err(err);
             }
         };
@@ -260,14 +300,14 @@ impl OutboxWorker {
                 }
             }
         }
-        self.record(claim, &decided, shutdown).await?;
+        self.record(claim, &decided, shutdown, clock).await?;
         let mut loads_touched = Vec::new();
         let mut to_send = to_send.into_iter();
         for (delivery, channel, message) in to_send.by_ref() {
             let still_held = held
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .holds(delivery.id, SystemTime::now());
+                .holds(delivery.id, clock.now());
             if shutdown.is_cancelled() || !still_held {
                 if !still_held {
                     tracing::warn!(
@@ -277,7 +317,7 @@ impl OutboxWorker {
                 }
                 let mut rest = vec![delivery.id];
                 rest.extend(to_send.map(|(delivery, _, _)| delivery.id));
-                self.release(claim, &rest).await;
+                self.release(claim, &rest, clock).await;
                 break;
             }
             if let DeliveryKind::Update(load) = delivery.kind
@@ -287,9 +327,9 @@ impl OutboxWorker {
             }
             let result = match channel.send(&delivery, &message).await {
                 Ok(()) => DeliveryResult::Sent { id: delivery.id },
-                Err(failure) => self.after_failure(&delivery, failure, SystemTime::now()),
+                Err(failure) => self.after_failure(&delivery, failure, clock.now()),
             };
-            self.record(claim, &[result], shutdown).await?;
+            self.record(claim, &[result], shutdown, clock).await?;
         }
         for load in loads_touched {
             self.log_progress(load).await;
@@ -340,10 +380,11 @@ impl OutboxWorker {
         claim: ClaimToken,
         results: &[DeliveryResult],
         shutdown: &CancellationToken,
+        clock: Clock,
     ) -> Result<(), StoreError> {
         let mut pause = RECORD_RETRY_FIRST;
         loop {
-            match self.try_record(claim, results, SystemTime::now()).await {
+            match self.try_record(claim, results, clock.now()).await {
                 Ok(recorded) => {
                     if recorded < results.len() {
                         tracing::warn!(
@@ -401,12 +442,12 @@ impl OutboxWorker {
 
     /// Hands unsent deliveries back, due at once, without counting the attempt. Only
     /// tried once: if it fails, the rows come back when the lease ends.
-    async fn release(&self, claim: ClaimToken, ids: &[i64]) {
+    async fn release(&self, claim: ClaimToken, ids: &[i64], clock: Clock) {
         let released: Vec<DeliveryResult> = ids
             .iter()
             .map(|&id| DeliveryResult::Released { id })
             .collect();
-        if let Err(err) = self.try_record(claim, &released, SystemTime::now()).await {
+        if let Err(err) = self.try_record(claim, &released, clock.now()).await {
             tracing::warn!(error = %err, deliveries = ids.len(), "cannot hand back claimed deliveries; they come back when their lease ends");
         }
     }

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use sqlx::Row;
 
 use super::{
-    Store, StoreError, StoreTx,
+    Store, StoreError, StoreTx, from_micros,
     rows::{ClaimedDeliveryRow, DeliveryFailureRow, delivery_state, encode_json},
     to_micros,
 };
@@ -93,6 +93,16 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         Ok(ids)
+    }
+
+    /// When the next unfinished delivery falls due (or its claim's lease ends), if any.
+    pub async fn next_delivery_due(&self) -> Result<Option<SystemTime>, StoreError> {
+        let due: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT MIN(next_attempt_at_us) FROM deliveries WHERE state IN {UNFINISHED}"
+        ))
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(due.map(from_micros))
     }
 
     /// The newest load that notified subscribers, if any did.

@@ -39,19 +39,20 @@ async fn report(server: &TestServer, load: &str) -> runrate::api::DeliveryReport
         .into_inner()
 }
 
-async fn wait_until_settled(server: &TestServer, load: &str) -> runrate::api::DeliveryReport {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let report = report(server, load).await;
-        if report.pending == 0 && report.retrying == 0 {
-            return report;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still delivering: {report:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Works the outbox until nothing is left, then reports on `load`.
+async fn settled_report(server: &TestServer, load: &str) -> runrate::api::DeliveryReport {
+    server.settle_outbox().await;
+    let report = report(server, load).await;
+    assert_eq!((report.pending, report.retrying), (0, 0), "{report:?}");
+    report
+}
+
+/// Stops a server whose lanes worked its outbox (they record what they sent and hand the
+/// rest back), then settles what is left from a server without lanes on the same data.
+async fn stop_lanes_and_settle(server: TestServer, load: &str) -> runrate::api::DeliveryReport {
+    let (dir, settings) = server.stop().await;
+    let server = TestServer::start_in(dir.expect("the directory"), settings).await;
+    settled_report(&server, load).await
 }
 
 /// One confirmed subscriber, `reader1@example.com`, then a load.
@@ -62,7 +63,7 @@ async fn one_update_through(smtp: &SmtpServer) -> (TestServer, runrate::api::Del
         .load_example("2026-q2-example.toml")
         .await
         .expect("load");
-    let report = wait_until_settled(&server, "loads/2").await;
+    let report = settled_report(&server, "loads/2").await;
     (server, report)
 }
 
@@ -116,7 +117,7 @@ async fn transient_failures_give_up_after_the_last_attempt_and_can_be_retried() 
         .load_example("2026-q2-example.toml")
         .await
         .expect("load");
-    let report = wait_until_settled(&server, "loads/2").await;
+    let report = settled_report(&server, "loads/2").await;
     assert_eq!((report.sent, report.failed), (0, 1));
     assert_eq!(report.failures[0].attempts, 3);
     assert!(
@@ -138,7 +139,7 @@ async fn transient_failures_give_up_after_the_last_attempt_and_can_be_retried() 
         .expect("retry")
         .into_inner();
     assert_eq!(retried.deliveries_retried, 1);
-    let report = wait_until_settled(&server, "loads/2").await;
+    let report = settled_report(&server, "loads/2").await;
     assert_eq!(report.failed, 1, "still refused");
     assert_eq!(smtp.attempts("reader1@example.com"), 6);
 }
@@ -150,13 +151,14 @@ async fn connections_to_the_mail_server_are_kept_and_reused() {
     let mut settings = dir.smtp_settings(smtp.address);
     settings.delivery.concurrency = 2;
     settings.mail.smtp.pool_size = 2;
-    let server = TestServer::start_in(dir, settings).await;
+    let server = TestServer::start_in_with_lanes(dir, settings).await;
     server.seed_confirmed_subscribers(200).await;
     server
         .load_example("2026-q2-example.toml")
         .await
         .expect("load");
-    let report = wait_until_settled(&server, "loads/2").await;
+    smtp.wait_for(200, WAIT).await;
+    let report = stop_lanes_and_settle(server, "loads/2").await;
     assert_eq!(report.sent, 200);
     assert!(
         smtp.connections() <= 2,
@@ -171,7 +173,7 @@ async fn a_worker_stopped_mid_fan_out_resumes_without_losing_anyone() {
     let dir = TestDir::new().await;
     let settings = dir.smtp_settings(smtp.address);
     let concurrency = settings.delivery.concurrency as usize;
-    let server = TestServer::start_in(dir, settings).await;
+    let server = TestServer::start_in_with_lanes(dir, settings).await;
     server.seed_confirmed_subscribers(1000).await;
     server
         .load_example("2026-q2-example.toml")
@@ -183,8 +185,7 @@ async fn a_worker_stopped_mid_fan_out_resumes_without_losing_anyone() {
     assert!(sent_before_restart < 1000, "stopped mid fan-out");
 
     let server = TestServer::start_in(dir.expect("the directory"), settings).await;
-    smtp.wait_for_addresses(1000, WAIT).await;
-    let report = wait_until_settled(&server, "loads/2").await;
+    let report = settled_report(&server, "loads/2").await;
     assert_eq!(report.sent, 1000);
     let counts = smtp.counts();
     assert_eq!(counts.len(), 1000, "every subscriber got the update");
@@ -258,7 +259,9 @@ fn a_killed_server_resumes_its_fan_out_after_the_lease() {
 #[tokio::test]
 async fn a_fan_out_to_ten_thousand_subscribers_sends_each_one_email() {
     let smtp = SmtpServer::start().await;
-    let server = TestServer::start_with_smtp(smtp.address).await;
+    let dir = TestDir::new().await;
+    let settings = dir.smtp_settings(smtp.address);
+    let server = TestServer::start_in_with_lanes(dir, settings).await;
     server.seed_confirmed_subscribers(10_000).await;
     let started = Instant::now();
     server
@@ -270,7 +273,7 @@ async fn a_fan_out_to_ten_thousand_subscribers_sends_each_one_email() {
     let counts = smtp.counts();
     assert_eq!(counts.len(), 10_000);
     assert!(counts.values().all(|n| *n == 1), "no address twice");
-    let report = wait_until_settled(&server, "loads/2").await;
+    let report = stop_lanes_and_settle(server, "loads/2").await;
     assert_eq!((report.recipients, report.sent), (10_000, 10_000));
     println!(
         "fan-out to 10,000 subscribers: {:.2} s, {:.0} emails/s",
@@ -290,7 +293,7 @@ async fn a_slow_mail_server_gets_each_email_once_although_a_batch_outlasts_the_l
     settings.delivery.batch_size = 100;
     settings.mail.smtp.pool_size = 16;
     settings.mail.smtp.send_timeout = TextDuration(Duration::from_secs(10));
-    let server = TestServer::start_in(dir, settings).await;
+    let server = TestServer::start_in_with_lanes(dir, settings).await;
     server.seed_confirmed_subscribers(1000).await;
     server
         .load_example("2026-q2-example.toml")
@@ -298,7 +301,7 @@ async fn a_slow_mail_server_gets_each_email_once_although_a_batch_outlasts_the_l
         .expect("load");
 
     smtp.wait_for_addresses(1000, Duration::from_secs(60)).await;
-    let report = wait_until_settled(&server, "loads/2").await;
+    let report = stop_lanes_and_settle(server, "loads/2").await;
     assert_eq!(report.sent, 1000);
     let counts = smtp.counts();
     let duplicates: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();

@@ -15,6 +15,7 @@ use runrate::{
         metrics_service_client::MetricsServiceClient,
         newsletter_service_client::NewsletterServiceClient,
     },
+    outbox::{Channel as OutboxChannel, OutboxWorker},
     settings::{DatabaseUrl, ListenAddress, MailTransport, Settings, TextDuration},
     startup::Application,
     store::Store,
@@ -221,70 +222,44 @@ impl TestDir {
         environment
     }
 
+    /// A connection to the database of a server run in `data_dir`, for fixtures.
+    async fn fixture_connection(&self, data_dir: &Path) -> sqlx::AnyConnection {
+        sqlx::any::install_default_drivers();
+        let url = match &self.database {
+            None => format!("sqlite://{}", data_dir.join("runrate.db").display()),
+            Some(database) => database.url.clone(),
+        };
+        sqlx::AnyConnection::connect(&url)
+            .await
+            .expect("open the test database")
+    }
+
     /// Inserts `count` confirmed subscribers `reader{n}@example.com` straight into the
-    /// database of `runrate serve` run in `data_dir`, as a fixture: signing up 10,000
-    /// readers through the API would test nothing more.
+    /// database of a server run in `data_dir`, as a fixture: signing up 10,000 readers
+    /// through the API would test nothing more.
     pub async fn seed_confirmed_subscribers(&self, data_dir: &Path, count: u32) {
-        match &self.database {
-            None => {
-                let url = format!("sqlite://{}", data_dir.join("runrate.db").display());
-                let mut connection = sqlx::SqliteConnection::connect(&url)
-                    .await
-                    .expect("open the test database");
-                sqlx::query(
-                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?) \
-                     INSERT INTO subscribers (email, state, language, follows_all, created_at_us, updated_at_us) \
-                     SELECT 'reader' || i || '@example.com', 'confirmed', 'en', 1, 0, 0 FROM n",
-                )
-                .bind(count)
-                .execute(&mut connection)
-                .await
-                .expect("seed subscribers");
-            }
-            Some(database) => {
-                let mut connection = sqlx::PgConnection::connect(&database.url)
-                    .await
-                    .expect("open the test database");
-                sqlx::query(
-                    "INSERT INTO subscribers (email, state, language, follows_all, created_at_us, updated_at_us) \
-                     SELECT 'reader' || i || '@example.com', 'confirmed', 'en', TRUE, 0, 0 \
-                     FROM generate_series(1, $1) AS i",
-                )
-                .bind(i64::from(count))
-                .execute(&mut connection)
-                .await
-                .expect("seed subscribers");
-            }
-        }
+        let mut connection = self.fixture_connection(data_dir).await;
+        sqlx::query(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $1) \
+             INSERT INTO subscribers (email, state, language, follows_all, created_at_us, updated_at_us) \
+             SELECT 'reader' || i || '@example.com', 'confirmed', 'en', $2, 0, 0 FROM n",
+        )
+        .bind(i64::from(count))
+        .bind(true)
+        .execute(&mut connection)
+        .await
+        .expect("seed subscribers");
     }
 
     /// Changes a subscriber's address, for tests that need one address to behave differently.
     pub async fn rename_subscriber(&self, data_dir: &Path, from: &str, to: &str) {
-        match &self.database {
-            None => {
-                let url = format!("sqlite://{}", data_dir.join("runrate.db").display());
-                let mut connection = sqlx::SqliteConnection::connect(&url)
-                    .await
-                    .expect("open the test database");
-                sqlx::query("UPDATE subscribers SET email = ? WHERE email = ?")
-                    .bind(to)
-                    .bind(from)
-                    .execute(&mut connection)
-                    .await
-                    .expect("rename");
-            }
-            Some(database) => {
-                let mut connection = sqlx::PgConnection::connect(&database.url)
-                    .await
-                    .expect("open the test database");
-                sqlx::query("UPDATE subscribers SET email = $1 WHERE email = $2")
-                    .bind(to)
-                    .bind(from)
-                    .execute(&mut connection)
-                    .await
-                    .expect("rename");
-            }
-        }
+        let mut connection = self.fixture_connection(data_dir).await;
+        sqlx::query("UPDATE subscribers SET email = $1 WHERE email = $2")
+            .bind(to)
+            .bind(from)
+            .execute(&mut connection)
+            .await
+            .expect("rename");
     }
 }
 
@@ -293,7 +268,10 @@ pub struct TestServer {
     pub http_address: SocketAddr,
     pub data_dir: PathBuf,
     pub store: Arc<Store>,
+    pub outbox: Arc<OutboxWorker>,
     settings: Settings,
+    /// Whether the outbox is worked in the background; otherwise tests drain it.
+    lanes: bool,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<anyhow::Result<()>>>,
     // Dropped last: removes the data directory and the database.
@@ -322,16 +300,51 @@ impl TestServer {
         server
     }
 
-    /// A server with `settings`, whose directory and database someone else owns.
+    /// A server with `settings` (from `dir`) that works its outbox in the background, as
+    /// in production, for tests about concurrent lanes and stopping mid-way.
+    pub async fn start_in_with_lanes(dir: TestDir, settings: Settings) -> TestServer {
+        let mut server = TestServer::start_with_lanes(settings).await;
+        server.dir = Some(dir);
+        server
+    }
+
+    /// A server with `settings` that works its outbox in the background, whose directory
+    /// and database someone else owns.
+    pub async fn start_with_lanes(settings: Settings) -> TestServer {
+        TestServer::launch(settings, true, Vec::new()).await
+    }
+
+    /// A server with an extra outbox channel beside email.
+    pub async fn start_with_channel(channel: Arc<dyn OutboxChannel>) -> TestServer {
+        let dir = TestDir::new().await;
+        let mut server = TestServer::launch(dir.settings(), false, vec![channel]).await;
+        server.dir = Some(dir);
+        server
+    }
+
+    /// A server with `settings`, whose directory and database someone else owns. Its
+    /// outbox is only worked when the test drains it.
     pub async fn start_with(settings: Settings) -> TestServer {
+        TestServer::launch(settings, false, Vec::new()).await
+    }
+
+    async fn launch(
+        settings: Settings,
+        lanes: bool,
+        channels: Vec<Arc<dyn OutboxChannel>>,
+    ) -> TestServer {
         init_test_log();
         let data_dir = settings.data_dir.clone();
-        let application = Application::build(settings.clone())
+        let mut application = Application::build_with_channels(settings.clone(), channels)
             .await
             .expect("the server starts");
+        if !lanes {
+            application = application.without_outbox_lanes();
+        }
         let address = application.grpc_address();
         let http_address = application.http_address();
         let store = application.store();
+        let outbox = application.outbox();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(application.run_until(async {
             let _ = stopped.await;
@@ -341,7 +354,9 @@ impl TestServer {
             http_address,
             data_dir,
             store,
+            outbox,
             settings,
+            lanes,
             stop: Some(stop),
             task: Some(task),
             dir: None,
@@ -393,8 +408,9 @@ impl TestServer {
 
     /// Stops the server and starts a new one on the same directory and database.
     pub async fn restart(self) -> TestServer {
+        let lanes = self.lanes;
         let (dir, settings) = self.stop().await;
-        let mut server = TestServer::start_with(settings).await;
+        let mut server = TestServer::launch(settings, lanes, Vec::new()).await;
         server.dir = dir;
         server
     }
@@ -447,6 +463,24 @@ impl TestServer {
         let token = self.admin_token();
         self.load_with_token(name, content, false, Some(&token))
             .await
+    }
+
+    /// Works the outbox until nothing is left to do: whatever is due is sent, and each
+    /// retry is let fall due at once instead of being waited for.
+    pub async fn settle_outbox(&self) {
+        let mut moment = std::time::SystemTime::now();
+        for _ in 0..1000 {
+            let worked = self
+                .outbox
+                .drain_at(moment)
+                .await
+                .expect("drain the outbox");
+            match self.store.next_delivery_due().await.expect("next due") {
+                Some(due) if due > moment || worked > 0 => moment = moment.max(due),
+                _ => return,
+            }
+        }
+        panic!("the outbox did not settle");
     }
 
     pub async fn dump(&self) -> String {

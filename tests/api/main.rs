@@ -3,6 +3,7 @@
 
 mod atomic_reads;
 mod bad_input;
+mod channels;
 mod cli;
 mod connection_limits;
 mod delivery;

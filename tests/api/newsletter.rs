@@ -16,8 +16,6 @@ use crate::{
     smtp_server::SmtpServer,
 };
 
-const WAIT: Duration = Duration::from_secs(20);
-
 async fn try_subscribe(
     server: &TestServer,
     request: SubscribeRequest,
@@ -66,17 +64,12 @@ async fn state_of(server: &TestServer, email: &str) -> SubscriberState {
 async fn subscribe_and_confirm(server: &TestServer, smtp: &SmtpServer, email: &str) {
     let before = smtp.received_by(email).len();
     subscribe(server, email).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let confirmation = loop {
-        if let Some(mail) = smtp.received_by(email).get(before) {
-            break mail.clone();
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no confirmation email for {email}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    server.settle_outbox().await;
+    let confirmation = smtp
+        .received_by(email)
+        .get(before)
+        .cloned()
+        .unwrap_or_else(|| panic!("no confirmation email for {email}"));
     let link = confirmation.link("http://").expect("a confirmation link");
     let response = request(
         server.http_address,
@@ -98,27 +91,18 @@ fn update_unsubscribe_link(smtp: &SmtpServer, address: &str) -> String {
         .expect("an unsubscribe link")
 }
 
-async fn wait_until_delivered(server: &TestServer, load: &str) -> runrate::api::DeliveryReport {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let report = server
-            .admin()
-            .await
-            .get_delivery_report(
-                server.admin_request(GetDeliveryReportRequest { load: load.into() }),
-            )
-            .await
-            .expect("a delivery report")
-            .into_inner();
-        if report.pending == 0 && report.retrying == 0 {
-            return report;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "still delivering: {report:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// Works the outbox until nothing is left, then reports on `load`.
+async fn settled_report(server: &TestServer, load: &str) -> runrate::api::DeliveryReport {
+    server.settle_outbox().await;
+    let report = server
+        .admin()
+        .await
+        .get_delivery_report(server.admin_request(GetDeliveryReportRequest { load: load.into() }))
+        .await
+        .expect("a delivery report")
+        .into_inner();
+    assert_eq!((report.pending, report.retrying), (0, 0), "{report:?}");
+    report
 }
 
 #[tokio::test]
@@ -130,7 +114,8 @@ async fn sign_up_confirm_receive_and_leave_with_one_click() {
     subscribe(&server, "lurker@example.com").await;
 
     // The confirmation email arrives, with a link to the web side.
-    let confirmations = smtp.wait_for(2, WAIT).await;
+    server.settle_outbox().await;
+    let confirmations = smtp.received();
     let confirmation = confirmations
         .iter()
         .find(|mail| mail.to == [reader])
@@ -177,7 +162,7 @@ async fn sign_up_confirm_receive_and_leave_with_one_click() {
         .load_example("2026-q2-example.toml")
         .await
         .expect("load Q2");
-    let report = wait_until_delivered(&server, "loads/2").await;
+    let report = settled_report(&server, "loads/2").await;
     assert_eq!((report.recipients, report.sent, report.failed), (1, 1, 0));
     let updates: Vec<_> = smtp
         .received()
@@ -242,9 +227,8 @@ async fn sign_up_confirm_receive_and_leave_with_one_click() {
         .load_example("2026-q1-restatement-example.toml")
         .await
         .expect("restate");
-    let report = wait_until_delivered(&server, "loads/3").await;
+    let report = settled_report(&server, "loads/3").await;
     assert_eq!(report.recipients, 0);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(smtp.received().len(), emails_before);
 }
 
@@ -261,7 +245,7 @@ async fn unconfirmed_unsubscribed_and_bounced_addresses_are_never_emailed() {
         .load_example("2026-q2-example.toml")
         .await
         .expect("load 2");
-    wait_until_delivered(&server, "loads/2").await;
+    settled_report(&server, "loads/2").await;
     server
         .newsletter()
         .await
@@ -279,7 +263,7 @@ async fn unconfirmed_unsubscribed_and_bounced_addresses_are_never_emailed() {
         .load_example("2026-q1-restatement-example.toml")
         .await
         .expect("load 3");
-    let report = wait_until_delivered(&server, "loads/3").await;
+    let report = settled_report(&server, "loads/3").await;
     assert_eq!(report.recipients, 1, "only stays@ is confirmed");
     assert_eq!(report.sent, 1);
     let after: Vec<usize> = ["pending@example.com", "leaves@example.com"]
@@ -313,7 +297,7 @@ async fn a_refused_address_fails_is_suppressed_and_is_not_emailed_again() {
         .load_example("2026-q2-example.toml")
         .await
         .expect("load 2");
-    let report = wait_until_delivered(&server, "loads/2").await;
+    let report = settled_report(&server, "loads/2").await;
     assert_eq!((report.sent, report.failed), (1, 1));
     let failure = &report.failures[0];
     assert_eq!(failure.email, "nobody@example.com");
@@ -332,13 +316,13 @@ async fn a_refused_address_fails_is_suppressed_and_is_not_emailed_again() {
         .load_example("2026-q1-restatement-example.toml")
         .await
         .expect("load 3");
-    let report = wait_until_delivered(&server, "loads/3").await;
+    let report = settled_report(&server, "loads/3").await;
     assert_eq!(report.recipients, 1);
     assert_eq!(smtp.attempts("nobody@example.com"), 1);
 
     // Subscribing again does not bring a bounced address back.
     subscribe(&server, "nobody@example.com").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    server.settle_outbox().await;
     assert_eq!(smtp.attempts("nobody@example.com"), 1);
 }
 
@@ -373,17 +357,8 @@ async fn the_answer_is_the_same_for_new_and_known_addresses() {
         (new_page.status, new_page.body)
     );
 
-    // A pending address asking again within the window gets no second email: wait for
-    // the first, give a second time to arrive, and count.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    while smtp.received_by("new@example.com").is_empty() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no confirmation for new@"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A pending address asking again within the window gets no second email.
+    server.settle_outbox().await;
     assert_eq!(smtp.received_by("new@example.com").len(), 1);
 }
 
@@ -396,7 +371,8 @@ async fn an_expired_confirmation_link_is_refused() {
         runrate::settings::TextDuration(Duration::from_millis(300));
     let server = TestServer::start_in(dir, settings).await;
     subscribe(&server, "slow@example.com").await;
-    let mail = smtp.wait_for(1, WAIT).await.remove(0);
+    server.settle_outbox().await;
+    let mail = smtp.received().remove(0);
     let token = token_of(&mail.link("http://").expect("a link"));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
@@ -500,7 +476,7 @@ async fn followers_of_other_providers_are_not_emailed() {
         .load_example("2026-q2-example.toml")
         .await
         .expect("load 2");
-    wait_until_delivered(&server, "loads/2").await;
+    settled_report(&server, "loads/2").await;
     let token = token_of(&update_unsubscribe_link(&smtp, "aws-fan@example.com"));
     server
         .newsletter()
@@ -517,7 +493,7 @@ async fn followers_of_other_providers_are_not_emailed() {
         .load_example("2026-q1-restatement-example.toml")
         .await
         .expect("load 3");
-    let report = wait_until_delivered(&server, "loads/3").await;
+    let report = settled_report(&server, "loads/3").await;
     assert_eq!(report.recipients, 0);
 }
 
@@ -525,25 +501,16 @@ async fn followers_of_other_providers_are_not_emailed() {
 async fn with_no_mail_server_emails_are_written_as_files() {
     let server = TestServer::start().await;
     subscribe(&server, "files@example.com").await;
+    server.settle_outbox().await;
     let mail_dir = server.data_dir.join("mail");
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let email = loop {
-        let files: Vec<_> = std::fs::read_dir(&mail_dir)
-            .map(|dir| dir.filter_map(Result::ok).map(|e| e.path()).collect())
-            .unwrap_or_default();
-        if let Some(path) = files
-            .iter()
-            .find(|p| p.extension().is_some_and(|e| e == "eml"))
-        {
-            break std::fs::read_to_string(path).expect("read the email");
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no .eml file in {}",
-            mail_dir.display()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let files: Vec<_> = std::fs::read_dir(&mail_dir)
+        .map(|dir| dir.filter_map(Result::ok).map(|e| e.path()).collect())
+        .unwrap_or_default();
+    let path = files
+        .iter()
+        .find(|p| p.extension().is_some_and(|e| e == "eml"))
+        .unwrap_or_else(|| panic!("no .eml file in {}", mail_dir.display()));
+    let email = std::fs::read_to_string(path).expect("read the email");
     assert!(email.contains("To: files@example.com"), "{email}");
     assert!(
         email.contains("Subject: Confirm your runrate subscription"),
@@ -619,7 +586,7 @@ async fn one_click_also_works_as_multipart_form_data() {
         .load_example("2026-q2-example.toml")
         .await
         .expect("load 2");
-    wait_until_delivered(&server, "loads/2").await;
+    settled_report(&server, "loads/2").await;
     let link = update_unsubscribe_link(&smtp, "reader@example.com");
     let body = "--b\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--b--\r\n";
     let response = request_with_body(

@@ -4,14 +4,18 @@
 
 use std::time::{Duration, Instant};
 
-use runrate::api::{
-    CompareProvidersRequest, LoadFiguresRequest, WatchLoadsRequest,
-    admin_service_client::AdminServiceClient, metrics_service_client::MetricsServiceClient,
-    watch_loads_response::Event,
+use runrate::{
+    api::{
+        CompareProvidersRequest, LoadFiguresRequest, WatchLoadsRequest,
+        admin_service_client::AdminServiceClient, metrics_service_client::MetricsServiceClient,
+        watch_loads_response::Event,
+    },
+    settings::TextDuration,
 };
+use sqlx::Connection;
 
 use crate::{
-    helpers::{ServeProcess, TestDir, figures_file},
+    helpers::{ServeProcess, TestDir, TestServer, figures_file},
     smtp_server::SmtpServer,
 };
 
@@ -131,4 +135,60 @@ async fn two_replicas_share_loads_watchers_and_deliveries() {
         counts_after.values().filter(|n| **n > 1).count()
     );
     assert_eq!(smtp.received().len(), SUBSCRIBERS as usize);
+}
+
+/// Replica a takes loads and sends nothing; replica b sends, looks at its outbox every
+/// 20 ms, but reads loads made through a only every 2 s. b must neither spend attempts on
+/// updates about a load it has not read nor hold them back for a retry delay: it sends
+/// them as soon as it has read the load.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_on_loads_sends_their_updates_once_it_reads_them_without_failing() {
+    const READERS: u32 = 300;
+    let refresh = Duration::from_secs(2);
+    let smtp = SmtpServer::start().await;
+    let dir = TestDir::new().await;
+    let mut loading = dir.smtp_settings(smtp.address);
+    loading.data_dir = dir.path().join("a");
+    let mut sending = dir.smtp_settings(smtp.address);
+    sending.data_dir = dir.path().join("b");
+    sending.database.refresh_interval = TextDuration(refresh);
+    sending.delivery.poll_interval = TextDuration(Duration::from_millis(20));
+    // A failed attempt would wait this long, far past what the test allows.
+    sending.delivery.retry_base = TextDuration(Duration::from_secs(30));
+    let database_url = sending.database.url.expose().to_owned();
+    let replica_a = TestServer::start_with(loading).await;
+    let replica_b = TestServer::start_with_lanes(sending).await;
+    dir.seed_confirmed_subscribers(&replica_a.data_dir, READERS)
+        .await;
+
+    replica_a
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load through replica a");
+    let loaded = Instant::now();
+    let counts = smtp
+        .wait_for_addresses(READERS as usize, Duration::from_secs(30))
+        .await;
+    let elapsed = loaded.elapsed();
+    assert!(
+        elapsed < refresh + Duration::from_millis(1500),
+        "the last update went out {elapsed:?} after the load"
+    );
+    assert!(counts.values().all(|n| *n == 1), "one email each");
+
+    let mut connection = sqlx::PgConnection::connect(&database_url)
+        .await
+        .expect("connect");
+    let (sent, most_attempts, errors): (i64, i64, i64) = sqlx::query_as(
+        "SELECT COUNT(*) FILTER (WHERE state = 'sent'), MAX(attempts), COUNT(last_error) \
+         FROM deliveries WHERE kind = 'update'",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .expect("read the outbox");
+    assert_eq!(sent, i64::from(READERS));
+    assert_eq!(most_attempts, 1, "no attempt spent before b read the load");
+    assert_eq!(errors, 0, "nothing recorded as an error");
+    replica_b.stop().await;
+    replica_a.stop().await;
 }
