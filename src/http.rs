@@ -17,8 +17,8 @@ use minijinja::context;
 use serde::Deserialize;
 
 use crate::{
+    catalog::SharedSnapshot,
     newsletter::{Newsletter, NewsletterError, SUBSCRIBE_ANSWER},
-    snapshot::SharedSnapshot,
     templates::{ComparisonTable, render},
 };
 

@@ -6,7 +6,10 @@ async fn main() {
     if let Err(err) = runrate::cli::run(cli).await {
         // Errors may quote what a server sent: no control character reaches the terminal.
         let message = format!("{err:#}");
-        let lines: Vec<_> = message.lines().map(runrate::report::printable).collect();
+        let lines: Vec<_> = message
+            .lines()
+            .map(runrate::text_table::printable)
+            .collect();
         eprintln!("error: {}", lines.join("\n"));
         std::process::exit(1);
     }

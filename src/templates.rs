@@ -7,9 +7,9 @@ use minijinja::Environment;
 use serde::Serialize;
 
 use crate::{
+    catalog::ReadSnapshot,
     domain::{LoadId, Quarter, display_value},
-    report::{column_title, render_aligned},
-    snapshot::ReadSnapshot,
+    text_table::{column_title, render_aligned},
 };
 
 const TEMPLATES: &[(&str, &str)] = &[

@@ -4,7 +4,7 @@
 use libfuzzer_sys::fuzz_target;
 use runrate::{
     domain::{Metric, ResourceId},
-    figures::{KnownDefinitions, ParseLimits, parse},
+    figures_file::{KnownDefinitions, ParseLimits, parse},
 };
 
 /// The seed's providers and no metrics: enough for facts to reach the value checks.

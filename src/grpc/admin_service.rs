@@ -7,19 +7,15 @@ use std::time::SystemTime;
 use tonic::{Request, Response, Status, service::Interceptor};
 
 use crate::{
-    auth::AdminToken,
-    domain::LoadId,
-    loader::{FigureLoader, LoadError},
-    outbox::Wakeup,
-    store::{Store, StoreError},
+    auth::AdminToken, domain::LoadId, loading::FigureLoader, outbox::Wakeup, store::Store,
 };
 
 use super::{
-    ApiError, convert,
-    filter::parse_subscriber_filter,
-    names,
-    paging::{PageRequest, fingerprint},
+    ApiError, from_proto,
+    from_proto::filter::parse_subscriber_filter,
+    from_proto::paging::{PageRequest, fingerprint},
     pb::runrate::v1::{self as api, admin_service_server::AdminService},
+    to_proto,
     tokens::TokenSealer,
 };
 
@@ -49,14 +45,10 @@ impl AdminApi {
     /// The load a request names, or the newest load that sent updates.
     async fn notified_load(&self, name: &str) -> Result<Option<LoadId>, ApiError> {
         if !name.is_empty() {
-            return Ok(Some(names::parse_load_name("load", name)?));
+            return Ok(Some(from_proto::parse_load_name("load", name)?));
         }
-        self.store.latest_notified_load().await.map_err(internal)
+        Ok(self.store.latest_notified_load().await?)
     }
-}
-
-fn internal(err: StoreError) -> ApiError {
-    ApiError::Internal(err.into())
 }
 
 /// Lets a request through only with `authorization: Bearer <admin token>`.
@@ -80,22 +72,6 @@ impl Interceptor for RequireAdminToken {
     }
 }
 
-/// A figures file's name as a request gives it: what its errors and its load are named by.
-fn parse_file_name(name: &str) -> Result<&str, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "file_name",
-            "is required: the file's name, at most 255 characters, with no control characters",
-        ));
-    }
-    Ok(name)
-}
-
-fn count(n: u32) -> i32 {
-    i32::try_from(n).unwrap_or(i32::MAX)
-}
-
 #[tonic::async_trait]
 impl AdminService for AdminApi {
     async fn check_figures_file(
@@ -103,10 +79,10 @@ impl AdminService for AdminApi {
         request: Request<api::CheckFiguresFileRequest>,
     ) -> Result<Response<api::CheckFiguresFileResponse>, Status> {
         let request = request.into_inner();
-        let file_name = parse_file_name(&request.file_name)?;
+        let file_name = from_proto::file_name(&request.file_name)?;
         let errors = self.loader.check(file_name, &request.content);
         Ok(Response::new(api::CheckFiguresFileResponse {
-            errors: errors.iter().map(convert::figures_file_error).collect(),
+            errors: errors.iter().map(to_proto::figures_file_error).collect(),
         }))
     }
 
@@ -115,31 +91,17 @@ impl AdminService for AdminApi {
         request: Request<api::LoadFiguresRequest>,
     ) -> Result<Response<api::LoadFiguresResponse>, Status> {
         let request = request.into_inner();
-        let file_name = parse_file_name(&request.file_name)?;
+        let file_name = from_proto::file_name(&request.file_name)?;
         let summary = self
             .loader
             .load(file_name, &request.content, request.validate_only)
             .await
-            .map_err(|err| match err {
-                LoadError::Rejected(errors) => ApiError::FiguresRejected {
-                    errors: errors.iter().map(ToString::to_string).collect(),
-                },
-                LoadError::Store(err) => ApiError::Internal(err.into()),
-            })?;
-        let snapshot = self.loader.snapshot();
-        let load = summary
-            .load
-            .as_ref()
-            .map(|record| convert::load(record, snapshot.load().load_changes(record.id)));
-        Ok(Response::new(api::LoadFiguresResponse {
-            no_op: !request.validate_only && load.is_none(),
-            load,
-            facts_added: count(summary.facts_added),
-            facts_revised: count(summary.facts_revised),
-            facts_unchanged: count(summary.facts_unchanged),
-            definitions_changed: count(summary.definitions_changed),
-            validate_only: request.validate_only,
-        }))
+            .map_err(ApiError::from)?;
+        Ok(Response::new(to_proto::load_summary(
+            &summary,
+            &self.loader.snapshot().load(),
+            request.validate_only,
+        )))
     }
 
     async fn list_subscribers(
@@ -161,12 +123,12 @@ impl AdminService for AdminApi {
             .store
             .list_subscribers(state, after, limit)
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::from)?;
         let (subscribers, next_page_token) = page.page(subscribers.into_iter(), |subscriber| {
             subscriber.id.to_string()
         });
         Ok(Response::new(api::ListSubscribersResponse {
-            subscribers: subscribers.iter().map(convert::subscriber).collect(),
+            subscribers: subscribers.iter().map(to_proto::subscriber).collect(),
             next_page_token,
         }))
     }
@@ -191,9 +153,9 @@ impl AdminService for AdminApi {
             .store
             .delivery_report(load)
             .await
-            .map_err(internal)?
+            .map_err(ApiError::from)?
             .ok_or_else(not_found)?;
-        Ok(Response::new(convert::delivery_report(&report)))
+        Ok(Response::new(to_proto::delivery_report(&report)))
     }
 
     async fn retry_failed_deliveries(
@@ -204,13 +166,13 @@ impl AdminService for AdminApi {
         let load = if name.is_empty() {
             None
         } else {
-            Some(names::parse_load_name("load", &name)?)
+            Some(from_proto::parse_load_name("load", &name)?)
         };
         let retried = self
             .store
             .retry_failed_deliveries(load, SystemTime::now())
             .await
-            .map_err(internal)?;
+            .map_err(ApiError::from)?;
         if retried > 0 {
             self.outbox.wake();
         }

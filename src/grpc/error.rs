@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use tonic::{Code, Status};
 
-use crate::newsletter::NewsletterError;
+use crate::{loading::LoadError, newsletter::NewsletterError, store::StoreError};
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// `ErrorInfo.domain` of every error runrate returns.
@@ -39,6 +39,9 @@ pub enum ApiError {
     /// Over a rate limit.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// Lost a race with a concurrent write; trying again will do.
+    #[error("{0}")]
+    Aborted(String),
     /// A figures file failed its checks: one entry per error.
     #[error("the figures file was rejected")]
     FiguresRejected { errors: Vec<String> },
@@ -116,6 +119,11 @@ impl From<ApiError> for Status {
                 details.set_retry_info(Some(std::time::Duration::from_secs(60)));
                 Status::with_error_details(Code::ResourceExhausted, bounded(message), details)
             }
+            ApiError::Aborted(message) => {
+                let details =
+                    ErrorDetails::with_error_info("CONFLICT", ERROR_DOMAIN, HashMap::new());
+                Status::with_error_details(Code::Aborted, bounded(message), details)
+            }
             ApiError::FiguresRejected { errors } => figures_rejected(errors),
             ApiError::Internal(err) => {
                 tracing::error!(error = format!("{err:#}"), "internal error");
@@ -174,7 +182,32 @@ impl From<NewsletterError> for ApiError {
                 reason: "TOKEN_EXPIRED",
                 message,
             },
-            NewsletterError::Store(err) => ApiError::Internal(err.into()),
+            NewsletterError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<LoadError> for ApiError {
+    fn from(err: LoadError) -> Self {
+        match err {
+            LoadError::Rejected(errors) => ApiError::FiguresRejected {
+                errors: errors.iter().map(ToString::to_string).collect(),
+            },
+            LoadError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            // The loader plans again on a conflict; one that reaches a client means
+            // writers kept racing it, and a retry is the answer.
+            StoreError::Conflict { .. } => ApiError::Aborted(err.to_string()),
+            StoreError::UnsupportedUrl(_)
+            | StoreError::Corrupt(_)
+            | StoreError::Database(_)
+            | StoreError::Migration(_) => ApiError::Internal(err.into()),
         }
     }
 }

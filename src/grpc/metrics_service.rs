@@ -7,17 +7,17 @@ use arc_swap::ArcSwap;
 use tonic::{Request, Response, Status};
 
 use crate::{
-    derived::{self, DerivedFact},
+    catalog::derived::{self, DerivedFact},
+    catalog::{FactQuery, ReadSnapshot, SharedSnapshot},
     domain::{FactKey, FactRevision, FactStatus, LoadId, Quarter, ResourceId},
-    snapshot::{FactQuery, ReadSnapshot, SharedSnapshot},
 };
 
 use super::{
-    ApiError, convert,
-    filter::parse_fact_filter,
-    names,
-    paging::{PageRequest, fingerprint},
+    ApiError, from_proto,
+    from_proto::filter::parse_fact_filter,
+    from_proto::paging::{PageRequest, fingerprint},
     pb::runrate::v1::{self as api, metrics_service_server::MetricsService},
+    to_proto,
     tokens::TokenSealer,
 };
 
@@ -63,7 +63,7 @@ impl ComparisonCache {
         {
             return comparison.clone();
         }
-        let built = Arc::new(build_comparison(snapshot, period));
+        let built = Arc::new(to_proto::comparison(snapshot, period));
         let head = snapshot.head();
         self.current.rcu(|current| {
             let mut next = if current.head == head {
@@ -81,64 +81,13 @@ impl ComparisonCache {
     }
 }
 
-fn build_comparison(snapshot: &ReadSnapshot, period: Quarter) -> api::CompareProvidersResponse {
-    let comparison = snapshot.comparison(period, None);
-    let rows = comparison
-        .rows
-        .iter()
-        .map(|(metric, cells)| api::ComparisonRow {
-            metric: Some(convert::metric(metric)),
-            cells: comparison
-                .providers
-                .iter()
-                .zip(cells)
-                .map(|(provider, cell)| {
-                    let fact = cell.map(convert::fact);
-                    api::ComparisonCell {
-                        provider: names::provider_name(&provider.id),
-                        display_value: fact
-                            .as_ref()
-                            .map_or_else(|| "n/a".to_owned(), |f| f.display_value.clone()),
-                        fact,
-                    }
-                })
-                .collect(),
-        })
-        .collect();
-    api::CompareProvidersResponse {
-        period: Some(convert::period(&period)),
-        providers: comparison
-            .providers
-            .iter()
-            .map(|p| convert::provider(p))
-            .collect(),
-        rows,
-    }
-}
-
-fn read_time(time: Option<&prost_types::Timestamp>) -> Result<Option<SystemTime>, ApiError> {
-    let Some(time) = time else {
-        return Ok(None);
-    };
-    let invalid = || {
-        ApiError::invalid(
-            "read_time",
-            "is not a valid timestamp (expected seconds from 1970 on and nanos from 0 to 999,999,999)",
-        )
-    };
-    if time.seconds < 0 || !(0..1_000_000_000).contains(&time.nanos) {
-        return Err(invalid());
-    }
-    SystemTime::try_from(*time).map(Some).map_err(|_| invalid())
-}
-
 fn require_period(snapshot: &ReadSnapshot, period: Quarter) -> Result<Quarter, ApiError> {
     if snapshot.has_period(&period) {
         Ok(period)
     } else {
         Err(ApiError::not_found(
             "runrate.v1.Period",
-            names::period_name(&period),
+            to_proto::period_name(&period),
         ))
     }
 }
@@ -148,7 +97,7 @@ fn require_provider(snapshot: &ReadSnapshot, id: &ResourceId) -> Result<(), ApiE
         Some(_) => Ok(()),
         None => Err(ApiError::not_found(
             "runrate.v1.Provider",
-            names::provider_name(id),
+            to_proto::provider_name(id),
         )),
     }
 }
@@ -164,7 +113,7 @@ fn require_metric(snapshot: &ReadSnapshot, id: &ResourceId, derived: bool) -> Re
     } else {
         Err(ApiError::not_found(
             "runrate.v1.Metric",
-            names::metric_name(id),
+            to_proto::metric_name(id),
         ))
     }
 }
@@ -185,8 +134,8 @@ impl Listed<'_> {
 
     fn to_message(&self) -> api::Fact {
         match self {
-            Listed::Stored(fact) => convert::fact(fact),
-            Listed::Derived(fact) => convert::derived_fact(fact),
+            Listed::Stored(fact) => to_proto::fact(fact),
+            Listed::Derived(fact) => to_proto::derived_fact(fact),
         }
     }
 }
@@ -246,7 +195,7 @@ impl MetricsService for MetricsApi {
         });
         let (providers, next_page_token) = page.page(rest, |p| p.id.to_string());
         Ok(Response::new(api::ListProvidersResponse {
-            providers: providers.into_iter().map(convert::provider).collect(),
+            providers: providers.into_iter().map(to_proto::provider).collect(),
             next_page_token,
         }))
     }
@@ -255,12 +204,12 @@ impl MetricsService for MetricsApi {
         &self,
         request: Request<api::GetProviderRequest>,
     ) -> Result<Response<api::Provider>, Status> {
-        let id = names::parse_provider_name("name", &request.get_ref().name)?;
+        let id = from_proto::parse_provider_name("name", &request.get_ref().name)?;
         let snapshot = self.snapshot.load();
-        let provider = snapshot
-            .provider(&id)
-            .ok_or_else(|| ApiError::not_found("runrate.v1.Provider", names::provider_name(&id)))?;
-        Ok(Response::new(convert::provider(provider)))
+        let provider = snapshot.provider(&id).ok_or_else(|| {
+            ApiError::not_found("runrate.v1.Provider", to_proto::provider_name(&id))
+        })?;
+        Ok(Response::new(to_proto::provider(provider)))
     }
 
     async fn list_metrics(
@@ -282,7 +231,7 @@ impl MetricsService for MetricsApi {
         });
         let (metrics, next_page_token) = page.page(rest, |m| m.id.to_string());
         Ok(Response::new(api::ListMetricsResponse {
-            metrics: metrics.into_iter().map(convert::metric).collect(),
+            metrics: metrics.into_iter().map(to_proto::metric).collect(),
             next_page_token,
         }))
     }
@@ -291,12 +240,12 @@ impl MetricsService for MetricsApi {
         &self,
         request: Request<api::GetMetricRequest>,
     ) -> Result<Response<api::Metric>, Status> {
-        let id = names::parse_metric_name("name", &request.get_ref().name)?;
+        let id = from_proto::parse_metric_name("name", &request.get_ref().name)?;
         let snapshot = self.snapshot.load();
         let metric = snapshot
             .metric(&id)
-            .ok_or_else(|| ApiError::not_found("runrate.v1.Metric", names::metric_name(&id)))?;
-        Ok(Response::new(convert::metric(metric)))
+            .ok_or_else(|| ApiError::not_found("runrate.v1.Metric", to_proto::metric_name(&id)))?;
+        Ok(Response::new(to_proto::metric(metric)))
     }
 
     async fn list_periods(
@@ -313,7 +262,7 @@ impl MetricsService for MetricsApi {
         let after = page
             .after
             .as_deref()
-            .map(|text| names::quarter("page_token", text))
+            .map(|text| from_proto::quarter("page_token", text))
             .transpose()?;
         let snapshot = self.snapshot.load();
         let rest = snapshot
@@ -322,7 +271,7 @@ impl MetricsService for MetricsApi {
             .filter(|q| after.is_none_or(|after| **q > after));
         let (periods, next_page_token) = page.page(rest, |q| q.to_string());
         Ok(Response::new(api::ListPeriodsResponse {
-            periods: periods.into_iter().map(convert::period).collect(),
+            periods: periods.into_iter().map(to_proto::period).collect(),
             next_page_token,
         }))
     }
@@ -331,9 +280,9 @@ impl MetricsService for MetricsApi {
         &self,
         request: Request<api::GetPeriodRequest>,
     ) -> Result<Response<api::Period>, Status> {
-        let period = names::parse_period_name("name", &request.get_ref().name)?;
+        let period = from_proto::parse_period_name("name", &request.get_ref().name)?;
         let period = require_period(&self.snapshot.load(), period)?;
-        Ok(Response::new(convert::period(&period)))
+        Ok(Response::new(to_proto::period(&period)))
     }
 
     async fn list_facts(
@@ -342,9 +291,9 @@ impl MetricsService for MetricsApi {
     ) -> Result<Response<api::ListFactsResponse>, Status> {
         let request = request.into_inner();
         let (parent_provider, parent_period) =
-            names::parse_facts_parent("parent", &request.parent)?;
+            from_proto::parse_facts_parent("parent", &request.parent)?;
         let mut query = parse_fact_filter(&request.filter)?;
-        let read_time = read_time(request.read_time.as_ref())?;
+        let read_time = from_proto::read_time(request.read_time.as_ref())?;
         let read_time_text = read_time.map(|t| format!("{t:?}")).unwrap_or_default();
         let derived_text = if request.include_derived {
             "derived"
@@ -366,7 +315,7 @@ impl MetricsService for MetricsApi {
         let after = page
             .after
             .as_deref()
-            .map(|cursor| names::parse_fact_name("page_token", cursor))
+            .map(|cursor| from_proto::parse_fact_name("page_token", cursor))
             .transpose()?;
 
         // The parent and the filter narrow the same fields; both must hold.
@@ -394,12 +343,12 @@ impl MetricsService for MetricsApi {
             let rest = listed
                 .into_iter()
                 .filter(|fact| after.as_ref().is_none_or(|after| fact.key() > after));
-            let (page, token) = page.page(rest, |fact| names::fact_name(fact.key()));
+            let (page, token) = page.page(rest, |fact| to_proto::fact_name(fact.key()));
             (page.iter().map(Listed::to_message).collect(), token)
         } else {
             let rest = snapshot.facts(query, read_time, after.as_ref());
-            let (page, token) = page.page(rest, |fact| names::fact_name(&fact.key));
-            (page.into_iter().map(convert::fact).collect(), token)
+            let (page, token) = page.page(rest, |fact| to_proto::fact_name(&fact.key));
+            (page.into_iter().map(to_proto::fact).collect(), token)
         };
         Ok(Response::new(api::ListFactsResponse {
             facts,
@@ -412,17 +361,17 @@ impl MetricsService for MetricsApi {
         request: Request<api::GetFactRequest>,
     ) -> Result<Response<api::Fact>, Status> {
         let request = request.into_inner();
-        let key: FactKey = names::parse_fact_name("name", &request.name)?;
-        let read_time = read_time(request.read_time.as_ref())?;
+        let key: FactKey = from_proto::parse_fact_name("name", &request.name)?;
+        let read_time = from_proto::read_time(request.read_time.as_ref())?;
         let snapshot = self.snapshot.load();
         require_provider(&snapshot, &key.provider)?;
         require_metric(&snapshot, &key.metric, true)?;
         require_period(&snapshot, key.period)?;
-        let not_found = || ApiError::not_found("runrate.v1.Fact", names::fact_name(&key));
+        let not_found = || ApiError::not_found("runrate.v1.Fact", to_proto::fact_name(&key));
         let fact = if snapshot.metric(&key.metric).is_some() {
-            convert::fact(snapshot.fact(&key, read_time).ok_or_else(not_found)?)
+            to_proto::fact(snapshot.fact(&key, read_time).ok_or_else(not_found)?)
         } else {
-            convert::derived_fact(
+            to_proto::derived_fact(
                 &derived::derive(&snapshot, &key, read_time).ok_or_else(not_found)?,
             )
         };
@@ -438,7 +387,7 @@ impl MetricsService for MetricsApi {
             "" => snapshot.latest_period().ok_or_else(|| {
                 ApiError::not_found("runrate.v1.Period", "periods/- (no figures are loaded yet)")
             })?,
-            name => require_period(&snapshot, names::parse_period_name("period", name)?)?,
+            name => require_period(&snapshot, from_proto::parse_period_name("period", name)?)?,
         };
         let comparison = self.comparisons.get_or_build(&snapshot, period);
         Ok(Response::new(comparison.as_ref().clone()))
@@ -449,7 +398,7 @@ impl MetricsService for MetricsApi {
         request: Request<api::ListFactRevisionsRequest>,
     ) -> Result<Response<api::ListFactRevisionsResponse>, Status> {
         let request = request.into_inner();
-        let key = names::parse_fact_name("parent", &request.parent)?;
+        let key = from_proto::parse_fact_name("parent", &request.parent)?;
         let page = PageRequest::parse(
             request.page_size,
             &request.page_token,
@@ -462,7 +411,7 @@ impl MetricsService for MetricsApi {
         require_metric(&snapshot, &key.metric, false)?;
         let revisions = snapshot.revisions(&key);
         if revisions.is_empty() {
-            return Err(ApiError::not_found("runrate.v1.Fact", names::fact_name(&key)).into());
+            return Err(ApiError::not_found("runrate.v1.Fact", to_proto::fact_name(&key)).into());
         }
         let rest = revisions
             .iter()
@@ -470,7 +419,7 @@ impl MetricsService for MetricsApi {
             .filter(|r| before.is_none_or(|before| r.revision < before));
         let (page, next_page_token) = page.page(rest, |r| r.revision.to_string());
         Ok(Response::new(api::ListFactRevisionsResponse {
-            revisions: page.into_iter().map(convert::fact).collect(),
+            revisions: page.into_iter().map(to_proto::fact).collect(),
             next_page_token,
         }))
     }
@@ -497,7 +446,7 @@ impl MetricsService for MetricsApi {
         Ok(Response::new(api::ListLoadsResponse {
             loads: page
                 .into_iter()
-                .map(|load| convert::load(load, snapshot.load_changes(load.id)))
+                .map(|load| to_proto::load(load, snapshot.load_changes(load.id)))
                 .collect(),
             next_page_token,
         }))
@@ -507,12 +456,12 @@ impl MetricsService for MetricsApi {
         &self,
         request: Request<api::GetLoadRequest>,
     ) -> Result<Response<api::Load>, Status> {
-        let id = names::parse_load_name("name", &request.get_ref().name)?;
+        let id = from_proto::parse_load_name("name", &request.get_ref().name)?;
         let snapshot = self.snapshot.load();
         let load = snapshot
             .load_record(id)
-            .ok_or_else(|| ApiError::not_found("runrate.v1.Load", names::load_name(id)))?;
-        Ok(Response::new(convert::load(
+            .ok_or_else(|| ApiError::not_found("runrate.v1.Load", to_proto::load_name(id)))?;
+        Ok(Response::new(to_proto::load(
             load,
             snapshot.load_changes(id),
         )))

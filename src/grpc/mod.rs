@@ -1,14 +1,13 @@
-//! The gRPC edge: generated protobuf types, conversions to and from the domain, request
-//! parsing (names, page tokens, filters), errors as `tonic::Status`, and the services.
+//! The gRPC edge: generated protobuf types; requests parsed into domain values
+//! (`from_proto`) and domain values built into responses (`to_proto`); every error's one
+//! mapping to `tonic::Status` (`error`); and the services, thin handlers over those.
 
 mod admin_service;
-mod convert;
 mod error;
-mod filter;
+mod from_proto;
 mod metrics_service;
-mod names;
 mod newsletter_service;
-mod paging;
+mod to_proto;
 mod tokens;
 mod watch;
 
@@ -43,7 +42,11 @@ pub mod pb {
 pub mod fuzzing {
     use std::sync::Arc;
 
-    use super::{filter, paging::PageRequest, tokens::TokenSealer, watch};
+    use super::{
+        from_proto::{filter, paging::PageRequest},
+        tokens::TokenSealer,
+        watch,
+    };
 
     const KEY: [u8; 32] = [42; 32];
 
@@ -55,7 +58,7 @@ pub mod fuzzing {
     /// `text` as a page token, and as the payload of one this server sealed.
     pub fn page_token(text: &str, page_size: i32) {
         let sealer = TokenSealer::new(KEY);
-        let fingerprint = super::paging::fingerprint(&["fuzz"]);
+        let fingerprint = super::from_proto::paging::fingerprint(&["fuzz"]);
         let _ = PageRequest::parse(page_size, text, fingerprint.clone(), &sealer);
         let sealed = sealer.seal("page", text);
         if let Ok(page) = PageRequest::parse(page_size, &sealed, fingerprint, &sealer) {

@@ -40,18 +40,19 @@ use tonic::{Code, Status, body::Body, server::NamedService, transport::server::T
 use tonic_types::{ErrorDetails, StatusExt};
 
 use crate::{
+    catalog::{ReadSnapshot, SharedSnapshot},
     connections::Occasionally,
     domain::LoadId,
-    snapshot::{ReadSnapshot, SharedSnapshot},
     store::to_micros,
 };
 
 use super::{
-    ApiError, MetricsApi, convert,
+    ApiError, MetricsApi,
     error::ERROR_DOMAIN,
     pb::runrate::v1::{
         self as api, metrics_service_server::MetricsServiceServer, watch_loads_response::Event,
     },
+    to_proto,
     tokens::{TokenSealer, UnsealError},
 };
 
@@ -232,11 +233,7 @@ impl WatchHub {
         if live && newest.is_some_and(|newest| load < newest) {
             return Err(FellBehind);
         }
-        let record = snapshot.load_record(load);
-        let event = api::LoadEvent {
-            load: record.map(|record| convert::load(record, snapshot.load_changes(load))),
-            facts: snapshot.load_changes(load).map(convert::fact).collect(),
-        };
+        let event = to_proto::load_event(snapshot, load);
         let bytes = grpc_message(&self.response(Event::Load(event), &position_of(snapshot, load)));
         if newest.is_none_or(|newest| load > newest) {
             cache.bytes += bytes.len();

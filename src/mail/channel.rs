@@ -14,12 +14,12 @@ use async_trait::async_trait;
 use super::{EmailComposer, Mailer, OutgoingEmail, SendError, UpdateEmail};
 use crate::{
     auth::generate_secret,
+    catalog::SharedSnapshot,
     domain::{
         LoadId,
         subscribers::{ClaimedDelivery, DeliveryKind, NewToken, TokenPurpose, token_digest},
     },
     outbox::{Channel, EMAIL_CHANNEL, Readiness, SendFailure},
-    snapshot::SharedSnapshot,
     store::{Store, StoreError},
 };
 

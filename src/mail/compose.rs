@@ -18,9 +18,9 @@ use minijinja::context;
 use super::OutgoingEmail;
 use crate::{
     auth::generate_secret,
+    catalog::ReadSnapshot,
     domain::{LoadId, display_value},
     settings::{HttpSettings, MailSettings},
-    snapshot::ReadSnapshot,
     templates::{ComparisonTable, render},
 };
 

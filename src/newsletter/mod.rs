@@ -7,6 +7,7 @@ mod rate_limit;
 use std::{net::IpAddr, sync::Arc, time::SystemTime};
 
 use crate::{
+    catalog::SharedSnapshot,
     domain::ResourceId,
     domain::subscribers::{
         SubscribeCommand, SubscribeOutcome, SubscriberState, TokenOutcome, TokenRequest,
@@ -14,7 +15,6 @@ use crate::{
     },
     outbox::{EMAIL_CHANNEL, Wakeup},
     settings::NewsletterSettings,
-    snapshot::SharedSnapshot,
     store::{Store, StoreError},
 };
 

@@ -18,10 +18,10 @@ use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    catalog::SharedSnapshot,
     domain::LoadId,
     domain::subscribers::{ClaimToken, ClaimedDelivery, DeliveryKind, DeliveryResult, RetryPolicy},
     settings::DeliverySettings,
-    snapshot::SharedSnapshot,
     store::{Store, StoreError},
 };
 

@@ -15,9 +15,9 @@ use runrate::{
         metrics_service_client::MetricsServiceClient,
         newsletter_service_client::NewsletterServiceClient,
     },
+    app::Application,
     outbox::{Channel as OutboxChannel, OutboxWorker},
     settings::{DatabaseUrl, ListenAddress, MailTransport, Settings, TextDuration},
-    startup::Application,
     store::Store,
 };
 use sqlx::Connection;

@@ -1,6 +1,9 @@
-//! The read snapshot: an immutable, in-memory copy of everything stored, from which every
-//! client read is answered. A load builds a new snapshot and swaps it in whole, so a
-//! reader sees either all of a load or none of it, and reads never wait on the database.
+//! The catalog, the read side: an immutable, in-memory snapshot of everything stored,
+//! from which every client read is answered, and the figures derived from it on read. A
+//! load builds a new snapshot and swaps it in whole, so a reader sees either all of a
+//! load or none of it, and reads never wait on the database.
+
+pub mod derived;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,7 +20,7 @@ use crate::{
         FactKey, FactRevision, FactStatus, LoadId, LoadRecord, Metric, Provider, Quarter,
         ResourceId,
     },
-    figures::KnownDefinitions,
+    figures_file::KnownDefinitions,
     store::StoreContents,
 };
 

@@ -1,32 +1,43 @@
-//! Resource names (AIP-122) parsed into domain ids, and written back.
+//! Requests into domain values: every field a client sends is parsed here, once, into
+//! a domain type or a clear INVALID_ARGUMENT naming the field — resource names (AIP-122),
+//! timestamps, filters (AIP-160) and page tokens.
+
+pub mod filter;
+pub mod paging;
+
+use std::time::SystemTime;
 
 use crate::domain::{FactKey, Quarter, ResourceId};
 
 use super::ApiError;
 
-pub fn provider_name(id: &ResourceId) -> String {
-    format!("providers/{id}")
+/// A request's `read_time`: `None` reads the present.
+pub fn read_time(time: Option<&prost_types::Timestamp>) -> Result<Option<SystemTime>, ApiError> {
+    let Some(time) = time else {
+        return Ok(None);
+    };
+    let invalid = || {
+        ApiError::invalid(
+            "read_time",
+            "is not a valid timestamp (expected seconds from 1970 on and nanos from 0 to 999,999,999)",
+        )
+    };
+    if time.seconds < 0 || !(0..1_000_000_000).contains(&time.nanos) {
+        return Err(invalid());
+    }
+    SystemTime::try_from(*time).map(Some).map_err(|_| invalid())
 }
 
-pub fn metric_name(id: &ResourceId) -> String {
-    format!("metrics/{id}")
-}
-
-pub fn period_name(period: &Quarter) -> String {
-    format!("periods/{}", period.id())
-}
-
-pub fn fact_name(key: &FactKey) -> String {
-    format!(
-        "providers/{}/periods/{}/facts/{}",
-        key.provider,
-        key.period.id(),
-        key.metric
-    )
-}
-
-pub fn load_name(id: i64) -> String {
-    format!("loads/{id}")
+/// A figures file's name as a request gives it: what its errors and its load are named by.
+pub fn file_name(name: &str) -> Result<&str, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(ApiError::invalid(
+            "file_name",
+            "is required: the file's name, at most 255 characters, with no control characters",
+        ));
+    }
+    Ok(name)
 }
 
 fn segments<'a>(field: &str, name: &'a str, pattern: &str) -> Result<Vec<&'a str>, ApiError> {
@@ -136,6 +147,7 @@ pub fn parse_facts_parent(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc::to_proto::fact_name;
 
     #[test]
     fn round_trips_fact_names() {

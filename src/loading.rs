@@ -11,14 +11,14 @@ use std::{
 use tokio::sync::Mutex;
 
 use crate::{
+    catalog::{ReadSnapshot, SharedSnapshot},
     domain::subscribers::Audience,
     domain::{
         FactBody, FactKey, FactStatus, LoadId, LoadRecord, Metric, Provider, ResourceId,
         RevisionReason,
     },
-    figures::{self, FiguresFile, FileError, ParseLimits},
+    figures_file::{self, FiguresFile, FileError, ParseLimits},
     outbox::{Channel, Wakeup},
-    snapshot::{ReadSnapshot, SharedSnapshot},
     store::{Store, StoreError},
 };
 
@@ -127,7 +127,11 @@ impl FigureLoader {
             return Ok(None);
         }
         let summary = self
-            .load(figures::SEED_FILE_NAME, figures::SEED.as_bytes(), false)
+            .load(
+                figures_file::SEED_FILE_NAME,
+                figures_file::SEED.as_bytes(),
+                false,
+            )
             .await?;
         Ok(Some(summary))
     }
@@ -136,7 +140,7 @@ impl FigureLoader {
     /// empty when it could be loaded.
     pub fn check(&self, file_name: &str, bytes: &[u8]) -> Vec<FileError> {
         let snapshot = self.snapshot.load_full();
-        figures::parse(file_name, bytes, snapshot.as_ref(), self.limits)
+        figures_file::parse(file_name, bytes, snapshot.as_ref(), self.limits)
             .err()
             .unwrap_or_default()
     }
@@ -151,7 +155,7 @@ impl FigureLoader {
         let mut attempts = 0;
         loop {
             let snapshot = self.snapshot.load_full();
-            let figures = figures::parse(file_name, bytes, snapshot.as_ref(), self.limits)
+            let figures = figures_file::parse(file_name, bytes, snapshot.as_ref(), self.limits)
                 .map_err(LoadError::Rejected)?;
             let plan = plan_load(&snapshot, figures);
             let mut summary = LoadSummary {

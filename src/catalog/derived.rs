@@ -10,11 +10,11 @@ use std::time::SystemTime;
 
 pub use crate::domain::{Derivation, is_reserved_metric_id};
 use crate::{
+    catalog::ReadSnapshot,
     domain::{
         Decimal, FactBody, FactKey, FactRevision, FactStatus, FactValue, LoadId, MetricKind,
         ResourceId, Source,
     },
-    snapshot::ReadSnapshot,
 };
 
 /// Digits after the point of a derived percentage.

@@ -3,12 +3,12 @@
 
 use crate::domain::Named;
 use crate::{
+    catalog::FactQuery,
     domain::subscribers::SubscriberState,
     domain::{FactStatus, Quarter, ResourceId},
-    snapshot::FactQuery,
 };
 
-use super::ApiError;
+use crate::grpc::ApiError;
 
 const FIELD: &str = "filter";
 

@@ -19,8 +19,9 @@ use tonic_health::ServingStatus;
 
 use crate::{
     auth::AdminToken,
+    catalog::{ReadSnapshot, SharedSnapshot},
     connections::{self, ConnectionLimits},
-    figures::ParseLimits,
+    figures_file::ParseLimits,
     grpc::{
         AdminApi, MetricsApi, MetricsWithWatch, NewsletterApi, RequireAdminToken, TokenSealer,
         WatchConfig, WatchHub,
@@ -34,12 +35,11 @@ use crate::{
         },
     },
     http::{self, WebState},
-    loader::FigureLoader,
+    loading::FigureLoader,
     mail::{EmailChannel, EmailComposer, build_mailer},
     newsletter::Newsletter,
     outbox::{Channel, OutboxWorker, Wakeup},
     settings::Settings,
-    snapshot::{ReadSnapshot, SharedSnapshot},
     store::Store,
 };
 

@@ -1,6 +1,8 @@
 //! The `runrate` command line: `serve` runs the service, the other commands are gRPC
 //! clients of a running one.
 
+mod report;
+
 use std::{path::PathBuf, time::Duration};
 
 use anyhow::Context;
@@ -12,16 +14,15 @@ use tonic::{
 use tonic_types::StatusExt;
 
 use crate::{
+    app::{Application, shutdown_signal},
     domain::Quarter,
     grpc::pb::runrate::v1::{
         CheckFiguresFileRequest, CompareProvidersRequest, GetDeliveryReportRequest,
         LoadFiguresRequest, RetryFailedDeliveriesRequest, RevisionReason,
         admin_service_client::AdminServiceClient, metrics_service_client::MetricsServiceClient,
     },
-    report,
-    report::printable,
     settings::Settings,
-    startup::{Application, shutdown_signal},
+    text_table::printable,
 };
 
 #[derive(Debug, Parser)]

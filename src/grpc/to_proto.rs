@@ -2,23 +2,47 @@
 
 use crate::domain::Named;
 use crate::{
-    derived::{Derivation, DerivedFact},
+    catalog::ReadSnapshot,
+    catalog::derived::{Derivation, DerivedFact},
     domain::subscribers::{DeliveryReport, Subscriber, SubscriberState},
     domain::{
-        self, FactBody, FactKey, FactRevision, FactStatus, FactValue, LoadRecord, Metric,
-        MetricKind, Provider, Quarter, RevisionReason, Source,
+        self, FactBody, FactKey, FactRevision, FactStatus, FactValue, LoadId, LoadRecord, Metric,
+        MetricKind, Provider, Quarter, ResourceId, RevisionReason, Source,
     },
-    figures::FileError,
+    figures_file::FileError,
+    loading::LoadSummary,
 };
 
-use super::{
-    names,
-    pb::{google::r#type as gtype, runrate::v1 as api},
-};
+use super::pb::{google::r#type as gtype, runrate::v1 as api};
+
+pub fn provider_name(id: &ResourceId) -> String {
+    format!("providers/{id}")
+}
+
+pub fn metric_name(id: &ResourceId) -> String {
+    format!("metrics/{id}")
+}
+
+pub fn period_name(period: &Quarter) -> String {
+    format!("periods/{}", period.id())
+}
+
+pub fn fact_name(key: &FactKey) -> String {
+    format!(
+        "providers/{}/periods/{}/facts/{}",
+        key.provider,
+        key.period.id(),
+        key.metric
+    )
+}
+
+pub fn load_name(id: i64) -> String {
+    format!("loads/{id}")
+}
 
 pub fn provider(provider: &Provider) -> api::Provider {
     api::Provider {
-        name: names::provider_name(&provider.id),
+        name: provider_name(&provider.id),
         display_name: provider.display_name.clone(),
         parent_company: provider.parent_company.clone(),
         fiscal_year_start_month: i32::from(provider.fiscal_year_start_month),
@@ -27,7 +51,7 @@ pub fn provider(provider: &Provider) -> api::Provider {
 
 pub fn metric(metric: &Metric) -> api::Metric {
     api::Metric {
-        name: names::metric_name(&metric.id),
+        name: metric_name(&metric.id),
         display_name: metric.display_name.clone(),
         unit: metric.unit.to_string(),
         kind: metric_kind(metric.kind) as i32,
@@ -52,7 +76,7 @@ fn metric_kind(kind: MetricKind) -> api::MetricKind {
 
 pub fn period(period: &Quarter) -> api::Period {
     api::Period {
-        name: names::period_name(period),
+        name: period_name(period),
         display_name: period.to_string(),
         first_date: Some(date(period.first_date())),
         last_date: Some(date(period.last_date())),
@@ -122,10 +146,10 @@ fn derivation(derivation: Derivation) -> api::Derivation {
 /// The fields every fact message has, from its key and body.
 fn fact_message(key: &FactKey, body: &FactBody) -> api::Fact {
     api::Fact {
-        name: names::fact_name(key),
-        provider: names::provider_name(&key.provider),
-        metric: names::metric_name(&key.metric),
-        period: names::period_name(&key.period),
+        name: fact_name(key),
+        provider: provider_name(&key.provider),
+        metric: metric_name(&key.metric),
+        period: period_name(&key.period),
         status: status(body.status) as i32,
         value: body.value.as_ref().map(value),
         approximate: body.approximate,
@@ -143,7 +167,7 @@ fn fact_message(key: &FactKey, body: &FactBody) -> api::Fact {
 pub fn fact(revision: &FactRevision) -> api::Fact {
     api::Fact {
         revision: revision.revision,
-        load: names::load_name(revision.load_id),
+        load: load_name(revision.load_id),
         record_time: Some(revision.recorded_at.into()),
         revision_reason: revision_reason(revision.reason) as i32,
         ..fact_message(&revision.key, &revision.body)
@@ -152,18 +176,82 @@ pub fn fact(revision: &FactRevision) -> api::Fact {
 
 pub fn derived_fact(derived: &DerivedFact) -> api::Fact {
     api::Fact {
-        load: names::load_name(derived.load_id),
+        load: load_name(derived.load_id),
         record_time: Some(derived.recorded_at.into()),
-        derived_from: derived.inputs.iter().map(names::fact_name).collect(),
+        derived_from: derived.inputs.iter().map(fact_name).collect(),
         derivation: derivation(derived.derivation) as i32,
         ..fact_message(&derived.key, &derived.body)
+    }
+}
+
+/// The comparison table of one period, as CompareProviders answers it.
+pub fn comparison(snapshot: &ReadSnapshot, period: Quarter) -> api::CompareProvidersResponse {
+    let comparison = snapshot.comparison(period, None);
+    let rows = comparison
+        .rows
+        .iter()
+        .map(|(metric, cells)| api::ComparisonRow {
+            metric: Some(self::metric(metric)),
+            cells: comparison
+                .providers
+                .iter()
+                .zip(cells)
+                .map(|(provider, cell)| {
+                    let fact = cell.map(fact);
+                    api::ComparisonCell {
+                        provider: provider_name(&provider.id),
+                        display_value: fact
+                            .as_ref()
+                            .map_or_else(|| "n/a".to_owned(), |f| f.display_value.clone()),
+                        fact,
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    api::CompareProvidersResponse {
+        period: Some(self::period(&period)),
+        providers: comparison.providers.iter().map(|p| provider(p)).collect(),
+        rows,
+    }
+}
+
+/// What a load did (or, validating only, would do).
+pub fn load_summary(
+    summary: &LoadSummary,
+    snapshot: &ReadSnapshot,
+    validate_only: bool,
+) -> api::LoadFiguresResponse {
+    let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
+    let load = summary
+        .load
+        .as_ref()
+        .map(|record| load(record, snapshot.load_changes(record.id)));
+    api::LoadFiguresResponse {
+        no_op: !validate_only && load.is_none(),
+        load,
+        facts_added: count(summary.facts_added),
+        facts_revised: count(summary.facts_revised),
+        facts_unchanged: count(summary.facts_unchanged),
+        definitions_changed: count(summary.definitions_changed),
+        validate_only,
+    }
+}
+
+/// The WatchLoads event of one load: the load and every fact it changed.
+pub fn load_event(snapshot: &ReadSnapshot, id: LoadId) -> api::LoadEvent {
+    api::LoadEvent {
+        load: snapshot
+            .load_record(id)
+            .map(|record| load(record, snapshot.load_changes(id))),
+        facts: snapshot.load_changes(id).map(fact).collect(),
     }
 }
 
 pub fn load<'a>(record: &LoadRecord, changes: impl Iterator<Item = &'a FactRevision>) -> api::Load {
     let count = |n: u32| i32::try_from(n).unwrap_or(i32::MAX);
     api::Load {
-        name: names::load_name(record.id),
+        name: load_name(record.id),
         create_time: Some(record.recorded_at.into()),
         file_name: record.file_name.clone(),
         content_sha256: record.content_sha256.clone(),
@@ -173,7 +261,7 @@ pub fn load<'a>(record: &LoadRecord, changes: impl Iterator<Item = &'a FactRevis
         definitions_changed: count(record.definitions_changed),
         changes: changes
             .map(|revision| api::FactChange {
-                fact: names::fact_name(&revision.key),
+                fact: fact_name(&revision.key),
                 revision: revision.revision,
                 revision_reason: revision_reason(revision.reason) as i32,
             })
@@ -211,7 +299,7 @@ pub fn subscriber(subscriber: &Subscriber) -> api::Subscriber {
 pub fn delivery_report(report: &DeliveryReport) -> api::DeliveryReport {
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     api::DeliveryReport {
-        load: names::load_name(report.load_id),
+        load: load_name(report.load_id),
         recipients: count(report.recipients),
         sent: count(report.sent),
         pending: count(report.pending),

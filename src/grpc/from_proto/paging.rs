@@ -5,7 +5,7 @@
 
 use sha2::{Digest, Sha256};
 
-use super::{ApiError, tokens::TokenSealer};
+use crate::grpc::{ApiError, tokens::TokenSealer};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;
