@@ -2,6 +2,7 @@
 //! qualifiers, sources and revisions. Nothing here knows about protobuf or SQL.
 
 mod decimal;
+mod digest;
 mod display;
 mod email_address;
 mod money;
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use strum::{EnumIter, EnumString, IntoStaticStr};
 
 pub use decimal::{Decimal, DecimalError};
+pub use digest::{hex, sha256_hex};
 pub use display::display_value;
 pub use email_address::{EmailAddress, EmailAddressError};
 pub use money::{CurrencyCode, Money, MoneyError};

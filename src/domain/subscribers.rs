@@ -306,11 +306,7 @@ pub struct ClaimedDelivery {
 
 /// The digest stored for a token; the token itself is never stored.
 pub fn token_digest(token: &str) -> String {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(token.trim().as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    super::sha256_hex(token.trim().as_bytes())
 }
 
 /// A token to store before the email carrying it is sent.

@@ -5,8 +5,8 @@
 use crate::domain::Named;
 use std::{collections::HashMap, fmt, ops::Range};
 
+use crate::domain::sha256_hex;
 use serde::Deserialize;
-use sha2::{Digest, Sha256};
 use toml::Spanned;
 
 use crate::domain::{
@@ -135,7 +135,7 @@ pub fn parse(
     if checker.errors.is_empty() {
         Ok(FiguresFile {
             file_name: file_name.to_owned(),
-            content_sha256: hex_sha256(bytes),
+            content_sha256: sha256_hex(bytes),
             ..figures
         })
     } else {
@@ -146,13 +146,6 @@ pub fn parse(
 fn syntax_message(err: &toml::de::Error) -> String {
     let message = err.message().trim();
     format!("malformed figures file: {message}")
-}
-
-pub fn hex_sha256(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 fn line_of(text: &str, offset: usize) -> usize {

@@ -70,6 +70,33 @@ impl TokenSealer {
             .map_err(|_| UnsealError::NotSealedHere)?;
         String::from_utf8(payload.to_vec()).map_err(|_| UnsealError::Malformed)
     }
+
+    /// Seals a payload of fields behind a format `version`, joined by `|`; only the last
+    /// field may itself hold a `|`.
+    pub fn seal_fields(&self, purpose: &str, version: &str, fields: &[&str]) -> String {
+        let mut payload = version.to_owned();
+        for field in fields {
+            payload.push('|');
+            payload.push_str(field);
+        }
+        self.seal(purpose, &payload)
+    }
+
+    /// The `N` fields of a token sealed by [`TokenSealer::seal_fields`] with `version`.
+    pub fn open_fields<const N: usize>(
+        &self,
+        purpose: &str,
+        version: &str,
+        token: &str,
+    ) -> Result<[String; N], UnsealError> {
+        let payload = self.open(purpose, token)?;
+        let mut parts = payload.splitn(N + 1, '|');
+        if parts.next() != Some(version) {
+            return Err(UnsealError::Malformed);
+        }
+        let fields: Vec<String> = parts.map(str::to_owned).collect();
+        fields.try_into().map_err(|_| UnsealError::Malformed)
+    }
 }
 
 #[cfg(test)]
@@ -95,5 +122,19 @@ mod tests {
         assert_eq!(sealer.open("page", ""), malformed);
         assert_eq!(sealer.open("page", "not base64 at all!"), malformed);
         assert_eq!(sealer.open("page", &"A".repeat(10_000)), malformed);
+    }
+
+    #[test]
+    fn fields_come_back_as_sealed_under_their_version_only() {
+        let sealer = TokenSealer::new([7; 32]);
+        let token = sealer.seal_fields("page", "p1", &["abc", "x|y"]);
+        assert_eq!(
+            sealer.open_fields::<2>("page", "p1", &token),
+            Ok(["abc".to_owned(), "x|y".to_owned()])
+        );
+        let malformed = Err(UnsealError::Malformed);
+        assert_eq!(sealer.open_fields::<2>("page", "p2", &token), malformed);
+        let short = sealer.seal_fields("page", "p1", &["abc"]);
+        assert_eq!(sealer.open_fields::<2>("page", "p1", &short), malformed);
     }
 }

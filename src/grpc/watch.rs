@@ -100,11 +100,11 @@ fn position_of(snapshot: &ReadSnapshot, load: LoadId) -> Position {
 }
 
 fn encode(sealer: &TokenSealer, position: &Position) -> String {
-    let payload = format!(
-        "{TOKEN_VERSION}|{}|{}",
-        position.load, position.recorded_at_us
+    let (load, recorded) = (
+        position.load.to_string(),
+        position.recorded_at_us.to_string(),
     );
-    sealer.seal(PURPOSE, &payload)
+    sealer.seal_fields(PURPOSE, TOKEN_VERSION, &[&load, &recorded])
 }
 
 fn decode(sealer: &TokenSealer, token: &str) -> Result<Position, ApiError> {
@@ -114,19 +114,17 @@ fn decode(sealer: &TokenSealer, token: &str) -> Result<Position, ApiError> {
             "is not a resume token this server issued (pass resume_token from a WatchLoads response unchanged)",
         )
     };
-    let payload = sealer.open(PURPOSE, token).map_err(|err| match err {
-        UnsealError::Malformed => invalid(),
-        // Well formed but not sealed here: another deployment's history (or a forgery).
-        UnsealError::NotSealedHere => expired(NOT_THIS_HISTORY.into()),
-    })?;
-    let parts: Vec<&str> = payload.split('|').collect();
-    match parts.as_slice() {
-        [TOKEN_VERSION, load, recorded] => Ok(Position {
-            load: load.parse().map_err(|_| invalid())?,
-            recorded_at_us: recorded.parse().map_err(|_| invalid())?,
-        }),
-        _ => Err(invalid()),
-    }
+    let [load, recorded] = sealer
+        .open_fields(PURPOSE, TOKEN_VERSION, token)
+        .map_err(|err| match err {
+            UnsealError::Malformed => invalid(),
+            // Well formed but not sealed here: another deployment's history (or a forgery).
+            UnsealError::NotSealedHere => expired(NOT_THIS_HISTORY.into()),
+        })?;
+    Ok(Position {
+        load: load.parse().map_err(|_| invalid())?,
+        recorded_at_us: recorded.parse().map_err(|_| invalid())?,
+    })
 }
 
 fn expired(message: String) -> ApiError {

@@ -5,7 +5,10 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::grpc::{ApiError, tokens::TokenSealer};
+use crate::{
+    domain::hex,
+    grpc::{ApiError, tokens::TokenSealer},
+};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;
@@ -31,10 +34,6 @@ pub fn fingerprint(parts: &[&str]) -> String {
         hasher.update(part.as_bytes());
     }
     hex(&hasher.finalize()[..8])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 impl<'s> PageRequest<'s> {
@@ -100,33 +99,25 @@ impl<'s> PageRequest<'s> {
 }
 
 fn encode(sealer: &TokenSealer, cursor: &str, fingerprint: &str) -> String {
-    sealer.seal(PURPOSE, &format!("{TOKEN_VERSION}|{fingerprint}|{cursor}"))
+    sealer.seal_fields(PURPOSE, TOKEN_VERSION, &[fingerprint, cursor])
 }
 
 fn decode(sealer: &TokenSealer, token: &str, fingerprint: &str) -> Result<String, ApiError> {
-    let not_ours = || {
-        ApiError::invalid(
-            "page_token",
-            "is not a page token this server issued (pass next_page_token from the previous response unchanged)",
-        )
-    };
-    let payload = sealer.open(PURPOSE, token).map_err(|_| not_ours())?;
-    let mut parts = payload.splitn(3, '|');
-    let (version, token_fingerprint, cursor) = (
-        parts.next().ok_or_else(not_ours)?,
-        parts.next().ok_or_else(not_ours)?,
-        parts.next().ok_or_else(not_ours)?,
-    );
-    if version != TOKEN_VERSION {
-        return Err(not_ours());
-    }
+    let [token_fingerprint, cursor] = sealer
+        .open_fields(PURPOSE, TOKEN_VERSION, token)
+        .map_err(|_| {
+            ApiError::invalid(
+                "page_token",
+                "is not a page token this server issued (pass next_page_token from the previous response unchanged)",
+            )
+        })?;
     if token_fingerprint != fingerprint {
         return Err(ApiError::invalid(
             "page_token",
             "belongs to a request with other parameters (keep parent, filter and read_time the same while paging)",
         ));
     }
-    Ok(cursor.to_owned())
+    Ok(cursor)
 }
 
 #[cfg(test)]
