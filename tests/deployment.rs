@@ -150,3 +150,53 @@ fn the_compose_file_has_postgres_mailpit_and_published_ports() {
         assert_eq!(ports.len(), 2, "{replica}: gRPC and HTTP");
     }
 }
+
+/// What `.dockerignore` lets into the build context: its `!` lines, after a `*`.
+fn docker_context_allowlist() -> Vec<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/.dockerignore");
+    let text = std::fs::read_to_string(path).expect("read .dockerignore");
+    let lines: Vec<&str> = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect();
+    assert_eq!(lines.first(), Some(&"*"), "the context is an allowlist");
+    lines[1..]
+        .iter()
+        .map(|line| {
+            let entry = line.strip_prefix('!').expect("only `!` lines after `*`");
+            entry.trim_end_matches('/').to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn the_build_context_holds_what_the_dockerfile_copies_and_nothing_else() {
+    let allowed = docker_context_allowlist();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/Dockerfile");
+    let dockerfile = std::fs::read_to_string(path).expect("read the Dockerfile");
+    let mut copied = Vec::new();
+    for line in dockerfile.lines().map(str::trim) {
+        let Some(arguments) = line.strip_prefix("COPY ") else {
+            continue;
+        };
+        if arguments.starts_with("--from") {
+            continue;
+        }
+        let words: Vec<&str> = arguments.split_whitespace().collect();
+        copied.extend(words[..words.len() - 1].iter().map(|w| w.to_string()));
+    }
+    assert!(!copied.is_empty(), "the Dockerfile copies from the context");
+    for source in &copied {
+        assert!(
+            allowed.contains(source),
+            "{source} is copied but not in the context"
+        );
+    }
+    for source in &allowed {
+        assert!(
+            copied.contains(source),
+            "{source} is in the context but never copied"
+        );
+    }
+}
