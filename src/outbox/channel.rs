@@ -9,7 +9,7 @@ use async_trait::async_trait;
 
 use crate::{
     domain::subscribers::{Audience, ClaimedDelivery},
-    store::{Recipient, StoreError, StoreTx},
+    store::{StoreError, StoreTx},
 };
 
 /// A claimed delivery's state after [`Channel::prepare`].
@@ -40,22 +40,19 @@ pub trait Channel: Send + Sync + 'static {
     /// The name the outbox stores with each of this channel's deliveries.
     fn name(&self) -> &'static str;
 
-    /// Who this channel tells about a load, read in the load's transaction. By default,
-    /// every subscriber in the audience, at their email address.
+    /// The subscribers this channel tells about a load, read in the load's transaction.
+    /// By default, everyone in the audience.
     async fn update_recipients(
         &self,
         tx: &mut StoreTx,
         audience: &Audience,
-    ) -> Result<Vec<Recipient>, StoreError> {
+    ) -> Result<Vec<i64>, StoreError> {
         Ok(tx
-            .confirmed_subscribers()
+            .confirmed_followers()
             .await?
             .into_iter()
-            .filter(|subscriber| audience.includes(subscriber))
-            .map(|subscriber| Recipient {
-                subscriber_id: subscriber.id,
-                address: subscriber.email.to_string(),
-            })
+            .filter(|follower| audience.includes(follower))
+            .map(|follower| follower.subscriber_id)
             .collect())
     }
 

@@ -288,9 +288,9 @@ impl OutboxWorker {
         };
         let mut decided = Vec::new();
         let mut to_send = Vec::new();
-        for (delivery, channel, readiness) in prepared {
+        for (delivery, readiness) in prepared {
             match readiness {
-                Readiness::Ready(message) => to_send.push((delivery, channel, message)),
+                Readiness::Ready(message) => to_send.push((delivery, message)),
                 Readiness::Skip(reason) => decided.push(DeliveryResult::Skipped {
                     id: delivery.id,
                     reason,
@@ -303,7 +303,7 @@ impl OutboxWorker {
         self.record(claim, &decided, shutdown, clock).await?;
         let mut loads_touched = Vec::new();
         let mut to_send = to_send.into_iter();
-        for (delivery, channel, message) in to_send.by_ref() {
+        for (delivery, message) in to_send.by_ref() {
             let still_held = held
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -316,7 +316,7 @@ impl OutboxWorker {
                     );
                 }
                 let mut rest = vec![delivery.id];
-                rest.extend(to_send.map(|(delivery, _, _)| delivery.id));
+                rest.extend(to_send.map(|(delivery, _)| delivery.id));
                 self.release(claim, &rest, clock).await;
                 break;
             }
@@ -325,7 +325,14 @@ impl OutboxWorker {
             {
                 loads_touched.push(load);
             }
-            let result = match channel.send(&delivery, &message).await {
+            let sent = match self.channel(&delivery.channel) {
+                Some(channel) => channel.send(&delivery, &message).await,
+                None => Err(SendFailure::Transient(format!(
+                    "no channel `{}` here",
+                    delivery.channel
+                ))),
+            };
+            let result = match sent {
                 Ok(()) => DeliveryResult::Sent { id: delivery.id },
                 Err(failure) => self.after_failure(&delivery, failure, clock.now()),
             };
@@ -337,38 +344,47 @@ impl OutboxWorker {
         Ok(())
     }
 
-    /// Each delivery with its channel and what the channel made ready.
+    /// The channel of this name, if this process has it.
+    fn channel(&self, name: &str) -> Option<&Arc<dyn Channel>> {
+        self.channels.iter().find(|channel| channel.name() == name)
+    }
+
+    /// Each delivery with what its channel made ready, a batch per channel.
     async fn prepare(
         &self,
         claimed: Vec<ClaimedDelivery>,
         now: SystemTime,
-    ) -> Result<Vec<(ClaimedDelivery, Arc<dyn Channel>, Readiness)>, StoreError> {
-        let mut batches: Vec<(Arc<dyn Channel>, Vec<ClaimedDelivery>)> = self
-            .channels
-            .iter()
-            .map(|channel| (channel.clone(), Vec::new()))
-            .collect();
+    ) -> Result<Vec<(ClaimedDelivery, Readiness)>, StoreError> {
+        let mut batches: Vec<(&str, Vec<ClaimedDelivery>)> = Vec::new();
         for delivery in claimed {
-            // Claims ask only for this process's channels.
-            if let Some((_, batch)) = batches
+            match batches
                 .iter_mut()
-                .find(|(channel, _)| channel.name() == delivery.channel)
+                .find(|(name, _)| *name == delivery.channel)
             {
-                batch.push(delivery);
+                Some((_, batch)) => batch.push(delivery),
+                None => {
+                    let name = self.channel(&delivery.channel).map_or("", |c| c.name());
+                    batches.push((name, vec![delivery]));
+                }
             }
         }
         let mut prepared = Vec::new();
-        for (channel, batch) in batches {
-            if batch.is_empty() {
-                continue;
+        for (name, batch) in batches {
+            // Claims ask only for this process's channels; a channel that answers for
+            // fewer deliveries than it was given leaves the rest to be tried again.
+            let mut readiness = match self.channel(name) {
+                Some(channel) => channel.prepare(&batch, now).await?.into_iter(),
+                None => Vec::new().into_iter(),
+            };
+            for delivery in batch {
+                let ready = readiness.next().unwrap_or_else(|| {
+                    Readiness::Failed(SendFailure::Transient(format!(
+                        "channel `{}` did not prepare it",
+                        delivery.channel
+                    )))
+                });
+                prepared.push((delivery, ready));
             }
-            let readiness = channel.prepare(&batch, now).await?;
-            prepared.extend(
-                batch
-                    .into_iter()
-                    .zip(readiness)
-                    .map(|(delivery, ready)| (delivery, channel.clone(), ready)),
-            );
         }
         Ok(prepared)
     }

@@ -22,7 +22,6 @@ use crate::{
 };
 
 use backend::Backend;
-pub use outbox::Recipient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

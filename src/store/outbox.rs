@@ -24,16 +24,9 @@ const UNFINISHED: &str = "('pending', 'sending', 'retrying')";
 /// Failures listed in a delivery report.
 const MAX_REPORTED_FAILURES: i64 = 100;
 /// Recipients queued per statement.
-const QUEUE_CHUNK: usize = 5_000;
+const QUEUE_CHUNK: usize = 10_000;
 const KIND_CONFIRMATION: &str = "confirmation";
 const KIND_UPDATE: &str = "update";
-
-/// One recipient of a queued update.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Recipient {
-    pub subscriber_id: i64,
-    pub address: String,
-}
 
 impl Store {
     /// Claims up to `limit` due deliveries until `lease_until` under `claim`, counting an
@@ -205,32 +198,30 @@ impl StoreTx {
         Ok(())
     }
 
-    /// Queues the update about `load` for each recipient on `channel`, due at `due`.
+    /// Queues the update about `load` on `channel` for each subscriber, at the address
+    /// they have now, due at `due`.
     pub async fn queue_updates(
         &mut self,
         channel: &str,
         load: LoadId,
-        recipients: &[Recipient],
+        subscriber_ids: &[i64],
         due: SystemTime,
     ) -> Result<(), StoreError> {
         let statement = format!(
             "INSERT INTO deliveries (channel, kind, load_id, subscriber_id, email, state, attempts, \
              next_attempt_at_us, created_at_us) \
-             SELECT $1, $2, $3, CAST(value ->> 0 AS BIGINT), value ->> 1, $4, 0, $5, $5 FROM {}",
-            self.backend.json_elements(6)
+             SELECT $1, $2, $3, s.id, s.email, $4, 0, $5, $5 FROM subscribers s \
+             WHERE s.id IN (SELECT CAST(value AS BIGINT) FROM {}) ORDER BY s.id",
+            self.backend.json_text_elements(6)
         );
-        for chunk in recipients.chunks(QUEUE_CHUNK) {
-            let rows: Vec<(i64, &str)> = chunk
-                .iter()
-                .map(|recipient| (recipient.subscriber_id, recipient.address.as_str()))
-                .collect();
+        for chunk in subscriber_ids.chunks(QUEUE_CHUNK) {
             sqlx::query(&statement)
                 .bind(channel)
                 .bind(KIND_UPDATE)
                 .bind(load)
                 .bind(DeliveryState::Pending.as_str())
                 .bind(to_micros(due))
-                .bind(encode_json(&rows)?)
+                .bind(encode_json(&chunk)?)
                 .execute(&mut *self.tx)
                 .await?;
         }

@@ -12,7 +12,9 @@ use super::{
 };
 use crate::domain::{
     EmailAddress, ResourceId,
-    subscribers::{KnownAddress, NewToken, Subscriber, SubscriberState, TokenHolder, TokenPurpose},
+    subscribers::{
+        Follower, KnownAddress, NewToken, Subscriber, SubscriberState, TokenHolder, TokenPurpose,
+    },
 };
 
 const SUBSCRIBER_COLUMNS: &str = "s.id, s.email, s.state, s.language, \
@@ -272,24 +274,48 @@ impl StoreTx {
     }
 
     /// Every confirmed subscriber, with what it follows.
-    pub async fn confirmed_subscribers(&mut self) -> Result<Vec<Subscriber>, StoreError> {
+    pub async fn confirmed_followers(&mut self) -> Result<Vec<Follower>, StoreError> {
         let confirmed = SubscriberState::Confirmed.as_str();
-        let rows = sqlx::query_as::<_, SubscriberRow>(&format!(
-            "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers s WHERE s.state = $1 ORDER BY s.id"
-        ))
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT id, CASE WHEN follows_all THEN 1 ELSE 0 END FROM subscribers \
+             WHERE state = $1 ORDER BY id",
+        )
         .bind(confirmed)
         .fetch_all(&mut *self.tx)
         .await?;
         let followed = sqlx::query(
             "SELECT p.subscriber_id, p.provider_id FROM subscriber_providers p \
-             JOIN subscribers s ON s.id = p.subscriber_id WHERE s.state = $1 \
+             JOIN subscribers s ON s.id = p.subscriber_id WHERE s.state = $1 AND NOT s.follows_all \
              ORDER BY p.subscriber_id, p.provider_id",
         )
         .bind(confirmed)
         .fetch_all(&mut *self.tx)
         .await?;
-        with_followed(rows, followed)
+        let mut providers = followed_providers(followed)?;
+        Ok(rows
+            .into_iter()
+            .map(|(subscriber_id, follows_all)| Follower {
+                subscriber_id,
+                state: SubscriberState::Confirmed,
+                providers: (follows_all == 0)
+                    .then(|| providers.remove(&subscriber_id).unwrap_or_default()),
+            })
+            .collect())
     }
+}
+
+/// The (subscriber id, provider id) rows of what subscribers follow, by subscriber.
+fn followed_providers(
+    rows: Vec<sqlx::any::AnyRow>,
+) -> Result<HashMap<i64, Vec<ResourceId>>, StoreError> {
+    let mut providers: HashMap<i64, Vec<ResourceId>> = HashMap::new();
+    for row in rows {
+        let provider: String = row.try_get(1)?;
+        let provider = ResourceId::parse(&provider)
+            .map_err(|_| StoreError::Corrupt(format!("followed provider `{provider}`")))?;
+        providers.entry(row.try_get(0)?).or_default().push(provider);
+    }
+    Ok(providers)
 }
 
 /// Subscribers from their rows and the (subscriber id, provider id) rows of what they follow.
@@ -297,13 +323,7 @@ fn with_followed(
     rows: Vec<SubscriberRow>,
     followed: Vec<sqlx::any::AnyRow>,
 ) -> Result<Vec<Subscriber>, StoreError> {
-    let mut providers: HashMap<i64, Vec<ResourceId>> = HashMap::new();
-    for row in followed {
-        let provider: String = row.try_get(1)?;
-        let provider = ResourceId::parse(&provider)
-            .map_err(|_| StoreError::Corrupt(format!("followed provider `{provider}`")))?;
-        providers.entry(row.try_get(0)?).or_default().push(provider);
-    }
+    let mut providers = followed_providers(followed)?;
     rows.into_iter()
         .map(|row| {
             let followed = providers.remove(&row.id).unwrap_or_default();
