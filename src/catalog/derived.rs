@@ -5,9 +5,9 @@
 //! (`cloud-revenue-yoy`), so they never replace a reported figure (such as the reported
 //! `yoy-growth`).
 
-use crate::domain::Named;
 use std::time::SystemTime;
 
+use crate::domain::Named;
 pub use crate::domain::{Derivation, is_reserved_metric_id};
 use crate::{
     catalog::ReadSnapshot,

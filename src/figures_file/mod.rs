@@ -2,16 +2,14 @@
 //! data set and every later quarterly load use this one format. Parsing turns raw bytes
 //! into checked domain values, or into the full list of what is wrong with the file.
 
-use crate::domain::Named;
 use std::{collections::HashMap, fmt, ops::Range};
 
-use crate::domain::sha256_hex;
 use serde::Deserialize;
 use toml::Spanned;
 
 use crate::domain::{
-    Date, Decimal, FactBody, FactKey, FactStatus, FactValue, Metric, MetricKind, Money, Provider,
-    Quarter, ResourceId, RevisionReason, Source, Unit, is_reserved_metric_id,
+    Date, Decimal, FactBody, FactKey, FactStatus, FactValue, Metric, MetricKind, Money, Named,
+    Provider, Quarter, ResourceId, RevisionReason, Source, Unit, is_reserved_metric_id, sha256_hex,
 };
 
 /// The Q1 2026 figures of the seed article, loaded into an empty store on first start.

@@ -2,7 +2,6 @@
 //! unsubscribe) whose digest is stored before it goes out, and is composed from the
 //! templates, an update once per load and then personalised.
 
-use crate::domain::Named;
 use std::{
     collections::HashMap,
     sync::{Arc, Mutex},
@@ -12,6 +11,7 @@ use std::{
 use async_trait::async_trait;
 
 use super::{EmailComposer, Mailer, OutgoingEmail, SendError, UpdateEmail};
+use crate::domain::Named;
 use crate::{
     auth::generate_secret,
     catalog::SharedSnapshot,

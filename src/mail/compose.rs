@@ -3,7 +3,6 @@
 //! headers. An update is rendered once per load and then personalised per recipient by
 //! swapping in their unsubscribe link, so a large fan-out does not render it again.
 
-use crate::domain::Named;
 use std::{str::FromStr, time::Duration};
 
 use lettre::{
@@ -16,6 +15,7 @@ use lettre::{
 use minijinja::context;
 
 use super::OutgoingEmail;
+use crate::domain::Named;
 use crate::{
     auth::generate_secret,
     catalog::ReadSnapshot,

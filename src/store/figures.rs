@@ -1,6 +1,5 @@
 //! Figures: loads, definitions and fact revisions, all append-only.
 
-use crate::domain::Named;
 use std::time::SystemTime;
 
 use super::{
@@ -8,6 +7,7 @@ use super::{
     rows::{FactRevisionRow, LoadRow, decode_json, encode_json},
     to_micros,
 };
+use crate::domain::Named;
 use crate::domain::{
     FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider, RevisionReason,
 };

@@ -1,7 +1,6 @@
 //! The transactional outbox: deliveries queued in the transaction that makes them due,
 //! claimed by workers under a fencing token, and the result of each recorded.
 
-use crate::domain::Named;
 use std::time::SystemTime;
 
 use sqlx::Row;
@@ -11,6 +10,7 @@ use super::{
     rows::{ClaimedDeliveryRow, DeliveryFailureRow, delivery_state, encode_json},
     to_micros,
 };
+use crate::domain::Named;
 use crate::domain::{
     LoadId,
     subscribers::{

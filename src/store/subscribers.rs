@@ -1,6 +1,5 @@
 //! Newsletter subscribers, the providers they follow, and the digests of their tokens.
 
-use crate::domain::Named;
 use std::{collections::HashMap, time::SystemTime};
 
 use sqlx::Row;
@@ -10,6 +9,7 @@ use super::{
     rows::{SubscriberRow, encode_json, subscriber_state},
     to_micros,
 };
+use crate::domain::Named;
 use crate::domain::{
     EmailAddress, ResourceId,
     subscribers::{
