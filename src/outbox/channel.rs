@@ -12,6 +12,9 @@ use crate::{
     store::{StoreError, StoreTx},
 };
 
+/// Followers read at a time when working out an update's recipients.
+const FOLLOWERS_PAGE: u32 = 5_000;
+
 /// A claimed delivery's state after [`Channel::prepare`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Readiness {
@@ -47,13 +50,20 @@ pub trait Channel: Send + Sync + 'static {
         tx: &mut StoreTx,
         audience: &Audience,
     ) -> Result<Vec<i64>, StoreError> {
-        Ok(tx
-            .confirmed_followers()
-            .await?
-            .into_iter()
-            .filter(|follower| audience.includes(follower))
-            .map(|follower| follower.subscriber_id)
-            .collect())
+        let mut recipients = Vec::new();
+        let mut after = 0;
+        loop {
+            let page = tx.confirmed_followers(after, FOLLOWERS_PAGE).await?;
+            let Some(last) = page.last() else {
+                return Ok(recipients);
+            };
+            after = last.subscriber_id;
+            recipients.extend(
+                page.iter()
+                    .filter(|follower| audience.includes(follower))
+                    .map(|follower| follower.subscriber_id),
+            );
+        }
     }
 
     /// Gets a claimed batch ready to send, one [`Readiness`] per delivery, in order. An

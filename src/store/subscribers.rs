@@ -273,22 +273,35 @@ impl StoreTx {
         .transpose()
     }
 
-    /// Every confirmed subscriber, with what it follows.
-    pub async fn confirmed_followers(&mut self) -> Result<Vec<Follower>, StoreError> {
+    /// Confirmed subscribers after `after_id`, by id, at most `limit` of them, with what
+    /// they follow: read page by page, so that a large audience is never all in memory.
+    pub async fn confirmed_followers(
+        &mut self,
+        after_id: i64,
+        limit: u32,
+    ) -> Result<Vec<Follower>, StoreError> {
         let confirmed = SubscriberState::Confirmed.as_str();
         let rows: Vec<(i64, i64)> = sqlx::query_as(
             "SELECT id, CASE WHEN follows_all THEN 1 ELSE 0 END FROM subscribers \
-             WHERE state = $1 ORDER BY id",
+             WHERE state = $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(confirmed)
+        .bind(after_id)
+        .bind(i64::from(limit))
         .fetch_all(&mut *self.tx)
         .await?;
+        let (Some((first, _)), Some((last, _))) = (rows.first(), rows.last()) else {
+            return Ok(Vec::new());
+        };
         let followed = sqlx::query(
             "SELECT p.subscriber_id, p.provider_id FROM subscriber_providers p \
-             JOIN subscribers s ON s.id = p.subscriber_id WHERE s.state = $1 AND NOT s.follows_all \
+             JOIN subscribers s ON s.id = p.subscriber_id \
+             WHERE s.state = $1 AND NOT s.follows_all AND p.subscriber_id BETWEEN $2 AND $3 \
              ORDER BY p.subscriber_id, p.provider_id",
         )
         .bind(confirmed)
+        .bind(*first)
+        .bind(*last)
         .fetch_all(&mut *self.tx)
         .await?;
         let mut providers = followed_providers(followed)?;
