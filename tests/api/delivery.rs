@@ -307,3 +307,57 @@ async fn a_slow_mail_server_gets_each_email_once_although_a_batch_outlasts_the_l
     let duplicates: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(duplicates.is_empty(), "sent more than once: {duplicates:?}");
 }
+
+#[test]
+fn a_failed_delivery_is_logged_at_warn_with_its_load_and_address() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let dir = runtime.block_on(TestDir::new());
+    let unreachable = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let token = "delivery-log-test-token-0123456789";
+    let mut environment = dir.serve_environment();
+    environment.extend(
+        [
+            ("RUNRATE__ADMIN__TOKEN", token),
+            ("RUNRATE__MAIL__TRANSPORT", "smtp"),
+            ("RUNRATE__MAIL__SMTP__PORT", &unreachable.to_string()),
+            ("RUNRATE__DELIVERY__RETRY_BASE", "50ms"),
+        ]
+        .map(|(key, value)| (key.to_owned(), value.to_owned())),
+    );
+    let (process, lines) = ServeProcess::spawn(dir.path(), environment);
+    let server = process.until_serving(&lines);
+    runtime.block_on(async {
+        dir.seed_confirmed_subscribers(&dir.path().join("runrate-data"), 1)
+            .await;
+        let mut request = tonic::Request::new(LoadFiguresRequest {
+            file_name: "2026-q2-example.toml".into(),
+            content: std::fs::read(figures_file("2026-q2-example.toml")).expect("read"),
+            validate_only: false,
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {token}").parse().expect("header"),
+        );
+        runrate::api::admin_service_client::AdminServiceClient::connect(server.url.clone())
+            .await
+            .expect("connect")
+            .load_figures(request)
+            .await
+            .expect("load");
+    });
+
+    // The mail server is unreachable: the update's first attempt fails, and says so.
+    loop {
+        let line = lines
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("no warning in time:\n{}", server.output()));
+        if line.contains("WARN") && line.contains("it will be retried") {
+            assert!(line.contains("load=2"), "{line}");
+            assert!(line.contains("to=reader1@example.com"), "{line}");
+            break;
+        }
+    }
+}

@@ -521,7 +521,7 @@ impl ServeProcess {
     /// waits for the log line that says where it serves gRPC.
     pub fn start(cwd: &Path, environment: impl IntoIterator<Item = (String, String)>) -> Self {
         let (process, lines) = ServeProcess::spawn(cwd, environment);
-        process.until_serving(lines)
+        process.until_serving(&lines)
     }
 
     /// Starts the binary under a limit of `fd_limit` open files, soft and hard.
@@ -531,11 +531,12 @@ impl ServeProcess {
         fd_limit: u32,
     ) -> Self {
         let (process, lines) = ServeProcess::spawn_command(cwd, environment, Some(fd_limit));
-        process.until_serving(lines)
+        process.until_serving(&lines)
     }
 
     /// Waits for the log lines that say where it serves gRPC and HTTP.
-    fn until_serving(mut self, lines: std::sync::mpsc::Receiver<String>) -> Self {
+    /// Waits, reading `lines`, for the log lines that say where it serves.
+    pub fn until_serving(mut self, lines: &std::sync::mpsc::Receiver<String>) -> Self {
         while self.url.is_empty() || self.http_address.is_none() {
             let line = lines
                 .recv_timeout(Duration::from_secs(60))
