@@ -4,13 +4,10 @@
 
 use std::time::{Duration, Instant};
 
-use runrate::{
-    api::{GetDeliveryReportRequest, LoadFiguresRequest},
-    settings::TextDuration,
-};
+use runrate::{api::GetDeliveryReportRequest, settings::TextDuration};
 
 use crate::{
-    helpers::{ServeProcess, TestDir, TestServer, figures_file},
+    helpers::{ServeProcess, TestDir, TestServer, load_example_through},
     smtp_server::{Fault, SmtpServer},
 };
 
@@ -221,21 +218,7 @@ fn a_killed_server_resumes_its_fan_out_after_the_lease() {
             .await;
         let token =
             std::fs::read_to_string(dir.path().join("runrate-data/admin-token")).expect("token");
-        let mut request = tonic::Request::new(LoadFiguresRequest {
-            file_name: "2026-q2-example.toml".into(),
-            content: std::fs::read(figures_file("2026-q2-example.toml")).expect("read"),
-            validate_only: false,
-        });
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {}", token.trim()).parse().expect("header"),
-        );
-        runrate::api::admin_service_client::AdminServiceClient::connect(url)
-            .await
-            .expect("connect")
-            .load_figures(request)
-            .await
-            .expect("load");
+        load_example_through(&url, &token, "2026-q2-example.toml").await;
         smtp.wait_for(200, WAIT).await;
     });
     first.kill();
@@ -332,21 +315,7 @@ fn a_failed_delivery_is_logged_at_warn_with_its_load_and_address() {
     runtime.block_on(async {
         dir.seed_confirmed_subscribers(&dir.path().join("runrate-data"), 1)
             .await;
-        let mut request = tonic::Request::new(LoadFiguresRequest {
-            file_name: "2026-q2-example.toml".into(),
-            content: std::fs::read(figures_file("2026-q2-example.toml")).expect("read"),
-            validate_only: false,
-        });
-        request.metadata_mut().insert(
-            "authorization",
-            format!("Bearer {token}").parse().expect("header"),
-        );
-        runrate::api::admin_service_client::AdminServiceClient::connect(server.url.clone())
-            .await
-            .expect("connect")
-            .load_figures(request)
-            .await
-            .expect("load");
+        load_example_through(&server.url, token, "2026-q2-example.toml").await;
     });
 
     // The mail server is unreachable: the update's first attempt fails, and says so.

@@ -631,3 +631,25 @@ impl Drop for ServeProcess {
         self.kill();
     }
 }
+
+/// Loads the example file `name` from `tests/figures/` through the server at `url`, with
+/// the admin `token`: for servers run as their own process.
+pub async fn load_example_through(url: &str, token: &str, name: &str) {
+    let mut request = tonic::Request::new(runrate::api::LoadFiguresRequest {
+        file_name: name.into(),
+        content: std::fs::read(figures_file(name)).expect("read the example file"),
+        validate_only: false,
+    });
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", token.trim())
+            .parse()
+            .expect("a header value"),
+    );
+    AdminServiceClient::connect(url.to_owned())
+        .await
+        .expect("connect")
+        .load_figures(request)
+        .await
+        .expect("load");
+}
