@@ -236,6 +236,15 @@ impl DeliveryKind {
             _ => None,
         }
     }
+
+    /// The order in which due deliveries are claimed, lowest first: a reader waiting on a
+    /// confirmation goes ahead of any fan-out, however large.
+    pub fn priority(self) -> i64 {
+        match self {
+            DeliveryKind::Confirmation => 0,
+            DeliveryKind::Update(_) => 1,
+        }
+    }
 }
 
 /// Where a delivery is in the outbox.

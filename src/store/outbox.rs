@@ -14,7 +14,8 @@ use crate::domain::Named;
 use crate::domain::{
     LoadId,
     subscribers::{
-        ClaimToken, ClaimedDelivery, DeliveryFailure, DeliveryReport, DeliveryResult, DeliveryState,
+        ClaimToken, ClaimedDelivery, DeliveryFailure, DeliveryKind, DeliveryReport, DeliveryResult,
+        DeliveryState,
     },
 };
 
@@ -46,7 +47,7 @@ impl Store {
              claim_token = $3 WHERE id IN (SELECT id FROM deliveries WHERE state IN {UNFINISHED} \
                AND next_attempt_at_us <= $4 AND (load_id IS NULL OR load_id <= $5) \
                AND channel IN (SELECT value FROM {}) \
-               ORDER BY next_attempt_at_us, id LIMIT $6{}) \
+               ORDER BY priority, next_attempt_at_us, id LIMIT $6{}) \
              RETURNING id, channel, kind, load_id, subscriber_id, email, attempts, \
                (SELECT s.state FROM subscribers s WHERE s.id = deliveries.subscriber_id) AS subscriber_state",
             self.backend.json_text_elements(7),
@@ -65,7 +66,7 @@ impl Store {
             .into_iter()
             .map(ClaimedDelivery::try_from)
             .collect::<Result<Vec<_>, StoreError>>()?;
-        claimed.sort_by_key(|delivery| delivery.id);
+        claimed.sort_by_key(|delivery| (delivery.kind.priority(), delivery.id));
         Ok(claimed)
     }
 
@@ -185,7 +186,8 @@ impl StoreTx {
     ) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO deliveries (channel, kind, load_id, subscriber_id, email, state, attempts, \
-             next_attempt_at_us, created_at_us) VALUES ($1, $2, NULL, $3, $4, $5, 0, $6, $6)",
+             next_attempt_at_us, created_at_us, priority) \
+             VALUES ($1, $2, NULL, $3, $4, $5, 0, $6, $6, $7)",
         )
         .bind(channel)
         .bind(KIND_CONFIRMATION)
@@ -193,6 +195,7 @@ impl StoreTx {
         .bind(address)
         .bind(DeliveryState::Pending.as_str())
         .bind(to_micros(now))
+        .bind(DeliveryKind::Confirmation.priority())
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -209,8 +212,8 @@ impl StoreTx {
     ) -> Result<(), StoreError> {
         let statement = format!(
             "INSERT INTO deliveries (channel, kind, load_id, subscriber_id, email, state, attempts, \
-             next_attempt_at_us, created_at_us) \
-             SELECT $1, $2, $3, s.id, s.email, $4, 0, $5, $5 FROM subscribers s \
+             next_attempt_at_us, created_at_us, priority) \
+             SELECT $1, $2, $3, s.id, s.email, $4, 0, $5, $5, $7 FROM subscribers s \
              WHERE s.id IN (SELECT CAST(value AS BIGINT) FROM {}) ORDER BY s.id",
             self.backend.json_text_elements(6)
         );
@@ -222,6 +225,7 @@ impl StoreTx {
                 .bind(DeliveryState::Pending.as_str())
                 .bind(to_micros(due))
                 .bind(encode_json(&chunk)?)
+                .bind(DeliveryKind::Update(load).priority())
                 .execute(&mut *self.tx)
                 .await?;
         }

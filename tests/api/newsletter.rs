@@ -608,3 +608,34 @@ async fn one_click_also_works_as_multipart_form_data() {
         SubscriberState::Unsubscribed
     );
 }
+
+#[tokio::test]
+async fn a_confirmation_goes_out_ahead_of_a_fan_out_already_queued() {
+    let smtp = SmtpServer::start().await;
+    let dir = TestDir::new().await;
+    let mut settings = dir.smtp_settings(smtp.address);
+    settings.delivery.batch_size = 10;
+    let server = TestServer::start_in(dir, settings).await;
+    server.seed_confirmed_subscribers(50).await;
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load");
+    subscribe(&server, "late@example.com").await;
+
+    // One claim of ten, from an outbox holding fifty updates due before the confirmation.
+    server
+        .outbox
+        .run_once(&tokio_util::sync::CancellationToken::new())
+        .await
+        .expect("one round of the outbox");
+    let first = smtp.received();
+    assert_eq!(first.len(), 10);
+    assert_eq!(first[0].to, ["late@example.com"]);
+    assert_eq!(
+        first[0].header("Subject").as_deref(),
+        Some("Confirm your runrate subscription")
+    );
+    server.settle_outbox().await;
+    assert_eq!(smtp.received().len(), 51);
+}
