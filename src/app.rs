@@ -36,7 +36,7 @@ use crate::{
     },
     http::{self, WebState},
     loading::FigureLoader,
-    mail::{EmailChannel, EmailComposer, build_mailer},
+    mail::{EmailChannel, EmailComposer, SendPace, build_mailer},
     newsletter::Newsletter,
     outbox::{Channel, OutboxWorker, Wakeup},
     settings::Settings,
@@ -124,6 +124,7 @@ impl Application {
             mailer,
             composer,
             settings.newsletter.confirmation_ttl.0,
+            SendPace::new(store.clone(), &settings.delivery),
         ))];
         channels.extend(extra_channels);
         let outbox_wakeup = Wakeup::default();

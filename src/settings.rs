@@ -177,6 +177,11 @@ pub struct SmtpSettings {
     pub connect_timeout: TextDuration,
     /// Longest one email may take, from MAIL FROM to the server's final answer.
     pub send_timeout: TextDuration,
+    /// Messages one connection carries before it is closed and a new one opened
+    /// (providers cap it: SendGrid near 5,000).
+    pub max_messages_per_connection: u32,
+    /// How long a connection is used before it is closed and a new one opened.
+    pub max_connection_age: TextDuration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -195,6 +200,12 @@ pub struct DeliverySettings {
     pub lease: TextDuration,
     /// How often the worker looks for due deliveries when not woken by a load.
     pub poll_interval: TextDuration,
+    /// Emails sent per second at most, by all lanes and all processes on one database
+    /// together; 0 for no limit.
+    pub max_rate: u32,
+    /// Emails sent per `quota_window` at most (a provider's daily quota); 0 for none.
+    pub quota: u64,
+    pub quota_window: TextDuration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -266,6 +277,8 @@ impl Default for Settings {
                     pool_size: 4,
                     connect_timeout: TextDuration(Duration::from_secs(10)),
                     send_timeout: TextDuration(Duration::from_secs(60)),
+                    max_messages_per_connection: 1000,
+                    max_connection_age: TextDuration(Duration::from_secs(10 * 60)),
                 },
             },
             delivery: DeliverySettings {
@@ -276,6 +289,9 @@ impl Default for Settings {
                 retry_max: TextDuration(Duration::from_secs(3600)),
                 lease: TextDuration(Duration::from_secs(300)),
                 poll_interval: TextDuration(Duration::from_secs(5)),
+                max_rate: 0,
+                quota: 0,
+                quota_window: TextDuration(Duration::from_secs(24 * 3600)),
             },
             log: LogSettings {
                 filter: "info".into(),
@@ -372,10 +388,15 @@ impl Settings {
             ),
             ("mail.smtp.connect_timeout", self.mail.smtp.connect_timeout),
             ("mail.smtp.send_timeout", self.mail.smtp.send_timeout),
+            (
+                "mail.smtp.max_connection_age",
+                self.mail.smtp.max_connection_age,
+            ),
             ("delivery.retry_base", self.delivery.retry_base),
             ("delivery.retry_max", self.delivery.retry_max),
             ("delivery.lease", self.delivery.lease),
             ("delivery.poll_interval", self.delivery.poll_interval),
+            ("delivery.quota_window", self.delivery.quota_window),
             ("database.refresh_interval", self.database.refresh_interval),
             ("grpc.handshake_timeout", self.grpc.handshake_timeout),
             ("grpc.keepalive_interval", self.grpc.keepalive_interval),
@@ -394,6 +415,10 @@ impl Settings {
         }
         for (key, value) in [
             ("mail.smtp.pool_size", self.mail.smtp.pool_size),
+            (
+                "mail.smtp.max_messages_per_connection",
+                self.mail.smtp.max_messages_per_connection,
+            ),
             ("delivery.concurrency", self.delivery.concurrency),
             ("delivery.batch_size", self.delivery.batch_size),
             ("delivery.max_attempts", self.delivery.max_attempts),

@@ -39,6 +39,8 @@ mod replicas;
 mod secrets;
 #[path = "api/seed.rs"]
 mod seed;
+#[path = "api/sending.rs"]
+mod sending;
 #[path = "api/smtp_server.rs"]
 mod smtp_server;
 #[path = "api/standard_services.rs"]

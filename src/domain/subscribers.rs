@@ -357,9 +357,11 @@ pub enum DeliveryResult {
         error: String,
         bounced: Option<i64>,
     },
-    /// Handed back unsent (the worker is stopping): due again at once.
+    /// Handed back unsent, the attempt not counted: due again at `due` (at once when
+    /// the worker is stopping; later when the sending quota is spent).
     Released {
         id: i64,
+        due: SystemTime,
     },
 }
 
@@ -370,7 +372,7 @@ impl DeliveryResult {
             | DeliveryResult::Skipped { id, .. }
             | DeliveryResult::Retry { id, .. }
             | DeliveryResult::Failed { id, .. }
-            | DeliveryResult::Released { id } => *id,
+            | DeliveryResult::Released { id, .. } => *id,
         }
     }
 

@@ -10,7 +10,10 @@ use std::{
 
 use async_trait::async_trait;
 
-use super::{EmailComposer, Mailer, OutgoingEmail, SendError, UpdateEmail};
+use super::{
+    EmailComposer, Mailer, OutgoingEmail, SendError, UpdateEmail,
+    pace::{SendPace, Turn},
+};
 use crate::domain::Named;
 use crate::{
     auth::generate_secret,
@@ -23,12 +26,16 @@ use crate::{
     store::{Store, StoreError},
 };
 
+/// Throttling replies one email is tried again through before the attempt counts.
+const THROTTLED_RETRIES: u32 = 3;
+
 pub struct EmailChannel {
     store: Arc<Store>,
     snapshot: SharedSnapshot,
     mailer: Arc<dyn Mailer>,
     composer: Arc<EmailComposer>,
     confirmation_ttl: Duration,
+    pace: SendPace,
     rendered: Mutex<HashMap<LoadId, Arc<UpdateEmail>>>,
 }
 
@@ -39,6 +46,7 @@ impl EmailChannel {
         mailer: Arc<dyn Mailer>,
         composer: Arc<EmailComposer>,
         confirmation_ttl: Duration,
+        pace: SendPace,
     ) -> Self {
         EmailChannel {
             store,
@@ -46,6 +54,7 @@ impl EmailChannel {
             mailer,
             composer,
             confirmation_ttl,
+            pace,
             rendered: Mutex::new(HashMap::new()),
         }
     }
@@ -126,20 +135,53 @@ impl Channel for EmailChannel {
         Ok(prepared)
     }
 
+    /// Sends when the pace gives a turn. A throttling reply slows every lane down and
+    /// this email is tried again at its next turn, a few times before it counts as a
+    /// failed attempt.
     async fn send(&self, delivery: &ClaimedDelivery, token: &str) -> Result<(), SendFailure> {
         let email = self
             .compose(delivery, token)
             .map_err(SendFailure::Transient)?;
-        self.mailer.send(&email).await.map_err(|err| match err {
-            SendError::Rejected(reply) => SendFailure::Refused {
-                reason: reply,
-                suppress: true,
-            },
-            SendError::SenderRefused(reply) => {
-                tracing::error!(delivery = delivery.id, %reply, "the mail server refused the sender; check mail.from and mail.smtp");
-                SendFailure::Transient(reply)
+        let mut throttled = 0;
+        loop {
+            match self.pace.take_turn().await {
+                Ok(Turn::At(moment)) => {
+                    if let Ok(wait) = moment.duration_since(SystemTime::now()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                Ok(Turn::QuotaSpentUntil(until)) => {
+                    return Err(SendFailure::Deferred {
+                        reason: "the sending quota is spent".into(),
+                        until,
+                    });
+                }
+                Err(err) => return Err(SendFailure::Transient(err.to_string())),
             }
-            SendError::Transient(reason) => SendFailure::Transient(reason),
-        })
+            let reply = match self.mailer.send(&email).await {
+                Ok(()) => {
+                    self.pace.accepted();
+                    return Ok(());
+                }
+                Err(SendError::Throttled(reply)) => reply,
+                Err(SendError::Rejected(reply)) => {
+                    return Err(SendFailure::Refused {
+                        reason: reply,
+                        suppress: true,
+                    });
+                }
+                Err(SendError::SenderRefused(reply)) => {
+                    tracing::error!(delivery = delivery.id, %reply, "the mail server refused the sender; check mail.from and mail.smtp");
+                    return Err(SendFailure::Transient(reply));
+                }
+                Err(SendError::Transient(reason)) => return Err(SendFailure::Transient(reason)),
+            };
+            self.pace.throttled();
+            throttled += 1;
+            tracing::info!(delivery = delivery.id, %reply, "the mail server asks to slow down");
+            if throttled > THROTTLED_RETRIES {
+                return Err(SendFailure::Transient(reply));
+            }
+        }
     }
 }

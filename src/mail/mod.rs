@@ -4,6 +4,7 @@
 mod channel;
 mod compose;
 mod file;
+mod pace;
 mod smtp;
 
 use std::{path::Path, sync::Arc};
@@ -15,6 +16,7 @@ use crate::settings::{MailSettings, MailTransport};
 pub use channel::EmailChannel;
 pub use compose::{EmailComposer, UpdateEmail};
 pub use file::FileMailer;
+pub use pace::SendPace;
 pub use smtp::SmtpMailer;
 
 /// A message ready to go: its envelope and its RFC 5322 bytes.
@@ -31,6 +33,10 @@ pub enum SendError {
     /// A 4xx reply, a timeout, a dropped connection: try again later.
     #[error("{0}")]
     Transient(String),
+    /// The server asks the sender as a whole to slow down (421, 454, a refused
+    /// connection): not this recipient's fault, and a reason to send less for a while.
+    #[error("{0}")]
+    Throttled(String),
     /// The server refused the recipient or the message for good (5xx).
     #[error("{0}")]
     Rejected(String),

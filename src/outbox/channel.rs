@@ -36,6 +36,10 @@ pub enum SendFailure {
     /// Refused for good; with `suppress`, the recipient is never sent to again.
     #[error("{reason}")]
     Refused { reason: String, suppress: bool },
+    /// Not tried: the channel may not send before `until` (its quota is spent). The
+    /// delivery waits until then without counting an attempt.
+    #[error("{reason}")]
+    Deferred { reason: String, until: SystemTime },
 }
 
 #[async_trait]

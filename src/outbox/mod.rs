@@ -209,7 +209,7 @@ impl OutboxWorker {
                 claim,
                 now,
                 now + lease,
-                self.settings.batch_size,
+                self.claim_size(),
                 known_load,
                 &channels,
             )
@@ -344,6 +344,22 @@ impl OutboxWorker {
         Ok(())
     }
 
+    /// Deliveries claimed at a time: a batch, or under a send-rate limit about a second
+    /// of each lane's share of it, so that a confirmation queued meanwhile is not stuck
+    /// behind a long paced batch.
+    fn claim_size(&self) -> u32 {
+        let DeliverySettings {
+            batch_size,
+            max_rate,
+            concurrency,
+            ..
+        } = self.settings;
+        if max_rate == 0 {
+            return batch_size;
+        }
+        batch_size.min(max_rate.div_ceil(concurrency))
+    }
+
     /// The channel of this name, if this process has it.
     fn channel(&self, name: &str) -> Option<&Arc<dyn Channel>> {
         self.channels.iter().find(|channel| channel.name() == name)
@@ -461,7 +477,10 @@ impl OutboxWorker {
     async fn release(&self, claim: ClaimToken, ids: &[i64], clock: Clock) {
         let released: Vec<DeliveryResult> = ids
             .iter()
-            .map(|&id| DeliveryResult::Released { id })
+            .map(|&id| DeliveryResult::Released {
+                id,
+                due: clock.now(),
+            })
             .collect();
         if let Err(err) = self.try_record(claim, &released, clock.now()).await {
             tracing::warn!(error = %err, deliveries = ids.len(), "cannot hand back claimed deliveries; they come back when their lease ends");
@@ -491,6 +510,13 @@ impl OutboxWorker {
                     id: delivery.id,
                     error,
                     bounced: suppress.then_some(delivery.subscriber_id),
+                };
+            }
+            SendFailure::Deferred { until, .. } => {
+                tracing::debug!(delivery = delivery.id, load, %error, "a delivery waits for the sending quota");
+                return DeliveryResult::Released {
+                    id: delivery.id,
+                    due: until,
                 };
             }
             SendFailure::Transient(_) => self.retry.next_attempt(delivery.attempts, now),

@@ -9,6 +9,7 @@
 mod backend;
 mod figures;
 mod outbox;
+mod pace;
 mod rows;
 mod subscribers;
 

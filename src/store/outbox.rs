@@ -259,7 +259,7 @@ impl StoreTx {
     ) -> Result<bool, StoreError> {
         let set = match result {
             DeliveryResult::Sent { .. } => "sent_at_us = $5, last_error = NULL",
-            // Handed back unsent: due again at once, and the attempt not counted.
+            // Handed back unsent: due again when it says, and the attempt not counted.
             DeliveryResult::Released { .. } => {
                 "next_attempt_at_us = $5, \
                  attempts = CASE WHEN attempts > 0 THEN attempts - 1 ELSE 0 END"
@@ -276,9 +276,8 @@ impl StoreTx {
             .bind(DeliveryState::Sending.as_str())
             .bind(result.state().as_str());
         let query = match result {
-            DeliveryResult::Sent { .. } | DeliveryResult::Released { .. } => {
-                query.bind(to_micros(now))
-            }
+            DeliveryResult::Sent { .. } => query.bind(to_micros(now)),
+            DeliveryResult::Released { due, .. } => query.bind(to_micros(*due)),
             DeliveryResult::Skipped { reason: error, .. }
             | DeliveryResult::Failed { error, .. } => query.bind(error.as_str()),
             DeliveryResult::Retry {

@@ -17,6 +17,7 @@ mod pagination;
 mod python;
 mod secrets;
 mod seed;
+mod sending;
 mod smtp_server;
 mod standard_services;
 mod status_size;

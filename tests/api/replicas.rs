@@ -1,6 +1,7 @@
 //! Two `runrate serve` processes on one PostgreSQL database: a load through either is
 //! served by both within a second and reaches the watch streams of both, and the update
-//! emails are shared between them with no address emailed twice.
+//! emails are shared between them with no address emailed twice and within one send
+//! rate for the two.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +17,7 @@ use sqlx::Connection;
 
 use crate::{
     helpers::{ServeProcess, TestDir, TestServer, figures_file},
+    sending::busiest_second,
     smtp_server::SmtpServer,
 };
 
@@ -193,4 +195,37 @@ async fn a_replica_behind_on_loads_sends_their_updates_once_it_reads_them_withou
     assert_eq!(errors, 0, "nothing recorded as an error");
     replica_b.stop().await;
     replica_a.stop().await;
+}
+
+/// Both replicas send, both with `max_rate = 14`: the slots they share through the
+/// database keep the two together at 14 a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_together_keep_to_the_send_rate() {
+    const READERS: u32 = 42;
+    let smtp = SmtpServer::start().await;
+    let dir = TestDir::new().await;
+    let mut replicas = Vec::new();
+    for name in ["a", "b"] {
+        let mut settings = dir.smtp_settings(smtp.address);
+        settings.data_dir = dir.path().join(name);
+        settings.delivery.max_rate = 14;
+        settings.delivery.poll_interval = TextDuration(Duration::from_millis(20));
+        replicas.push(TestServer::start_with_lanes(settings).await);
+    }
+    dir.seed_confirmed_subscribers(&replicas[0].data_dir, READERS)
+        .await;
+    replicas[0]
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load through replica a");
+    let counts = smtp
+        .wait_for_addresses(READERS as usize, Duration::from_secs(30))
+        .await;
+    assert!(counts.values().all(|n| *n == 1));
+    let busiest = busiest_second(&smtp);
+    assert!(busiest <= 15, "{busiest} emails within one second");
+    assert!(
+        busiest >= 10,
+        "{busiest}: the limit should not starve the senders"
+    );
 }

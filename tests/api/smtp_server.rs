@@ -7,12 +7,12 @@ use std::{
     collections::HashMap,
     net::{IpAddr, SocketAddr},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use mailin::{Action, Handler, Response, SessionBuilder};
 use tokio::{
-    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncReadExt, AsyncWriteExt},
     net::TcpListener,
     sync::Notify,
 };
@@ -29,6 +29,8 @@ pub enum Fault {
     DropAfterData,
     /// Read the whole message, then never answer.
     HangAfterData,
+    /// Read the whole message, then answer `454` (throttling, as Amazon SES does).
+    ThrottleAfterData,
 }
 
 /// One accepted email.
@@ -36,6 +38,8 @@ pub enum Fault {
 pub struct Received {
     pub to: Vec<String>,
     pub data: Vec<u8>,
+    /// When the server accepted it.
+    pub at: Instant,
 }
 
 impl Received {
@@ -98,9 +102,20 @@ pub fn decode_quoted_printable(text: &str) -> String {
 
 type FaultPlan = Box<dyn FnMut(&str) -> Fault + Send>;
 
+/// What one connection carried: each read that began outside a message's data, as
+/// the bytes arrived, and how many messages it delivered.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectionLog {
+    pub command_reads: Vec<String>,
+    pub messages: usize,
+}
+
 struct Shared {
     /// How long to wait before answering the end of each message.
     delay: Duration,
+    /// Whether EHLO offers PIPELINING (RFC 2920).
+    pipelining: bool,
+    logs: Mutex<Vec<ConnectionLog>>,
     received: Mutex<Vec<Received>>,
     plan: Mutex<FaultPlan>,
     attempts: Mutex<HashMap<String, u32>>,
@@ -156,10 +171,13 @@ impl Handler for Session {
     }
 
     fn data_end(&mut self) -> Response {
+        // Other faults are answered by serve_connection: mailin stays in its data state
+        // after a refusal.
         if *self.after_data.lock().unwrap() == Fault::Accept {
             self.shared.received.lock().unwrap().push(Received {
                 to: std::mem::take(&mut self.to),
                 data: std::mem::take(&mut self.data),
+                at: Instant::now(),
             });
             self.shared.arrived.notify_waiters();
         }
@@ -175,17 +193,25 @@ impl SmtpServer {
 
     /// A server that asks `plan` what to do with each recipient attempt.
     pub async fn with_faults(plan: impl FnMut(&str) -> Fault + Send + 'static) -> SmtpServer {
-        SmtpServer::with_faults_and_delay(plan, Duration::ZERO).await
+        SmtpServer::launch(plan, Duration::ZERO, true).await
+    }
+
+    /// A server that does not offer PIPELINING, so clients send one command at a time.
+    pub async fn without_pipelining(
+        plan: impl FnMut(&str) -> Fault + Send + 'static,
+    ) -> SmtpServer {
+        SmtpServer::launch(plan, Duration::ZERO, false).await
     }
 
     /// A server that takes `delay` to accept each message, for fan-outs to interrupt.
     pub async fn with_delay(delay: Duration) -> SmtpServer {
-        SmtpServer::with_faults_and_delay(|_| Fault::Accept, delay).await
+        SmtpServer::launch(|_| Fault::Accept, delay, true).await
     }
 
-    async fn with_faults_and_delay(
+    async fn launch(
         plan: impl FnMut(&str) -> Fault + Send + 'static,
         delay: Duration,
+        pipelining: bool,
     ) -> SmtpServer {
         let listener = TcpListener::bind("127.0.0.1:0")
             .await
@@ -193,6 +219,8 @@ impl SmtpServer {
         let address = listener.local_addr().expect("its address");
         let shared = Arc::new(Shared {
             delay,
+            pipelining,
+            logs: Mutex::new(Vec::new()),
             received: Mutex::new(Vec::new()),
             plan: Mutex::new(Box::new(plan)),
             attempts: Mutex::new(HashMap::new()),
@@ -231,6 +259,11 @@ impl SmtpServer {
             .into_iter()
             .filter(|mail| mail.to.iter().any(|to| to == address))
             .collect()
+    }
+
+    /// What each connection carried, in the order they were opened.
+    pub fn connection_logs(&self) -> Vec<ConnectionLog> {
+        self.shared.logs.lock().unwrap().clone()
     }
 
     /// How many connections clients opened.
@@ -293,6 +326,15 @@ impl SmtpServer {
 
 async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let delay = shared.delay;
+    let pipelining = shared.pipelining;
+    let log = {
+        let mut logs = shared.logs.lock().unwrap();
+        logs.push(ConnectionLog::default());
+        logs.len() - 1
+    };
+    let logs = shared.clone();
+    let record =
+        move |change: &dyn Fn(&mut ConnectionLog)| change(&mut logs.logs.lock().unwrap()[log]);
     let after_data = Arc::new(Mutex::new(Fault::Accept));
     let handler = Session {
         shared,
@@ -301,45 +343,81 @@ async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, share
         after_data: after_data.clone(),
     };
     let mut session = SessionBuilder::new("runrate-test-smtp").build(peer.ip(), handler);
-    let (reader, mut writer) = stream.into_split();
-    let mut reader = BufReader::new(reader);
+    let (mut reader, mut writer) = stream.into_split();
     let mut out = Vec::new();
     if session.greeting().write_to(&mut out).is_err() || writer.write_all(&out).await.is_err() {
         return;
     }
-    let mut line = Vec::new();
+    let mut pending = Vec::new();
+    let mut chunk = vec![0; 64 * 1024];
+    let mut in_data = false;
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
+        let read = match reader.read(&mut chunk).await {
             Ok(0) | Err(_) => return,
-            Ok(_) => {}
+            Ok(read) => read,
+        };
+        if !in_data && pending.is_empty() {
+            let text = String::from_utf8_lossy(&chunk[..read]).into_owned();
+            record(&|log| log.command_reads.push(text.clone()));
         }
-        let end_of_data = line == b".\r\n";
-        if end_of_data && !delay.is_zero() {
-            tokio::time::sleep(delay).await;
-        }
-        let response = session.process(&line);
-        if end_of_data {
-            let fault = *after_data.lock().unwrap();
-            match fault {
-                Fault::DropAfterData => return,
-                Fault::HangAfterData => {
-                    // Keep the connection open and say nothing until the client gives up.
-                    let mut sink = Vec::new();
-                    let _ = tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut sink).await;
-                    return;
+        pending.extend_from_slice(&chunk[..read]);
+        // The replies to pipelined commands go out together, as real servers send them.
+        out.clear();
+        while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
+            let line: Vec<u8> = pending.drain(..=end).collect();
+            let end_of_data = in_data && line == b".\r\n";
+            if end_of_data && !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            let is_ehlo = !in_data && line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"EHLO");
+            let mut response = session.process(&line);
+            if end_of_data {
+                in_data = false;
+                let fault = *after_data.lock().unwrap();
+                match fault {
+                    Fault::DropAfterData => return,
+                    Fault::HangAfterData => {
+                        // Keep the connection open and say nothing until the client gives up.
+                        let mut sink = Vec::new();
+                        let _ = reader.read_to_end(&mut sink).await;
+                        return;
+                    }
+                    Fault::Accept => record(&|log| log.messages += 1),
+                    Fault::ThrottleAfterData => {
+                        response =
+                            Response::custom(454, "4.7.0 Throttling failure: slow down".into());
+                    }
+                    _ => {}
                 }
-                _ => {}
+            }
+            if response.action == Action::NoReply {
+                continue;
+            }
+            let reply_start = out.len();
+            if response.write_to(&mut out).is_err() {
+                return;
+            }
+            if response.code == 354 {
+                in_data = true;
+            }
+            if is_ehlo && pipelining && response.code == 250 {
+                // mailin does not offer PIPELINING; it handles pipelined commands all
+                // the same, since each line is answered in order.
+                let first_line_end = out[reply_start..]
+                    .iter()
+                    .position(|&byte| byte == b'\n')
+                    .map_or(reply_start, |at| reply_start + at + 1);
+                out.splice(
+                    first_line_end..first_line_end,
+                    b"250-PIPELINING\r\n".iter().copied(),
+                );
+            }
+            if response.action == Action::Close {
+                let _ = writer.write_all(&out).await;
+                return;
             }
         }
-        if response.action == Action::NoReply {
-            continue;
-        }
-        out.clear();
-        if response.write_to(&mut out).is_err() || writer.write_all(&out).await.is_err() {
-            return;
-        }
-        if response.action == Action::Close {
+        if !out.is_empty() && writer.write_all(&out).await.is_err() {
             return;
         }
     }
