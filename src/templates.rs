@@ -48,6 +48,7 @@ pub fn environment() -> &'static Environment<'static> {
     static ENVIRONMENT: OnceLock<Environment<'static>> = OnceLock::new();
     ENVIRONMENT.get_or_init(|| {
         let mut environment = Environment::new();
+        environment.add_filter("wrap", wrap);
         for (name, source) in TEMPLATES {
             if let Err(err) = environment.add_template(name, source) {
                 // The templates are part of the binary; a test renders each of them.
@@ -56,6 +57,19 @@ pub fn environment() -> &'static Environment<'static> {
         }
         environment
     })
+}
+
+/// Columns of plain-text email, as RFC 5322 recommends.
+pub const TEXT_WIDTH: usize = 78;
+
+/// A paragraph of plain text folded to [`TEXT_WIDTH`], its later lines indented by
+/// `indent` (two spaces unless given), as in `{{ line|wrap }}` or `{{ line|wrap("") }}`.
+fn wrap(text: String, indent: Option<String>) -> String {
+    let indent = indent.unwrap_or_else(|| "  ".to_owned());
+    let options = textwrap::Options::new(TEXT_WIDTH)
+        .subsequent_indent(&indent)
+        .break_words(false);
+    textwrap::fill(&text, options)
 }
 
 /// Renders a built-in template.
@@ -142,6 +156,18 @@ mod tests {
         for (name, _) in TEMPLATES {
             assert!(environment().get_template(name).is_ok(), "{name}");
         }
+    }
+
+    #[test]
+    fn wrapped_text_stays_within_the_width_and_keeps_urls_whole() {
+        let url = format!("https://runrate.example.com/{}", "x".repeat(90));
+        let text = format!("{} {url} end", "word ".repeat(40));
+        let wrapped = wrap(text, None);
+        for line in wrapped.lines().filter(|line| !line.contains(&url)) {
+            assert!(line.len() <= TEXT_WIDTH, "{line:?}");
+        }
+        assert!(wrapped.lines().any(|line| line.trim() == url), "{wrapped}");
+        assert!(wrapped.lines().skip(1).all(|line| line.starts_with("  ")));
     }
 
     #[test]

@@ -21,6 +21,8 @@ mod database_outage;
 mod delivery;
 #[path = "api/derived.rs"]
 mod derived;
+#[path = "api/emails.rs"]
+mod emails;
 #[path = "api/helpers.rs"]
 mod helpers;
 #[path = "api/http_client.rs"]

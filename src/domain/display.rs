@@ -54,6 +54,33 @@ fn compact_money(money: &Money) -> String {
     }
 }
 
+/// A duration as a reader says it: "3 days", "1 day and 12 hours", "30 minutes".
+pub fn duration_in_words(duration: std::time::Duration) -> String {
+    const UNITS: [(u64, &str); 4] = [
+        (86_400, "day"),
+        (3_600, "hour"),
+        (60, "minute"),
+        (1, "second"),
+    ];
+    let mut left = duration.as_secs();
+    let mut parts = Vec::new();
+    for (seconds, name) in UNITS {
+        let count = left / seconds;
+        left %= seconds;
+        if count > 0 {
+            parts.push(format!(
+                "{count} {name}{}",
+                if count == 1 { "" } else { "s" }
+            ));
+        }
+    }
+    match parts.as_slice() {
+        [] => "a moment".to_owned(),
+        [only] => only.clone(),
+        [rest @ .., last] => format!("{} and {last}", rest.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -71,6 +98,21 @@ mod tests {
             note: None,
             sources: vec![],
         }
+    }
+
+    #[test]
+    fn durations_read_in_words() {
+        use std::time::Duration;
+        assert_eq!(duration_in_words(Duration::from_secs(72 * 3600)), "3 days");
+        assert_eq!(
+            duration_in_words(Duration::from_secs(36 * 3600)),
+            "1 day and 12 hours"
+        );
+        assert_eq!(
+            duration_in_words(Duration::from_secs(90_061)),
+            "1 day, 1 hour, 1 minute and 1 second"
+        );
+        assert_eq!(duration_in_words(Duration::from_secs(1800)), "30 minutes");
     }
 
     fn usd(amount: &str) -> FactValue {

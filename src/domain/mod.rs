@@ -16,7 +16,7 @@ use strum::{EnumIter, EnumString, IntoStaticStr};
 
 pub use decimal::{Decimal, DecimalError};
 pub use digest::{hex, sha256_hex};
-pub use display::display_value;
+pub use display::{display_value, duration_in_words};
 pub use email_address::{EmailAddress, EmailAddressError};
 pub use money::{CurrencyCode, Money, MoneyError};
 pub use quarter::{Date, Quarter, QuarterError};

@@ -8,18 +8,17 @@ use std::{str::FromStr, time::Duration};
 use lettre::{
     Message,
     message::{
-        Mailbox, MultiPart,
-        header::{Header, HeaderName, HeaderValue},
+        Body, Mailbox, MultiPart, SinglePart,
+        header::{ContentTransferEncoding, Header, HeaderName, HeaderValue},
     },
 };
-use minijinja::context;
+use minijinja::{Value, context};
 
-use super::OutgoingEmail;
-use crate::domain::Named;
+use super::{OutgoingEmail, update::UpdateSummary};
 use crate::{
     auth::generate_secret,
     catalog::ReadSnapshot,
-    domain::{LoadId, display_value},
+    domain::{LoadId, duration_in_words},
     settings::{HttpSettings, MailSettings},
     templates::{ComparisonTable, render},
 };
@@ -71,6 +70,24 @@ impl Header for ListUnsubscribe {
     }
 }
 
+/// RFC 2919: names the list, so that mail clients can file and filter it.
+#[derive(Clone)]
+struct ListId(String);
+
+impl Header for ListId {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("List-Id")
+    }
+
+    fn parse(text: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(ListId(text.to_owned()))
+    }
+
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), self.0.clone())
+    }
+}
+
 #[derive(Clone)]
 struct ListUnsubscribePost;
 
@@ -85,6 +102,20 @@ impl Header for ListUnsubscribePost {
 
     fn display(&self) -> HeaderValue {
         HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".to_owned())
+    }
+}
+
+/// A part's body: ASCII text with no line past RFC 5322's 998 characters goes as it is
+/// (7bit), sparing every recipient's copy the quoted-printable encoding lettre would
+/// choose for any line past 76 (an unsubscribe URL is longer); other text is left to
+/// lettre to encode.
+fn body(text: String) -> Body {
+    const MAX_LINE: usize = 998;
+    if text.is_ascii() && text.lines().all(|line| line.len() <= MAX_LINE) && !text.contains('\0') {
+        let crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
+        Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::SevenBit)
+    } else {
+        Body::new(text)
     }
 }
 
@@ -150,11 +181,19 @@ impl EmailComposer {
                 value.push_str(&format!(", <mailto:{mailto}?subject=unsubscribe>"));
             }
             builder = builder
+                .header(ListId(format!(
+                    "runrate updates <updates.{}>",
+                    self.message_id_domain
+                )))
                 .header(ListUnsubscribe(value))
                 .header(ListUnsubscribePost);
         }
         let message = builder
-            .multipart(MultiPart::alternative_plain_html(text, html))
+            .multipart(
+                MultiPart::alternative()
+                    .singlepart(SinglePart::plain(body(text)))
+                    .singlepart(SinglePart::html(body(html))),
+            )
             .map_err(|err| ComposeError::Message(err.to_string()))?;
         Ok(OutgoingEmail {
             envelope: message.envelope().clone(),
@@ -164,8 +203,12 @@ impl EmailComposer {
     }
 
     pub fn confirmation(&self, to: &str, token: &str) -> Result<OutgoingEmail, ComposeError> {
-        let ttl = humantime::format_duration(self.confirmation_ttl).to_string();
-        let context = context! { confirm_url => self.confirm_url(token), ttl => ttl };
+        let confirm_url = self.confirm_url(token);
+        let context = context! {
+            confirm_url_html => Value::from_safe_string(html_escape(&confirm_url)),
+            confirm_url => confirm_url,
+            ttl => duration_in_words(self.confirmation_ttl),
+        };
         let text = render("confirmation_email.txt", &context)
             .map_err(|err| ComposeError::Template("confirmation", err))?;
         let html = render("confirmation_email.html", &context)
@@ -179,54 +222,23 @@ impl EmailComposer {
         snapshot: &ReadSnapshot,
         load: LoadId,
     ) -> Result<UpdateEmail, ComposeError> {
-        let record = snapshot
-            .load_record(load)
-            .ok_or(ComposeError::NothingToAnnounce(load))?;
+        let summary =
+            UpdateSummary::of_load(snapshot, load).ok_or(ComposeError::NothingToAnnounce(load))?;
         let table = ComparisonTable::for_load(snapshot, load)
             .ok_or(ComposeError::NothingToAnnounce(load))?;
-        let revisions: Vec<_> = snapshot
-            .load_changes(load)
-            .filter(|change| change.revision > 1)
-            .map(|change| {
-                let before = snapshot
-                    .revisions(&change.key)
-                    .iter()
-                    .find(|r| r.revision == change.revision - 1)
-                    .map_or_else(|| "n/a".to_owned(), |r| display_value(&r.body));
-                let provider = snapshot
-                    .provider(&change.key.provider)
-                    .map_or(change.key.provider.as_str(), |p| p.display_name.as_str());
-                let metric = snapshot
-                    .metric(&change.key.metric)
-                    .map_or(change.key.metric.as_str(), |m| m.display_name.as_str());
-                context! {
-                    label => format!("{provider}, {metric}, {}", change.key.period),
-                    before => before,
-                    after => display_value(&change.body),
-                    reason => change.reason.map_or("revised", |r| r.as_str()),
-                }
-            })
-            .collect();
-        let period = table
-            .title
-            .rsplit(", ")
-            .next()
-            .unwrap_or_default()
-            .to_owned();
         let context = context! {
-            file_name => record.file_name.clone(),
-            table_text => table.to_text(),
+            summary => &summary,
             table => table,
-            revisions => revisions,
             base_url => self.base_url.clone(),
+            base_url_html => Value::from_safe_string(html_escape(&self.base_url)),
             unsubscribe_url => UNSUBSCRIBE_MARKER,
         };
         Ok(UpdateEmail {
-            subject: format!("runrate: new figures for {period}"),
             text: render("update_email.txt", &context)
                 .map_err(|err| ComposeError::Template("update", err))?,
             html: render("update_email.html", &context)
                 .map_err(|err| ComposeError::Template("update", err))?,
+            subject: summary.subject,
         })
     }
 

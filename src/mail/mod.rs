@@ -6,6 +6,7 @@ mod compose;
 mod file;
 mod pace;
 mod smtp;
+mod update;
 
 use std::{path::Path, sync::Arc};
 

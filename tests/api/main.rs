@@ -9,6 +9,7 @@ mod connection_limits;
 mod delivery;
 mod derived;
 mod disk_full;
+mod emails;
 mod helpers;
 mod http_client;
 mod loading;

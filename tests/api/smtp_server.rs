@@ -43,13 +43,46 @@ pub struct Received {
 }
 
 impl Received {
-    /// The body (all parts), with quoted-printable soft breaks and escapes undone.
+    /// The body: the text and HTML parts, each decoded as its header says.
     pub fn text(&self) -> String {
-        let raw = String::from_utf8_lossy(&self.data);
-        let body = raw
-            .split_once("\r\n\r\n")
-            .map_or(raw.as_ref(), |(_, body)| body);
-        decode_quoted_printable(body)
+        ["text/plain", "text/html"]
+            .iter()
+            .filter_map(|content_type| self.part(content_type))
+            .map(|(body, _)| body)
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// The decoded body of the MIME part of this type (`text/plain`, `text/html`), and
+    /// how it was transferred.
+    pub fn part(&self, content_type: &str) -> Option<(String, String)> {
+        let raw = String::from_utf8_lossy(&self.data).replace("\r\n", "\n");
+        let boundary = self
+            .header("Content-Type")?
+            .split_once("boundary=")?
+            .1
+            .trim_matches('"')
+            .to_owned();
+        raw.split(&format!("--{boundary}")).find_map(|part| {
+            let (head, body) = part.trim_start_matches('\n').split_once("\n\n")?;
+            let header = |name: &str| {
+                head.lines().find_map(|line| {
+                    let (key, value) = line.split_once(':')?;
+                    key.eq_ignore_ascii_case(name)
+                        .then(|| value.trim().to_owned())
+                })
+            };
+            if !header("Content-Type")?.starts_with(content_type) {
+                return None;
+            }
+            let encoding = header("Content-Transfer-Encoding").unwrap_or_else(|| "7bit".into());
+            let body = body.strip_suffix('\n').unwrap_or(body);
+            let decoded = match encoding.as_str() {
+                "quoted-printable" => decode_quoted_printable(body),
+                _ => body.to_owned(),
+            };
+            Some((decoded, encoding))
+        })
     }
 
     /// A header's value, unfolded.
