@@ -23,8 +23,8 @@ use crate::{
     connections::{self, ConnectionLimits},
     figures_file::ParseLimits,
     grpc::{
-        AdminApi, MetricsApi, MetricsWithWatch, NewsletterApi, RequireAdminToken, TokenSealer,
-        WatchConfig, WatchHub,
+        AdminApi, MetricsApi, MetricsWithWatch, NewsletterApi, RequireAdminToken, WatchConfig,
+        WatchHub,
         pb::{
             self,
             runrate::v1::{
@@ -39,6 +39,7 @@ use crate::{
     mail::{EmailChannel, EmailComposer, SendPace, build_mailer},
     newsletter::Newsletter,
     outbox::{Channel, OutboxWorker, Wakeup},
+    sealing::TokenSealer,
     settings::Settings,
     store::Store,
 };
@@ -112,11 +113,18 @@ impl Application {
         let limits = ParseLimits {
             max_file_bytes: settings.load.max_file_bytes,
         };
+        let tokens = Arc::new(TokenSealer::new(
+            store
+                .token_key()
+                .await
+                .context("cannot read the server's token key")?,
+        ));
         let mailer = build_mailer(&settings.mail, &settings.data_dir)?;
         let composer = Arc::new(EmailComposer::new(
             &settings.mail,
             &settings.http,
             settings.newsletter.confirmation_ttl.0,
+            tokens.clone(),
         )?);
         let mut channels: Vec<Arc<dyn Channel>> = vec![Arc::new(EmailChannel::new(
             store.clone(),
@@ -149,12 +157,6 @@ impl Application {
                 "loaded the seed figures into the new store"
             );
         }
-        let tokens = Arc::new(TokenSealer::new(
-            store
-                .token_key()
-                .await
-                .context("cannot read the server's token key")?,
-        ));
         let admin_token = Arc::new(AdminToken::resolve(
             settings.admin.token.expose(),
             &settings.data_dir,

@@ -13,6 +13,7 @@ pub mod loading;
 pub mod mail;
 pub mod newsletter;
 pub mod outbox;
+pub mod sealing;
 pub mod settings;
 pub mod store;
 pub mod templates;

@@ -10,13 +10,14 @@ use crate::{
     auth::AdminToken, domain::LoadId, loading::FigureLoader, outbox::Wakeup, store::Store,
 };
 
+use crate::sealing::TokenSealer;
+
 use super::{
     ApiError, from_proto,
     from_proto::filter::parse_subscriber_filter,
     from_proto::paging::{PageRequest, fingerprint},
     pb::runrate::v1::{self as api, admin_service_server::AdminService},
     to_proto,
-    tokens::TokenSealer,
 };
 
 pub struct AdminApi {

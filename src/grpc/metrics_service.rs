@@ -12,13 +12,14 @@ use crate::{
     domain::{FactKey, FactRevision, FactStatus, LoadId, Quarter, ResourceId},
 };
 
+use crate::sealing::TokenSealer;
+
 use super::{
     ApiError, from_proto,
     from_proto::filter::parse_fact_filter,
     from_proto::paging::{PageRequest, fingerprint},
     pb::runrate::v1::{self as api, metrics_service_server::MetricsService},
     to_proto,
-    tokens::TokenSealer,
 };
 
 pub struct MetricsApi {

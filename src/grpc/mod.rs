@@ -8,14 +8,12 @@ mod from_proto;
 mod metrics_service;
 mod newsletter_service;
 mod to_proto;
-mod tokens;
 mod watch;
 
 pub use admin_service::{AdminApi, RequireAdminToken};
 pub use error::ApiError;
 pub use metrics_service::MetricsApi;
 pub use newsletter_service::NewsletterApi;
-pub use tokens::TokenSealer;
 pub use watch::{MetricsWithWatch, WatchConfig, WatchHub};
 
 /// Generated protobuf code. Only this module includes it.
@@ -44,9 +42,9 @@ pub mod fuzzing {
 
     use super::{
         from_proto::{filter, paging::PageRequest},
-        tokens::TokenSealer,
         watch,
     };
+    use crate::sealing::TokenSealer;
 
     const KEY: [u8; 32] = [42; 32];
 

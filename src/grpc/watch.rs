@@ -46,6 +46,8 @@ use crate::{
     store::to_micros,
 };
 
+use crate::sealing::{TokenSealer, UnsealError};
+
 use super::{
     ApiError, MetricsApi,
     error::ERROR_DOMAIN,
@@ -53,7 +55,6 @@ use super::{
         self as api, metrics_service_server::MetricsServiceServer, watch_loads_response::Event,
     },
     to_proto,
-    tokens::{TokenSealer, UnsealError},
 };
 
 /// The path of the method served here.

@@ -63,12 +63,12 @@ impl EmailChannel {
         match delivery.kind {
             DeliveryKind::Confirmation => self
                 .composer
-                .confirmation(&delivery.address, token)
+                .confirmation(delivery.id, &delivery.address, token)
                 .map_err(|err| err.to_string()),
             DeliveryKind::Update(load) => {
                 let update = self.rendered_update(load)?;
                 self.composer
-                    .personalise(&update, &delivery.address, token)
+                    .personalise(&update, delivery.id, &delivery.address, token)
                     .map_err(|err| err.to_string())
             }
         }

@@ -3,7 +3,7 @@
 //! headers. An update is rendered once per load and then personalised per recipient by
 //! swapping in their unsubscribe link, so a large fan-out does not render it again.
 
-use std::{str::FromStr, time::Duration};
+use std::{str::FromStr, sync::Arc, time::Duration};
 
 use lettre::{
     Message,
@@ -14,11 +14,11 @@ use lettre::{
 };
 use minijinja::{Value, context};
 
-use super::{OutgoingEmail, update::UpdateSummary};
+use super::{OutgoingEmail, message_id::MessageIds, update::UpdateSummary};
 use crate::{
-    auth::generate_secret,
     catalog::ReadSnapshot,
     domain::{LoadId, duration_in_words},
+    sealing::TokenSealer,
     settings::{HttpSettings, MailSettings},
     templates::{ComparisonTable, render},
 };
@@ -42,6 +42,7 @@ pub struct EmailComposer {
     base_url: String,
     unsubscribe_mailto: Option<String>,
     message_id_domain: String,
+    message_ids: MessageIds,
     confirmation_ttl: Duration,
 }
 
@@ -131,6 +132,7 @@ impl EmailComposer {
         mail: &MailSettings,
         http: &HttpSettings,
         confirmation_ttl: Duration,
+        tokens: Arc<TokenSealer>,
     ) -> anyhow::Result<Self> {
         let from = Mailbox::from_str(&mail.from)
             .map_err(|err| anyhow::anyhow!("mail.from `{}` is not an address: {err}", mail.from))?;
@@ -140,6 +142,7 @@ impl EmailComposer {
             base_url: http.public_base_url.trim_end_matches('/').to_owned(),
             unsubscribe_mailto: (!mail.unsubscribe_mailto.is_empty())
                 .then(|| mail.unsubscribe_mailto.clone()),
+            message_ids: MessageIds::new(tokens, &message_id_domain),
             message_id_domain,
             confirmation_ttl,
         })
@@ -153,13 +156,9 @@ impl EmailComposer {
         format!("{}/unsubscribe?token={token}", self.base_url)
     }
 
-    fn message_id(&self) -> Result<String, ComposeError> {
-        let unique = generate_secret().map_err(|err| ComposeError::Message(err.to_string()))?;
-        Ok(format!("<{unique}@{}>", self.message_id_domain))
-    }
-
     fn build(
         &self,
+        delivery: i64,
         to: &str,
         subject: &str,
         text: String,
@@ -169,7 +168,7 @@ impl EmailComposer {
         let to: Mailbox = to
             .parse()
             .map_err(|err| ComposeError::Message(format!("recipient `{to}`: {err}")))?;
-        let message_id = self.message_id()?;
+        let message_id = self.message_ids.for_delivery(delivery);
         let mut builder = Message::builder()
             .from(self.from.clone())
             .to(to)
@@ -202,7 +201,12 @@ impl EmailComposer {
         })
     }
 
-    pub fn confirmation(&self, to: &str, token: &str) -> Result<OutgoingEmail, ComposeError> {
+    pub fn confirmation(
+        &self,
+        delivery: i64,
+        to: &str,
+        token: &str,
+    ) -> Result<OutgoingEmail, ComposeError> {
         let confirm_url = self.confirm_url(token);
         let context = context! {
             confirm_url_html => Value::from_safe_string(html_escape(&confirm_url)),
@@ -213,7 +217,14 @@ impl EmailComposer {
             .map_err(|err| ComposeError::Template("confirmation", err))?;
         let html = render("confirmation_email.html", &context)
             .map_err(|err| ComposeError::Template("confirmation", err))?;
-        self.build(to, "Confirm your runrate subscription", text, html, None)
+        self.build(
+            delivery,
+            to,
+            "Confirm your runrate subscription",
+            text,
+            html,
+            None,
+        )
     }
 
     /// Renders the update for a load, as known when the load was recorded.
@@ -246,11 +257,13 @@ impl EmailComposer {
     pub fn personalise(
         &self,
         update: &UpdateEmail,
+        delivery: i64,
         to: &str,
         unsubscribe_token: &str,
     ) -> Result<OutgoingEmail, ComposeError> {
         let url = self.unsubscribe_url(unsubscribe_token);
         self.build(
+            delivery,
             to,
             &update.subject,
             update.text.replace(UNSUBSCRIBE_MARKER, &url),
@@ -269,7 +282,14 @@ mod tests {
         let mut settings = Settings::default();
         settings.mail.unsubscribe_mailto = mailto.to_owned();
         settings.http.public_base_url = "https://runrate.example.com/".into();
-        EmailComposer::new(&settings.mail, &settings.http, Duration::from_secs(3600)).unwrap()
+        let tokens = Arc::new(TokenSealer::new([1; 32]));
+        EmailComposer::new(
+            &settings.mail,
+            &settings.http,
+            Duration::from_secs(3600),
+            tokens,
+        )
+        .unwrap()
     }
 
     fn header(email: &OutgoingEmail, name: &str) -> Option<String> {
@@ -286,7 +306,7 @@ mod tests {
             html: format!("<a href=\"{UNSUBSCRIBE_MARKER}\">Unsubscribe</a>"),
         };
         let email = composer("leave@example.com")
-            .personalise(&update, "reader@example.com", "TOKEN123")
+            .personalise(&update, 7, "reader@example.com", "TOKEN123")
             .unwrap();
         assert_eq!(
             header(&email, "List-Unsubscribe").as_deref(),
@@ -304,7 +324,7 @@ mod tests {
         );
         assert!(email.message_id.ends_with("@localhost>"));
         let without_mailto = composer("")
-            .personalise(&update, "reader@example.com", "TOKEN123")
+            .personalise(&update, 7, "reader@example.com", "TOKEN123")
             .unwrap();
         assert_eq!(
             header(&without_mailto, "List-Unsubscribe").as_deref(),
@@ -315,7 +335,7 @@ mod tests {
     #[test]
     fn confirmation_emails_have_no_unsubscribe_headers() {
         let email = composer("")
-            .confirmation("reader@example.com", "TOKEN")
+            .confirmation(8, "reader@example.com", "TOKEN")
             .unwrap();
         assert!(header(&email, "List-Unsubscribe").is_none());
         assert_eq!(

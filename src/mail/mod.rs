@@ -4,6 +4,7 @@
 mod channel;
 mod compose;
 mod file;
+mod message_id;
 mod pace;
 mod smtp;
 mod update;
@@ -17,6 +18,7 @@ use crate::settings::{MailSettings, MailTransport};
 pub use channel::EmailChannel;
 pub use compose::{EmailComposer, UpdateEmail};
 pub use file::FileMailer;
+pub use message_id::MessageIds;
 pub use pace::SendPace;
 pub use smtp::SmtpMailer;
 

@@ -5,10 +5,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::{
-    domain::hex,
-    grpc::{ApiError, tokens::TokenSealer},
-};
+use crate::{domain::hex, grpc::ApiError, sealing::TokenSealer};
 
 pub const DEFAULT_PAGE_SIZE: usize = 50;
 pub const MAX_PAGE_SIZE: usize = 1000;

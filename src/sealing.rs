@@ -1,7 +1,8 @@
-//! Opaque tokens handed to clients (page tokens, resume tokens): a payload and an
-//! HMAC-SHA256 tag under the server's key, in base64url. A client can read a payload but
-//! cannot forge or alter one, so the numbers a token carries are the server's own;
-//! every replica on one database shares the key, so a token works on any of them.
+//! Opaque tokens the server hands out (page and resume tokens, the Message-IDs of its
+//! emails): a payload and an HMAC-SHA256 tag under the server's key, in base64url. A
+//! client can read a payload but cannot forge or alter one, so the numbers a token
+//! carries are the server's own; every replica on one database shares the key, so a
+//! token works on any of them.
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
