@@ -36,7 +36,7 @@ use crate::{
     },
     http::{self, WebState},
     loading::FigureLoader,
-    mail::{EmailChannel, EmailComposer, SendPace, build_mailer},
+    mail::{EmailChannel, EmailComposer, FeedbackDesk, MAX_FEEDBACK_BYTES, SendPace, build_mailer},
     newsletter::Newsletter,
     outbox::{Channel, OutboxWorker, Wakeup},
     sealing::TokenSealer,
@@ -62,6 +62,7 @@ pub struct Application {
     loader: Arc<FigureLoader>,
     admin_token: Arc<AdminToken>,
     tokens: Arc<TokenSealer>,
+    feedback: Arc<FeedbackDesk>,
     /// The open-files limit, raised to its hard limit at start.
     fd_limit: Option<u64>,
     store: Arc<Store>,
@@ -126,6 +127,7 @@ impl Application {
             settings.newsletter.confirmation_ttl.0,
             tokens.clone(),
         )?);
+        let feedback = Arc::new(FeedbackDesk::new(store.clone(), composer.message_ids()));
         let mut channels: Vec<Arc<dyn Channel>> = vec![Arc::new(EmailChannel::new(
             store.clone(),
             snapshot.clone(),
@@ -193,6 +195,7 @@ impl Application {
             fd_limit,
             store,
             newsletter,
+            feedback,
             outbox,
             outbox_wakeup,
             outbox_lanes: true,
@@ -341,12 +344,17 @@ impl Application {
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
         // A figures file rides in one message; leave room so that a file over the limit
         // still reaches the loader, which names the limit in its answer.
-        let admin_decoding_limit = self.settings.load.max_file_bytes.saturating_mul(2) + 64 * 1024;
+        // A mail feedback report may be up to MAX_FEEDBACK_BYTES.
+        let admin_decoding_limit = (self.settings.load.max_file_bytes.saturating_mul(2)
+            + 64 * 1024)
+            .max(MAX_FEEDBACK_BYTES + 64 * 1024);
         let admin = InterceptedService::new(
             AdminServiceServer::new(AdminApi::new(
                 self.loader.clone(),
                 self.store.clone(),
                 self.tokens.clone(),
+                self.newsletter.clone(),
+                self.feedback.clone(),
                 self.outbox_wakeup.clone(),
             ))
             .max_decoding_message_size(admin_decoding_limit)
@@ -392,6 +400,8 @@ impl Application {
         let app = http::router(WebState {
             newsletter: self.newsletter.clone(),
             snapshot: self.snapshot.clone(),
+            feedback: self.feedback.clone(),
+            admin_token: self.admin_token.clone(),
         });
         let settings = &self.settings.http;
         let limits = ConnectionLimits {

@@ -16,8 +16,11 @@ use axum::{
 use minijinja::context;
 use serde::Deserialize;
 
+use crate::domain::Named;
 use crate::{
+    auth::AdminToken,
     catalog::SharedSnapshot,
+    mail::{FeedbackDesk, FeedbackError, MAX_FEEDBACK_BYTES},
     newsletter::{Newsletter, NewsletterError, SUBSCRIBE_ANSWER},
     templates::{ComparisonTable, render},
 };
@@ -29,6 +32,8 @@ const MAX_BODY_BYTES: usize = 16 * 1024;
 pub struct WebState {
     pub newsletter: Arc<Newsletter>,
     pub snapshot: SharedSnapshot,
+    pub feedback: Arc<FeedbackDesk>,
+    pub admin_token: Arc<AdminToken>,
 }
 
 pub fn router(state: WebState) -> Router {
@@ -37,6 +42,10 @@ pub fn router(state: WebState) -> Router {
         .route("/subscribe", post(subscribe))
         .route("/confirm", get(confirm_page).post(confirm))
         .route("/unsubscribe", get(unsubscribe_page).post(unsubscribe))
+        .route(
+            "/admin/mail-feedback",
+            post(mail_feedback).layer(DefaultBodyLimit::max(MAX_FEEDBACK_BYTES)),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -90,6 +99,8 @@ fn newsletter_error(err: NewsletterError) -> Response {
         NewsletterError::RateLimited => message(StatusCode::TOO_MANY_REQUESTS, "Slow down", &text),
         NewsletterError::UnknownToken => message(StatusCode::NOT_FOUND, "Link not valid", &text),
         NewsletterError::ExpiredToken => message(StatusCode::GONE, "Link expired", &text),
+        // Only an operator's call lifts a suppression; no page leads here.
+        NewsletterError::NotSuppressed(_) => message(StatusCode::CONFLICT, "Not suppressed", &text),
         NewsletterError::Store(err) => {
             tracing::error!(error = %err, "newsletter store error");
             message(
@@ -216,5 +227,53 @@ async fn unsubscribe(
             "You will get no more emails from runrate. Changed your mind? Sign up again on the front page.",
         ),
         Err(err) => newsletter_error(err),
+    }
+}
+
+/// A bounce or abuse report, POSTed as the raw message by a mail system (a Postfix pipe
+/// to curl, a provider's forwarding), behind the admin token; the same as the
+/// IngestMailFeedback call. Answers in plain text what the report did.
+async fn mail_feedback(
+    State(state): State<WebState>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    if !presented.is_some_and(|token| state.admin_token.matches(token.trim())) {
+        return (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            "this needs `Authorization: Bearer <admin token>`\n",
+        )
+            .into_response();
+    }
+    match state.feedback.take(&body).await {
+        Ok(outcome) => {
+            let state = outcome
+                .suppressed_as
+                .map_or("unchanged".to_owned(), |state| {
+                    format!("now {}", state.as_str())
+                });
+            (
+                StatusCode::OK,
+                format!(
+                    "{:?}: {} (deliveries/{}) is {state}\n",
+                    outcome.kind, outcome.address, outcome.delivery
+                ),
+            )
+                .into_response()
+        }
+        Err(FeedbackError::Store(err)) => {
+            tracing::error!(error = %err, "cannot record mail feedback");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the report could not be recorded; send it again\n",
+            )
+                .into_response()
+        }
+        Err(err) => (StatusCode::BAD_REQUEST, format!("{err}\n")).into_response(),
     }
 }

@@ -29,6 +29,8 @@ mod helpers;
 mod http_client;
 #[path = "api/loading.rs"]
 mod loading;
+#[path = "api/mail_feedback.rs"]
+mod mail_feedback;
 #[path = "api/newsletter.rs"]
 mod newsletter;
 #[path = "api/pagination.rs"]

@@ -1,6 +1,7 @@
 //! The `runrate` command line: `serve` runs the service, the other commands are gRPC
 //! clients of a running one.
 
+mod mailbox;
 mod report;
 
 use std::{path::PathBuf, time::Duration};
@@ -61,6 +62,18 @@ enum Command {
         /// Check the file and show what it would change, without writing anything.
         #[arg(long)]
         dry_run: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+    /// Take bounces (RFC 3464) and abuse reports (ARF) from a Maildir, an mbox file or
+    /// message files: each permanent failure or complaint suppresses the address of the
+    /// email it answers. Taking a report twice changes nothing more.
+    IngestFeedback {
+        /// Maildir directories, mbox files or single messages.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
         #[command(flatten)]
         server: ServerArgs,
         #[command(flatten)]
@@ -179,6 +192,11 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             token,
         } => load_figures(&file, dry_run, &server, &token).await,
         Command::Health { server } => check_health(&server).await,
+        Command::IngestFeedback {
+            paths,
+            server,
+            token,
+        } => ingest_feedback(&paths, &server, &token).await,
         Command::Deliveries {
             load,
             retry_failed,
@@ -202,6 +220,74 @@ async fn check_health(server: &ServerArgs) -> anyhow::Result<()> {
         anyhow::bail!("the server at {} is {}", server.url, status.as_str_name());
     }
     println!("SERVING");
+    Ok(())
+}
+
+async fn ingest_feedback(
+    paths: &[PathBuf],
+    server: &ServerArgs,
+    token: &TokenArgs,
+) -> anyhow::Result<()> {
+    use crate::grpc::pb::runrate::v1::{
+        IngestMailFeedbackRequest, SubscriberState, ingest_mail_feedback_response::Kind,
+    };
+    let bearer = token.bearer()?;
+    let mut client = AdminServiceClient::new(server.connect().await?);
+    let (mut taken, mut refused) = (0, 0);
+    for path in paths {
+        for message in mailbox::read_messages(path)? {
+            let request = authorized(
+                IngestMailFeedbackRequest {
+                    message: message.bytes,
+                },
+                &bearer,
+            );
+            match client.ingest_mail_feedback(request).await {
+                Ok(response) => {
+                    let outcome = response.into_inner();
+                    let kind = match outcome.kind() {
+                        Kind::Bounce => "bounce",
+                        Kind::SoftBounce => "soft bounce",
+                        Kind::Complaint => "complaint",
+                        Kind::NotAFailure | Kind::Unspecified => "not a failure",
+                    };
+                    let effect = match outcome.state() {
+                        SubscriberState::Unspecified => "unchanged".to_owned(),
+                        state => format!(
+                            "now {}",
+                            state
+                                .as_str_name()
+                                .trim_start_matches("SUBSCRIBER_STATE_")
+                                .to_ascii_lowercase()
+                        ),
+                    };
+                    println!(
+                        "{}: {kind} ({}): {} ({}) is {effect}",
+                        message.origin,
+                        printable(&outcome.detail),
+                        printable(&outcome.email),
+                        outcome.delivery
+                    );
+                    taken += 1;
+                }
+                Err(status) if status.code() == tonic::Code::InvalidArgument => {
+                    println!(
+                        "{}: not taken: {}",
+                        message.origin,
+                        printable(status.message())
+                    );
+                    refused += 1;
+                }
+                Err(status) => anyhow::bail!(
+                    "{}: {}: {}",
+                    message.origin,
+                    status.code(),
+                    status.message()
+                ),
+            }
+        }
+    }
+    println!("{taken} reports taken, {refused} not taken");
     Ok(())
 }
 

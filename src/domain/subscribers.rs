@@ -34,6 +34,22 @@ impl SubscriberState {
             _ => SubscriberState::Bounced,
         }
     }
+
+    /// The state a reader who reported an email as abuse moves to, whatever it was.
+    pub fn on_complaint(self) -> SubscriberState {
+        SubscriberState::Complained
+    }
+
+    /// Whether nothing is sent to this address until an operator lifts the suppression.
+    pub fn is_suppressed(self) -> bool {
+        matches!(self, SubscriberState::Bounced | SubscriberState::Complained)
+    }
+
+    /// The state an operator's lifting of a suppression moves a subscriber to: back to
+    /// confirmed, since only a confirmed address is ever emailed, bounced or reported.
+    pub fn on_lifted_suppression(self) -> Option<SubscriberState> {
+        self.is_suppressed().then_some(SubscriberState::Confirmed)
+    }
 }
 
 /// What a token may do; a token does only the one thing it was made for.

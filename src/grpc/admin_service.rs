@@ -7,7 +7,8 @@ use std::time::SystemTime;
 use tonic::{Request, Response, Status, service::Interceptor};
 
 use crate::{
-    auth::AdminToken, domain::LoadId, loading::FigureLoader, outbox::Wakeup, store::Store,
+    auth::AdminToken, domain::LoadId, loading::FigureLoader, mail::FeedbackDesk,
+    newsletter::Newsletter, outbox::Wakeup, store::Store,
 };
 
 use crate::sealing::TokenSealer;
@@ -24,6 +25,8 @@ pub struct AdminApi {
     loader: Arc<FigureLoader>,
     store: Arc<Store>,
     tokens: Arc<TokenSealer>,
+    newsletter: Arc<Newsletter>,
+    feedback: Arc<FeedbackDesk>,
     /// Wakes the outbox worker when failed deliveries become due again.
     outbox: Wakeup,
 }
@@ -33,12 +36,16 @@ impl AdminApi {
         loader: Arc<FigureLoader>,
         store: Arc<Store>,
         tokens: Arc<TokenSealer>,
+        newsletter: Arc<Newsletter>,
+        feedback: Arc<FeedbackDesk>,
         outbox: Wakeup,
     ) -> Self {
         AdminApi {
             loader,
             store,
             tokens,
+            newsletter,
+            feedback,
             outbox,
         }
     }
@@ -179,6 +186,32 @@ impl AdminService for AdminApi {
         }
         Ok(Response::new(api::RetryFailedDeliveriesResponse {
             deliveries_retried: i64::try_from(retried).unwrap_or(i64::MAX),
+        }))
+    }
+
+    async fn ingest_mail_feedback(
+        &self,
+        request: Request<api::IngestMailFeedbackRequest>,
+    ) -> Result<Response<api::IngestMailFeedbackResponse>, Status> {
+        let message = request.into_inner().message;
+        let outcome = self.feedback.take(&message).await.map_err(ApiError::from)?;
+        Ok(Response::new(to_proto::feedback_outcome(&outcome)))
+    }
+
+    async fn lift_suppression(
+        &self,
+        request: Request<api::LiftSuppressionRequest>,
+    ) -> Result<Response<api::LiftSuppressionResponse>, Status> {
+        let email = request.into_inner().email;
+        let (previous, now) = self
+            .newsletter
+            .lift_suppression(&email)
+            .await
+            .map_err(ApiError::from)?;
+        Ok(Response::new(api::LiftSuppressionResponse {
+            email,
+            previous_state: to_proto::subscriber_state(previous) as i32,
+            state: to_proto::subscriber_state(now) as i32,
         }))
     }
 }

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 
 use tonic::{Code, Status};
 
-use crate::{loading::LoadError, newsletter::NewsletterError, store::StoreError};
+use crate::{
+    loading::LoadError, mail::FeedbackError, newsletter::NewsletterError, store::StoreError,
+};
 use tonic_types::{ErrorDetails, StatusExt};
 
 /// `ErrorInfo.domain` of every error runrate returns.
@@ -182,7 +184,20 @@ impl From<NewsletterError> for ApiError {
                 reason: "TOKEN_EXPIRED",
                 message,
             },
+            NewsletterError::NotSuppressed(_) => ApiError::FailedPrecondition {
+                reason: "NOT_SUPPRESSED",
+                message,
+            },
             NewsletterError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<FeedbackError> for ApiError {
+    fn from(err: FeedbackError) -> Self {
+        match err {
+            FeedbackError::Store(err) => err.into(),
+            other => ApiError::invalid("message", other.to_string()),
         }
     }
 }

@@ -11,6 +11,7 @@ use crate::{
     },
     figures_file::FileError,
     loading::LoadSummary,
+    mail::{FeedbackKind, FeedbackOutcome},
 };
 
 use super::pb::{google::r#type as gtype, runrate::v1 as api};
@@ -269,7 +270,7 @@ pub fn load<'a>(record: &LoadRecord, changes: impl Iterator<Item = &'a FactRevis
     }
 }
 
-fn subscriber_state(state: SubscriberState) -> api::SubscriberState {
+pub fn subscriber_state(state: SubscriberState) -> api::SubscriberState {
     match state {
         SubscriberState::Pending => api::SubscriberState::Pending,
         SubscriberState::Confirmed => api::SubscriberState::Confirmed,
@@ -327,5 +328,24 @@ pub fn figures_file_error(error: &FileError) -> api::FiguresFileError {
         subject: error.subject.clone().unwrap_or_default(),
         message: error.message.clone(),
         description: error.to_string(),
+    }
+}
+
+pub fn feedback_outcome(outcome: &FeedbackOutcome) -> api::IngestMailFeedbackResponse {
+    use api::ingest_mail_feedback_response::Kind;
+    let (kind, detail) = match &outcome.kind {
+        FeedbackKind::Bounce(detail) => (Kind::Bounce, detail),
+        FeedbackKind::SoftBounce(detail) => (Kind::SoftBounce, detail),
+        FeedbackKind::Complaint(detail) => (Kind::Complaint, detail),
+        FeedbackKind::NotAFailure(detail) => (Kind::NotAFailure, detail),
+    };
+    api::IngestMailFeedbackResponse {
+        kind: kind as i32,
+        detail: detail.clone(),
+        delivery: format!("deliveries/{}", outcome.delivery),
+        email: outcome.address.clone(),
+        state: outcome
+            .suppressed_as
+            .map_or(api::SubscriberState::Unspecified, subscriber_state) as i32,
     }
 }

@@ -148,6 +148,11 @@ impl EmailComposer {
         })
     }
 
+    /// How this composer's Message-IDs name deliveries.
+    pub fn message_ids(&self) -> MessageIds {
+        self.message_ids.clone()
+    }
+
     pub fn confirm_url(&self, token: &str) -> String {
         format!("{}/confirm?token={token}", self.base_url)
     }

@@ -3,6 +3,7 @@
 
 mod channel;
 mod compose;
+mod feedback;
 mod file;
 mod message_id;
 mod pace;
@@ -17,6 +18,9 @@ use crate::settings::{MailSettings, MailTransport};
 
 pub use channel::EmailChannel;
 pub use compose::{EmailComposer, UpdateEmail};
+pub use feedback::{
+    FeedbackDesk, FeedbackError, FeedbackKind, FeedbackOutcome, MAX_FEEDBACK_BYTES, read_feedback,
+};
 pub use file::FileMailer;
 pub use message_id::MessageIds;
 pub use pace::SendPace;

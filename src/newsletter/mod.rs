@@ -6,6 +6,7 @@ mod rate_limit;
 
 use std::{net::IpAddr, sync::Arc, time::SystemTime};
 
+use crate::domain::Named;
 use crate::{
     catalog::SharedSnapshot,
     domain::ResourceId,
@@ -41,6 +42,8 @@ pub enum NewsletterError {
     UnknownToken,
     #[error("the confirmation link has expired; sign up again for a new one")]
     ExpiredToken,
+    #[error("the address is not suppressed ({})", .0.map_or("no subscriber has it", |state| state.as_str()))]
+    NotSuppressed(Option<SubscriberState>),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -169,6 +172,31 @@ impl Newsletter {
         }
         tx.commit().await?;
         Ok(outcome)
+    }
+
+    /// Lets a bounced or complained address be emailed again, as an operator decides
+    /// (the mailbox was fixed; the report was a mistake). Returns the state it had, and
+    /// the state it has now.
+    pub async fn lift_suppression(
+        &self,
+        email: &str,
+    ) -> Result<(SubscriberState, SubscriberState), NewsletterError> {
+        let email = EmailAddress::parse(email)?;
+        let mut tx = self.store.begin().await?;
+        tx.lock_address(&email).await?;
+        let known = tx
+            .known_address(&email)
+            .await?
+            .ok_or(NewsletterError::NotSuppressed(None))?;
+        let lifted = known
+            .state
+            .on_lifted_suppression()
+            .ok_or(NewsletterError::NotSuppressed(Some(known.state)))?;
+        tx.move_subscriber(known.subscriber_id, lifted, SystemTime::now())
+            .await?;
+        tx.commit().await?;
+        tracing::info!(to = %email, from = known.state.as_str(), "suppression lifted");
+        Ok((known.state, lifted))
     }
 
     /// Applies what a token asks for, as the domain decides it.

@@ -250,6 +250,29 @@ impl StoreTx {
         Ok(())
     }
 
+    /// The subscriber a delivery went to and the address it went to.
+    pub async fn delivery_recipient(
+        &mut self,
+        delivery: i64,
+    ) -> Result<Option<(i64, String)>, StoreError> {
+        let recipient = sqlx::query_as("SELECT subscriber_id, email FROM deliveries WHERE id = $1")
+            .bind(delivery)
+            .fetch_optional(&mut *self.tx)
+            .await?;
+        Ok(recipient)
+    }
+
+    /// Marks a delivery failed after the fact (a bounce or a complaint that came later).
+    pub async fn fail_delivery(&mut self, delivery: i64, reason: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE deliveries SET state = $1, last_error = $2 WHERE id = $3")
+            .bind(DeliveryState::Failed.as_str())
+            .bind(reason)
+            .bind(delivery)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     /// Writes one result into its delivery if `claim` still holds it; returns whether it did.
     pub async fn record_delivery(
         &mut self,

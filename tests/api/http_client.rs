@@ -41,8 +41,22 @@ pub async fn request_with_body(
     path: &str,
     content: Option<(&str, &str)>,
 ) -> HttpResponse {
+    request_with_headers(address, method, path, &[], content).await
+}
+
+/// A request with extra headers (`("Authorization", "Bearer …")`) and a body.
+pub async fn request_with_headers(
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    content: Option<(&str, &str)>,
+) -> HttpResponse {
     let body = content.map_or("", |(_, body)| body);
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
     if let Some((content_type, body)) = content {
         head.push_str(&format!(
             "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
