@@ -221,6 +221,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { .. } => ApiError::Aborted(err.to_string()),
             StoreError::UnsupportedUrl(_)
             | StoreError::Corrupt(_)
+            | StoreError::Batch(_)
             | StoreError::Database(_)
             | StoreError::Migration(_) => ApiError::Internal(err.into()),
         }

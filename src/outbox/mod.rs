@@ -7,6 +7,7 @@
 //! so no replica spends an attempt on a load it has not read yet.
 
 mod channel;
+mod group_commit;
 
 use std::{
     collections::{HashMap, HashSet},
@@ -26,6 +27,7 @@ use crate::{
 };
 
 pub use channel::{Channel, Readiness, SendFailure};
+use group_commit::GroupCommit;
 
 /// The channel confirmation emails go through.
 pub const EMAIL_CHANNEL: &str = "email";
@@ -71,6 +73,7 @@ pub struct OutboxWorker {
     settings: DeliverySettings,
     retry: RetryPolicy,
     wakeup: Wakeup,
+    results: GroupCommit,
     progress: Mutex<HashMap<LoadId, FanOutProgress>>,
 }
 
@@ -128,6 +131,7 @@ impl OutboxWorker {
             settings,
             retry,
             wakeup,
+            results: GroupCommit::default(),
             progress: Mutex::new(HashMap::new()),
         }
     }
@@ -440,8 +444,8 @@ impl OutboxWorker {
         }
     }
 
-    /// Records results the claim still holds, in one transaction, and suppresses the
-    /// subscribers of refusals that say so; returns how many it recorded.
+    /// Records results the claim still holds, with other lanes' (see [`GroupCommit`]);
+    /// returns how many it recorded.
     async fn try_record(
         &self,
         claim: ClaimToken,
@@ -451,25 +455,7 @@ impl OutboxWorker {
         if results.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.store.begin().await?;
-        let mut recorded = 0;
-        for result in results {
-            if !tx.record_delivery(claim, result, now).await? {
-                continue;
-            }
-            recorded += 1;
-            if let DeliveryResult::Failed {
-                bounced: Some(subscriber_id),
-                ..
-            } = result
-                && let Some(state) = tx.subscriber_state(*subscriber_id).await?
-            {
-                tx.move_subscriber(*subscriber_id, state.on_bounce(), now)
-                    .await?;
-            }
-        }
-        tx.commit().await?;
-        Ok(recorded)
+        self.results.record(&self.store, claim, results, now).await
     }
 
     /// Hands unsent deliveries back, due at once, without counting the attempt. Only

@@ -37,6 +37,9 @@ pub enum StoreError {
     UnsupportedUrl(DatabaseUrl),
     #[error("stored data could not be read: {0}")]
     Corrupt(String),
+    /// A transaction that held other writes too failed, as this message says.
+    #[error("{0}")]
+    Batch(String),
     #[error(transparent)]
     Database(#[from] sqlx::Error),
     #[error(transparent)]

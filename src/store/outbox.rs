@@ -273,6 +273,33 @@ impl StoreTx {
         Ok(())
     }
 
+    /// Records deliveries as sent, each if its claim still holds it, in one statement;
+    /// returns the ids it recorded.
+    pub async fn record_sent(
+        &mut self,
+        sent: &[(i64, ClaimToken)],
+        now: SystemTime,
+    ) -> Result<Vec<i64>, StoreError> {
+        if sent.is_empty() {
+            return Ok(Vec::new());
+        }
+        let pairs: Vec<[i64; 2]> = sent.iter().map(|(id, claim)| [*id, claim.0]).collect();
+        let ids = sqlx::query_scalar(&format!(
+            "UPDATE deliveries SET state = $1, sent_at_us = $2, last_error = NULL \
+             WHERE state = $3 AND (id, claim_token) IN \
+               (SELECT CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT) FROM {}) \
+             RETURNING id",
+            self.backend.json_elements(4)
+        ))
+        .bind(DeliveryState::Sent.as_str())
+        .bind(to_micros(now))
+        .bind(DeliveryState::Sending.as_str())
+        .bind(encode_json(&pairs)?)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        Ok(ids)
+    }
+
     /// Writes one result into its delivery if `claim` still holds it; returns whether it did.
     pub async fn record_delivery(
         &mut self,

@@ -6,11 +6,18 @@ not held back by one another: each leaves its fixed delay after it arrived.
     delay_proxy.py LISTEN_PORT TARGET_PORT ONE_WAY_DELAY_MS
 """
 import asyncio
+import socket
 import sys
 import time
 
 
+def no_delay(writer):
+    # Each delayed chunk leaves as it falls due, not held for the previous one's ACK.
+    writer.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
 async def pipe(reader, writer, delay):
+    no_delay(writer)
     queue = asyncio.Queue()
 
     async def send():

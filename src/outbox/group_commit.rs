@@ -1,0 +1,120 @@
+//! Delivery results from every lane recorded together. A lane waits until its result is
+//! committed before it sends its next email, so a crash still repeats at most one email
+//! per lane; but whichever lane commits takes every result queued meanwhile into the same
+//! transaction, so a fan-out pays one commit for many emails instead of one each.
+
+use std::{collections::HashMap, sync::Mutex, time::SystemTime};
+
+use tokio::sync::oneshot;
+
+use crate::{
+    domain::subscribers::{ClaimToken, DeliveryResult},
+    store::{Store, StoreError},
+};
+
+struct Job {
+    claim: ClaimToken,
+    results: Vec<DeliveryResult>,
+    now: SystemTime,
+    done: oneshot::Sender<Result<usize, String>>,
+}
+
+#[derive(Default)]
+pub(super) struct GroupCommit {
+    queue: Mutex<Vec<Job>>,
+    committing: tokio::sync::Mutex<()>,
+}
+
+impl GroupCommit {
+    /// Records results the claim still holds, with whatever other lanes queued
+    /// meanwhile, and suppresses the subscribers of refusals that say so; returns how
+    /// many of these results were recorded.
+    pub async fn record(
+        &self,
+        store: &Store,
+        claim: ClaimToken,
+        results: &[DeliveryResult],
+        now: SystemTime,
+    ) -> Result<usize, StoreError> {
+        let (done, mut outcome) = oneshot::channel();
+        self.queue
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Job {
+                claim,
+                results: results.to_vec(),
+                now,
+                done,
+            });
+        let turn = self.committing.lock().await;
+        match outcome.try_recv() {
+            // Another lane committed it while this one waited its turn.
+            Ok(result) => return result.map_err(StoreError::Batch),
+            Err(oneshot::error::TryRecvError::Closed) => {
+                return Err(StoreError::Batch(
+                    "the lane recording this result stopped first".into(),
+                ));
+            }
+            Err(oneshot::error::TryRecvError::Empty) => {}
+        }
+        let jobs = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
+        match commit(store, &jobs).await {
+            Ok(counts) => {
+                for (job, count) in jobs.into_iter().zip(counts) {
+                    let _ = job.done.send(Ok(count));
+                }
+            }
+            Err(err) => {
+                let message = err.to_string();
+                for job in jobs {
+                    let _ = job.done.send(Err(message.clone()));
+                }
+            }
+        }
+        drop(turn);
+        outcome
+            .await
+            .unwrap_or_else(|_| Err("the result was dropped".into()))
+            .map_err(StoreError::Batch)
+    }
+}
+
+/// Every job's results in one transaction; how many of each job's were recorded. The
+/// emails sent, most of any batch, are recorded in one statement.
+async fn commit(store: &Store, jobs: &[Job]) -> Result<Vec<usize>, StoreError> {
+    let mut tx = store.begin().await?;
+    let mut counts = vec![0; jobs.len()];
+    let mut sent = Vec::new();
+    let mut sent_by = HashMap::new();
+    let mut latest = SystemTime::UNIX_EPOCH;
+    for (index, job) in jobs.iter().enumerate() {
+        latest = latest.max(job.now);
+        for result in &job.results {
+            if let DeliveryResult::Sent { id } = result {
+                sent.push((*id, job.claim));
+                sent_by.insert(*id, index);
+                continue;
+            }
+            if !tx.record_delivery(job.claim, result, job.now).await? {
+                continue;
+            }
+            counts[index] += 1;
+            if let DeliveryResult::Failed {
+                bounced: Some(subscriber_id),
+                ..
+            } = result
+                && let Some(state) = tx.subscriber_state(*subscriber_id).await?
+            {
+                tx.move_subscriber(*subscriber_id, state.on_bounce(), job.now)
+                    .await?;
+            }
+        }
+    }
+    for id in tx.record_sent(&sent, latest).await? {
+        if let Some(&index) = sent_by.get(&id) {
+            counts[index] += 1;
+        }
+    }
+    tx.commit().await?;
+    Ok(counts)
+}
