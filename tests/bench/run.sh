@@ -3,7 +3,7 @@
 # the same run: reads against a do-nothing tonic server, fan-out against smtp-source ->
 # smtp-sink, plus the LoadFigures call, memory and start-up. Prints one table.
 #
-#   tests/bench/run.sh            the full run (about 15 minutes)
+#   tests/bench/run.sh            the full run (about 20 minutes)
 #   tests/bench/run.sh --smoke    small counts and short runs, for CI
 #
 # Everything talks to 127.0.0.1. Set BENCH_POSTGRES_URL (a server whose user may create
