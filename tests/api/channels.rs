@@ -9,7 +9,7 @@ use std::{
 
 use async_trait::async_trait;
 use runrate::{
-    api::{GetDeliveryReportRequest, ListSubscribersRequest, SubscriberState},
+    api::{ListSubscribersRequest, SubscriberState},
     domain::subscribers::{ClaimedDelivery, DeliveryKind},
     outbox::{Channel, Readiness, SendFailure},
     store::StoreError,
@@ -100,15 +100,7 @@ impl Channel for RecordingChannel {
 }
 
 async fn report(server: &TestServer) -> runrate::api::DeliveryReport {
-    server
-        .admin()
-        .await
-        .get_delivery_report(server.admin_request(GetDeliveryReportRequest {
-            load: "loads/2".into(),
-        }))
-        .await
-        .expect("a delivery report")
-        .into_inner()
+    server.delivery_report("loads/2").await
 }
 
 #[tokio::test]

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use runrate::{api::GetDeliveryReportRequest, settings::TextDuration};
+use runrate::settings::TextDuration;
 
 use crate::{
     helpers::{ServeProcess, TestDir, TestServer, load_example_through},
@@ -26,30 +26,12 @@ fn first_attempt(address: &'static str, first: Fault) -> impl FnMut(&str) -> Fau
     }
 }
 
-async fn report(server: &TestServer, load: &str) -> runrate::api::DeliveryReport {
-    server
-        .admin()
-        .await
-        .get_delivery_report(server.admin_request(GetDeliveryReportRequest { load: load.into() }))
-        .await
-        .expect("a delivery report")
-        .into_inner()
-}
-
-/// Works the outbox until nothing is left, then reports on `load`.
-async fn settled_report(server: &TestServer, load: &str) -> runrate::api::DeliveryReport {
-    server.settle_outbox().await;
-    let report = report(server, load).await;
-    assert_eq!((report.pending, report.retrying), (0, 0), "{report:?}");
-    report
-}
-
 /// Stops a server whose lanes worked its outbox (they record what they sent and hand the
 /// rest back), then settles what is left from a server without lanes on the same data.
 async fn stop_lanes_and_settle(server: TestServer, load: &str) -> runrate::api::DeliveryReport {
     let (dir, settings) = server.stop().await;
     let server = TestServer::start_in(dir.expect("the directory"), settings).await;
-    settled_report(&server, load).await
+    server.settled_report(load).await
 }
 
 /// One confirmed subscriber, `reader1@example.com`, then a load.
@@ -60,7 +42,7 @@ async fn one_update_through(smtp: &SmtpServer) -> (TestServer, runrate::api::Del
         .load_example("2026-q2-example.toml")
         .await
         .expect("load");
-    let report = settled_report(&server, "loads/2").await;
+    let report = server.settled_report("loads/2").await;
     (server, report)
 }
 
@@ -114,7 +96,7 @@ async fn transient_failures_give_up_after_the_last_attempt_and_can_be_retried() 
         .load_example("2026-q2-example.toml")
         .await
         .expect("load");
-    let report = settled_report(&server, "loads/2").await;
+    let report = server.settled_report("loads/2").await;
     assert_eq!((report.sent, report.failed), (0, 1));
     assert_eq!(report.failures[0].attempts, 3);
     assert!(
@@ -136,7 +118,7 @@ async fn transient_failures_give_up_after_the_last_attempt_and_can_be_retried() 
         .expect("retry")
         .into_inner();
     assert_eq!(retried.deliveries_retried, 1);
-    let report = settled_report(&server, "loads/2").await;
+    let report = server.settled_report("loads/2").await;
     assert_eq!(report.failed, 1, "still refused");
     assert_eq!(smtp.attempts("reader1@example.com"), 6);
 }
@@ -182,7 +164,7 @@ async fn a_worker_stopped_mid_fan_out_resumes_without_losing_anyone() {
     assert!(sent_before_restart < 1000, "stopped mid fan-out");
 
     let server = TestServer::start_in(dir.expect("the directory"), settings).await;
-    let report = settled_report(&server, "loads/2").await;
+    let report = server.settled_report("loads/2").await;
     assert_eq!(report.sent, 1000);
     let counts = smtp.counts();
     assert_eq!(counts.len(), 1000, "every subscriber got the update");

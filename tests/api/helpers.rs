@@ -483,6 +483,26 @@ impl TestServer {
         panic!("the outbox did not settle");
     }
 
+    /// The delivery report of `load` (`loads/2`).
+    pub async fn delivery_report(&self, load: &str) -> runrate::api::DeliveryReport {
+        self.admin()
+            .await
+            .get_delivery_report(
+                self.admin_request(runrate::api::GetDeliveryReportRequest { load: load.into() }),
+            )
+            .await
+            .expect("a delivery report")
+            .into_inner()
+    }
+
+    /// Works the outbox until nothing is left, then reports on `load`.
+    pub async fn settled_report(&self, load: &str) -> runrate::api::DeliveryReport {
+        self.settle_outbox().await;
+        let report = self.delivery_report(load).await;
+        assert_eq!((report.pending, report.retrying), (0, 0), "{report:?}");
+        report
+    }
+
     pub async fn dump(&self) -> String {
         self.store.dump().await.expect("dump the store")
     }

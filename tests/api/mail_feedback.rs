@@ -143,17 +143,7 @@ async fn reports_suppress_the_address_they_quote_and_only_that_one() {
             ),
         ]
     );
-    let report = server
-        .admin()
-        .await
-        .get_delivery_report(
-            server.admin_request(runrate::api::GetDeliveryReportRequest {
-                load: "loads/2".into(),
-            }),
-        )
-        .await
-        .expect("a report")
-        .into_inner();
+    let report = server.delivery_report("loads/2").await;
     assert_eq!((report.sent, report.failed), (1, 2), "{report:?}");
 
     // The next load reaches only the address nothing came back for.

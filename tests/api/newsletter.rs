@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use runrate::api::{
-    ConfirmSubscriptionRequest, GetDeliveryReportRequest, ListSubscribersRequest, SubscribeRequest,
-    SubscriberState, UnsubscribeRequest, UpdatePreferencesRequest,
+    ConfirmSubscriptionRequest, ListSubscribersRequest, SubscribeRequest, SubscriberState,
+    UnsubscribeRequest, UpdatePreferencesRequest,
 };
 use tonic::Code;
 
@@ -91,20 +91,6 @@ fn update_unsubscribe_link(smtp: &SmtpServer, address: &str) -> String {
         .expect("an unsubscribe link")
 }
 
-/// Works the outbox until nothing is left, then reports on `load`.
-async fn settled_report(server: &TestServer, load: &str) -> runrate::api::DeliveryReport {
-    server.settle_outbox().await;
-    let report = server
-        .admin()
-        .await
-        .get_delivery_report(server.admin_request(GetDeliveryReportRequest { load: load.into() }))
-        .await
-        .expect("a delivery report")
-        .into_inner();
-    assert_eq!((report.pending, report.retrying), (0, 0), "{report:?}");
-    report
-}
-
 #[tokio::test]
 async fn sign_up_confirm_receive_and_leave_with_one_click() {
     let smtp = SmtpServer::start().await;
@@ -162,7 +148,7 @@ async fn sign_up_confirm_receive_and_leave_with_one_click() {
         .load_example("2026-q2-example.toml")
         .await
         .expect("load Q2");
-    let report = settled_report(&server, "loads/2").await;
+    let report = server.settled_report("loads/2").await;
     assert_eq!((report.recipients, report.sent, report.failed), (1, 1, 0));
     let updates: Vec<_> = smtp
         .received()
@@ -227,7 +213,7 @@ async fn sign_up_confirm_receive_and_leave_with_one_click() {
         .load_example("2026-q1-restatement-example.toml")
         .await
         .expect("restate");
-    let report = settled_report(&server, "loads/3").await;
+    let report = server.settled_report("loads/3").await;
     assert_eq!(report.recipients, 0);
     assert_eq!(smtp.received().len(), emails_before);
 }
@@ -245,7 +231,7 @@ async fn unconfirmed_unsubscribed_and_bounced_addresses_are_never_emailed() {
         .load_example("2026-q2-example.toml")
         .await
         .expect("load 2");
-    settled_report(&server, "loads/2").await;
+    server.settled_report("loads/2").await;
     server
         .newsletter()
         .await
@@ -263,7 +249,7 @@ async fn unconfirmed_unsubscribed_and_bounced_addresses_are_never_emailed() {
         .load_example("2026-q1-restatement-example.toml")
         .await
         .expect("load 3");
-    let report = settled_report(&server, "loads/3").await;
+    let report = server.settled_report("loads/3").await;
     assert_eq!(report.recipients, 1, "only stays@ is confirmed");
     assert_eq!(report.sent, 1);
     let after: Vec<usize> = ["pending@example.com", "leaves@example.com"]
@@ -297,7 +283,7 @@ async fn a_refused_address_fails_is_suppressed_and_is_not_emailed_again() {
         .load_example("2026-q2-example.toml")
         .await
         .expect("load 2");
-    let report = settled_report(&server, "loads/2").await;
+    let report = server.settled_report("loads/2").await;
     assert_eq!((report.sent, report.failed), (1, 1));
     let failure = &report.failures[0];
     assert_eq!(failure.email, "nobody@example.com");
@@ -316,7 +302,7 @@ async fn a_refused_address_fails_is_suppressed_and_is_not_emailed_again() {
         .load_example("2026-q1-restatement-example.toml")
         .await
         .expect("load 3");
-    let report = settled_report(&server, "loads/3").await;
+    let report = server.settled_report("loads/3").await;
     assert_eq!(report.recipients, 1);
     assert_eq!(smtp.attempts("nobody@example.com"), 1);
 
@@ -476,7 +462,7 @@ async fn followers_of_other_providers_are_not_emailed() {
         .load_example("2026-q2-example.toml")
         .await
         .expect("load 2");
-    settled_report(&server, "loads/2").await;
+    server.settled_report("loads/2").await;
     let token = token_of(&update_unsubscribe_link(&smtp, "aws-fan@example.com"));
     server
         .newsletter()
@@ -493,7 +479,7 @@ async fn followers_of_other_providers_are_not_emailed() {
         .load_example("2026-q1-restatement-example.toml")
         .await
         .expect("load 3");
-    let report = settled_report(&server, "loads/3").await;
+    let report = server.settled_report("loads/3").await;
     assert_eq!(report.recipients, 0);
 }
 
@@ -586,7 +572,7 @@ async fn one_click_also_works_as_multipart_form_data() {
         .load_example("2026-q2-example.toml")
         .await
         .expect("load 2");
-    settled_report(&server, "loads/2").await;
+    server.settled_report("loads/2").await;
     let link = update_unsubscribe_link(&smtp, "reader@example.com");
     let body = "--b\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--b--\r\n";
     let response = request_with_body(

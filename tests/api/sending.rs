@@ -30,17 +30,7 @@ async fn fan_out_through(
         .await
         .expect("load");
     server.settle_outbox().await;
-    server
-        .admin()
-        .await
-        .get_delivery_report(
-            server.admin_request(runrate::api::GetDeliveryReportRequest {
-                load: "loads/2".into(),
-            }),
-        )
-        .await
-        .expect("a delivery report")
-        .into_inner()
+    server.delivery_report("loads/2").await
 }
 
 /// The most emails the server accepted within any one second.
@@ -218,17 +208,7 @@ async fn a_spent_quota_holds_deliveries_back_without_failing_or_counting_them() 
         .expect("load");
     server.outbox.drain().await.expect("drain");
     assert_eq!(smtp.received().len(), 3);
-    let report = server
-        .admin()
-        .await
-        .get_delivery_report(
-            server.admin_request(runrate::api::GetDeliveryReportRequest {
-                load: "loads/2".into(),
-            }),
-        )
-        .await
-        .expect("a delivery report")
-        .into_inner();
+    let report = server.delivery_report("loads/2").await;
     assert_eq!(
         (report.sent, report.pending, report.failed),
         (3, 2, 0),
