@@ -1,7 +1,9 @@
 //! Delivery results from every lane recorded together. A lane waits until its result is
 //! committed before it sends its next email, so a crash still repeats at most one email
 //! per lane; but whichever lane commits takes every result queued meanwhile into the same
-//! transaction, so a fan-out pays one commit for many emails instead of one each.
+//! transaction, so a fan-out pays one commit for many emails instead of one each. That is
+//! for SQLite, where writers take turns anyway; PostgreSQL commits the lanes' separate
+//! transactions side by side, and each lane commits its own there.
 
 use std::{collections::HashMap, sync::Mutex, time::SystemTime};
 
@@ -12,11 +14,28 @@ use crate::{
     store::{Store, StoreError},
 };
 
+/// One lane's results.
+struct Results<'a> {
+    claim: ClaimToken,
+    results: &'a [DeliveryResult],
+    now: SystemTime,
+}
+
 struct Job {
     claim: ClaimToken,
     results: Vec<DeliveryResult>,
     now: SystemTime,
     done: oneshot::Sender<Result<usize, String>>,
+}
+
+impl Job {
+    fn results(&self) -> Results<'_> {
+        Results {
+            claim: self.claim,
+            results: &self.results,
+            now: self.now,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -36,6 +55,14 @@ impl GroupCommit {
         results: &[DeliveryResult],
         now: SystemTime,
     ) -> Result<usize, StoreError> {
+        if store.is_shared() {
+            let own = Results {
+                claim,
+                results,
+                now,
+            };
+            return Ok(commit(store, &[own]).await?[0]);
+        }
         let (done, mut outcome) = oneshot::channel();
         self.queue
             .lock()
@@ -58,7 +85,10 @@ impl GroupCommit {
             Err(oneshot::error::TryRecvError::Empty) => {}
         }
         let jobs = std::mem::take(&mut *self.queue.lock().unwrap_or_else(|p| p.into_inner()));
-        match commit(store, &jobs).await {
+        let batches: Vec<Results<'_>> = jobs.iter().map(Job::results).collect();
+        let committed = commit(store, &batches).await;
+        drop(batches);
+        match committed {
             Ok(counts) => {
                 for (job, count) in jobs.into_iter().zip(counts) {
                     let _ = job.done.send(Ok(count));
@@ -81,7 +111,7 @@ impl GroupCommit {
 
 /// Every job's results in one transaction; how many of each job's were recorded. The
 /// emails sent, most of any batch, are recorded in one statement.
-async fn commit(store: &Store, jobs: &[Job]) -> Result<Vec<usize>, StoreError> {
+async fn commit(store: &Store, jobs: &[Results<'_>]) -> Result<Vec<usize>, StoreError> {
     let mut tx = store.begin().await?;
     let mut counts = vec![0; jobs.len()];
     let mut sent = Vec::new();
@@ -89,7 +119,7 @@ async fn commit(store: &Store, jobs: &[Job]) -> Result<Vec<usize>, StoreError> {
     let mut latest = SystemTime::UNIX_EPOCH;
     for (index, job) in jobs.iter().enumerate() {
         latest = latest.max(job.now);
-        for result in &job.results {
+        for result in job.results {
             if let DeliveryResult::Sent { id } = result {
                 sent.push((*id, job.claim));
                 sent_by.insert(*id, index);
