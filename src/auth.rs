@@ -55,6 +55,12 @@ impl AdminToken {
         }
     }
 
+    /// The token an `authorization` header value presents (`Bearer <token>`), whichever
+    /// protocol it came over; `None` when it presents none.
+    pub fn presented(header: Option<&str>) -> Option<&str> {
+        header?.strip_prefix("Bearer ").map(str::trim)
+    }
+
     pub fn matches(&self, presented: &str) -> bool {
         let presented: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         self.digest.ct_eq(&presented).into()

@@ -238,11 +238,9 @@ async fn mail_feedback(
     headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.strip_prefix("Bearer "));
-    if !presented.is_some_and(|token| state.admin_token.matches(token.trim())) {
+    let authorization = headers.get(header::AUTHORIZATION);
+    let presented = AdminToken::presented(authorization.and_then(|value| value.to_str().ok()));
+    if !presented.is_some_and(|token| state.admin_token.matches(token)) {
         return (
             StatusCode::UNAUTHORIZED,
             [(header::WWW_AUTHENTICATE, "Bearer")],

@@ -65,13 +65,9 @@ pub struct RequireAdminToken(pub Arc<AdminToken>);
 
 impl Interceptor for RequireAdminToken {
     fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        match presented {
-            Some(token) if self.0.matches(token.trim()) => Ok(request),
+        let header = request.metadata().get("authorization");
+        match AdminToken::presented(header.and_then(|value| value.to_str().ok())) {
+            Some(token) if self.0.matches(token) => Ok(request),
             Some(_) => Err(Status::unauthenticated("the admin token is wrong")),
             None => Err(Status::unauthenticated(
                 "admin calls need `authorization: Bearer <token>` (the token is admin.token, or the admin-token file in the data directory)",
