@@ -191,6 +191,9 @@ pub struct DeliverySettings {
     pub concurrency: u32,
     /// Deliveries a worker claims at a time.
     pub batch_size: u32,
+    /// Emails a lane may send before their results are recorded, so that one commit
+    /// records many; a crash (`kill -9`) sends at most this many per lane again.
+    pub max_unrecorded: u32,
     /// Attempts before a delivery that keeps failing transiently is given up as failed.
     pub max_attempts: u32,
     /// Wait before the first retry; doubles with each attempt, up to `retry_max`.
@@ -284,6 +287,7 @@ impl Default for Settings {
             delivery: DeliverySettings {
                 concurrency: 4,
                 batch_size: 100,
+                max_unrecorded: 32,
                 max_attempts: 8,
                 retry_base: TextDuration(Duration::from_secs(30)),
                 retry_max: TextDuration(Duration::from_secs(3600)),
@@ -303,6 +307,15 @@ impl Default for Settings {
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
 pub struct SettingsError(String);
+
+impl DeliverySettings {
+    /// Whether a send rate or a quota limits sending. Each email is then settled and
+    /// recorded before the next takes its turn: the rate spaces emails exactly, and the
+    /// quota counts what was recorded.
+    pub fn is_paced(&self) -> bool {
+        self.max_rate > 0 || self.quota > 0
+    }
+}
 
 impl Settings {
     /// Layers defaults, `file` (or `runrate.toml` in the working directory when it exists)
@@ -421,6 +434,7 @@ impl Settings {
             ),
             ("delivery.concurrency", self.delivery.concurrency),
             ("delivery.batch_size", self.delivery.batch_size),
+            ("delivery.max_unrecorded", self.delivery.max_unrecorded),
             ("delivery.max_attempts", self.delivery.max_attempts),
             ("database.max_connections", self.database.max_connections),
         ] {

@@ -354,14 +354,10 @@ pub struct NewToken {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum DeliveryResult {
-    Sent {
-        id: i64,
-    },
+    /// Accepted by the mail server (or written out) at `at`.
+    Sent { id: i64, at: SystemTime },
     /// Not sent, and never will be: the subscriber left meanwhile.
-    Skipped {
-        id: i64,
-        reason: String,
-    },
+    Skipped { id: i64, reason: String },
     Retry {
         id: i64,
         next_attempt_at: SystemTime,
@@ -375,16 +371,13 @@ pub enum DeliveryResult {
     },
     /// Handed back unsent, the attempt not counted: due again at `due` (at once when
     /// the worker is stopping; later when the sending quota is spent).
-    Released {
-        id: i64,
-        due: SystemTime,
-    },
+    Released { id: i64, due: SystemTime },
 }
 
 impl DeliveryResult {
     pub fn id(&self) -> i64 {
         match self {
-            DeliveryResult::Sent { id }
+            DeliveryResult::Sent { id, .. }
             | DeliveryResult::Skipped { id, .. }
             | DeliveryResult::Retry { id, .. }
             | DeliveryResult::Failed { id, .. }

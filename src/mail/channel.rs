@@ -3,7 +3,7 @@
 //! templates, an update once per load and then personalised.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::{Arc, Mutex},
     time::{Duration, SystemTime},
 };
@@ -11,7 +11,7 @@ use std::{
 use async_trait::async_trait;
 
 use super::{
-    EmailComposer, Mailer, OutgoingEmail, SendError, UpdateEmail,
+    EmailComposer, MailBatch, Mailer, Outcome, OutgoingEmail, SendError, UpdateEmail,
     pace::{SendPace, Turn},
 };
 use crate::domain::Named;
@@ -22,7 +22,7 @@ use crate::{
         LoadId,
         subscribers::{ClaimedDelivery, DeliveryKind, NewToken, TokenPurpose, token_digest},
     },
-    outbox::{Channel, EMAIL_CHANNEL, Readiness, SendFailure},
+    outbox::{Channel, ChannelSender, EMAIL_CHANNEL, Readiness, SendFailure, SendOutcome},
     store::{Store, StoreError},
 };
 
@@ -135,53 +135,144 @@ impl Channel for EmailChannel {
         Ok(prepared)
     }
 
-    /// Sends when the pace gives a turn. A throttling reply slows every lane down and
-    /// this email is tried again at its next turn, a few times before it counts as a
-    /// failed attempt.
+    /// Sends one message through a sender of its own.
     async fn send(&self, delivery: &ClaimedDelivery, token: &str) -> Result<(), SendFailure> {
-        let email = self
-            .compose(delivery, token)
-            .map_err(SendFailure::Transient)?;
-        let mut throttled = 0;
-        loop {
-            match self.pace.take_turn().await {
+        let mut sender = self.sender();
+        let mut outcomes = sender.send(delivery.clone(), token.to_owned()).await;
+        outcomes.extend(sender.finish().await);
+        outcomes.pop().map_or_else(
+            || Err(SendFailure::Transient("the email had no outcome".into())),
+            |(_, result)| result,
+        )
+    }
+
+    /// Unpaced, the transport may send each email together with the next (SMTP
+    /// pipelining across messages); under a pace, each goes out at its turn.
+    fn sender(&self) -> Box<dyn ChannelSender + '_> {
+        Box::new(EmailSender {
+            channel: self,
+            batch: self.mailer.batch(!self.pace.is_paced()),
+            handed: HashMap::new(),
+            next_key: 0,
+        })
+    }
+}
+
+/// A lane's emails through one [`MailBatch`]. Each takes a turn from the pace before it
+/// is handed over. A throttling reply slows every lane down and the email is handed
+/// over again at its next turn, a few times before it counts as a failed attempt.
+struct EmailSender<'a> {
+    channel: &'a EmailChannel,
+    batch: Box<dyn MailBatch + 'a>,
+    /// Deliveries handed to the batch and not settled, by key, with the throttling
+    /// replies each has met.
+    handed: HashMap<usize, (ClaimedDelivery, u32)>,
+    next_key: usize,
+}
+
+/// An email to hand over, with the throttling replies it has met.
+type Queued = (ClaimedDelivery, OutgoingEmail, u32);
+
+impl EmailSender<'_> {
+    /// Hands over each queued email at its turn, and any that meet a throttling reply
+    /// again after them.
+    async fn hand_over(&mut self, mut queue: VecDeque<Queued>, done: &mut Vec<SendOutcome>) {
+        while let Some((delivery, email, throttled)) = queue.pop_front() {
+            match self.channel.pace.take_turn().await {
                 Ok(Turn::At(moment)) => {
                     if let Ok(wait) = moment.duration_since(SystemTime::now()) {
                         tokio::time::sleep(wait).await;
                     }
                 }
                 Ok(Turn::QuotaSpentUntil(until)) => {
-                    return Err(SendFailure::Deferred {
-                        reason: "the sending quota is spent".into(),
-                        until,
-                    });
+                    let reason = "the sending quota is spent".into();
+                    done.push((delivery, Err(SendFailure::Deferred { reason, until })));
+                    continue;
                 }
-                Err(err) => return Err(SendFailure::Transient(err.to_string())),
+                Err(err) => {
+                    done.push((delivery, Err(SendFailure::Transient(err.to_string()))));
+                    continue;
+                }
             }
-            let reply = match self.mailer.send(&email).await {
+            let key = self.next_key;
+            self.next_key += 1;
+            self.handed.insert(key, (delivery, throttled));
+            let outcomes = self.batch.send(key, email).await;
+            self.settle(outcomes, &mut queue, done);
+        }
+    }
+
+    /// Turns the transport's outcomes into the outbox's, queueing throttled emails to be
+    /// handed over again.
+    fn settle(
+        &mut self,
+        outcomes: Vec<Outcome>,
+        again: &mut VecDeque<Queued>,
+        done: &mut Vec<SendOutcome>,
+    ) {
+        let pace = &self.channel.pace;
+        for Outcome { key, email, result } in outcomes {
+            let Some((delivery, throttled)) = self.handed.remove(&key) else {
+                continue;
+            };
+            let result = match result {
                 Ok(()) => {
-                    self.pace.accepted();
-                    return Ok(());
+                    pace.accepted();
+                    Ok(())
                 }
-                Err(SendError::Throttled(reply)) => reply,
-                Err(SendError::Rejected(reply)) => {
-                    return Err(SendFailure::Refused {
-                        reason: reply,
-                        suppress: true,
-                    });
+                Err(SendError::Throttled(reply)) => {
+                    pace.throttled();
+                    tracing::info!(delivery = delivery.id, %reply, "the mail server asks to slow down");
+                    if throttled < THROTTLED_RETRIES {
+                        again.push_back((delivery, email, throttled + 1));
+                        continue;
+                    }
+                    Err(SendFailure::Transient(reply))
                 }
+                Err(SendError::Rejected(reply)) => Err(SendFailure::Refused {
+                    reason: reply,
+                    suppress: true,
+                }),
                 Err(SendError::SenderRefused(reply)) => {
                     tracing::error!(delivery = delivery.id, %reply, "the mail server refused the sender; check mail.from and mail.smtp");
-                    return Err(SendFailure::Transient(reply));
+                    Err(SendFailure::Transient(reply))
                 }
-                Err(SendError::Transient(reason)) => return Err(SendFailure::Transient(reason)),
+                Err(SendError::Transient(reason)) => Err(SendFailure::Transient(reason)),
             };
-            self.pace.throttled();
-            throttled += 1;
-            tracing::info!(delivery = delivery.id, %reply, "the mail server asks to slow down");
-            if throttled > THROTTLED_RETRIES {
-                return Err(SendFailure::Transient(reply));
-            }
+            done.push((delivery, result));
         }
+    }
+}
+
+#[async_trait]
+impl ChannelSender for EmailSender<'_> {
+    async fn send(&mut self, delivery: ClaimedDelivery, token: String) -> Vec<SendOutcome> {
+        let email = match self.channel.compose(&delivery, &token) {
+            Ok(email) => email,
+            Err(reason) => return vec![(delivery, Err(SendFailure::Transient(reason)))],
+        };
+        let mut done = Vec::new();
+        self.hand_over(VecDeque::from([(delivery, email, 0)]), &mut done)
+            .await;
+        done
+    }
+
+    async fn finish(&mut self) -> Vec<SendOutcome> {
+        let mut done = Vec::new();
+        loop {
+            let outcomes = self.batch.finish().await;
+            let mut again = VecDeque::new();
+            self.settle(outcomes, &mut again, &mut done);
+            if again.is_empty() {
+                break;
+            }
+            self.hand_over(again, &mut done).await;
+        }
+        // Anything the transport never answered for is tried again later.
+        for (_, (delivery, _)) in self.handed.drain() {
+            let reason = "the mail transport gave no outcome".into();
+            done.push((delivery, Err(SendFailure::Transient(reason))));
+        }
+        done
     }
 }

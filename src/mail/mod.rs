@@ -55,6 +55,48 @@ pub enum SendError {
 #[async_trait]
 pub trait Mailer: Send + Sync + 'static {
     async fn send(&self, email: &OutgoingEmail) -> Result<(), SendError>;
+
+    /// A batch of emails sent one after another. With `lookahead`, a transport may
+    /// hold an email back until the next one is handed over or the batch is finished,
+    /// to send the two together; by default each goes out when handed over.
+    fn batch(&self, lookahead: bool) -> Box<dyn MailBatch + '_> {
+        let _ = lookahead;
+        Box::new(OneByOne(self))
+    }
+}
+
+/// What became of an email handed to a [`MailBatch`], under the key it was handed over
+/// with; the email comes back, to be tried again if need be.
+pub struct Outcome {
+    pub key: usize,
+    pub email: OutgoingEmail,
+    pub result: Result<(), SendError>,
+}
+
+/// Emails handed over one at a time, whose outcomes may come later than the hand-over.
+#[async_trait]
+pub trait MailBatch: Send {
+    /// Hands over the next email; returns the outcomes known now, of this email or of
+    /// one handed over before it.
+    async fn send(&mut self, key: usize, email: OutgoingEmail) -> Vec<Outcome>;
+
+    /// Sends what was held back; returns the outcomes not returned yet.
+    async fn finish(&mut self) -> Vec<Outcome>;
+}
+
+/// Each email sent when handed over.
+struct OneByOne<'a, M: ?Sized>(&'a M);
+
+#[async_trait]
+impl<M: Mailer + ?Sized> MailBatch for OneByOne<'_, M> {
+    async fn send(&mut self, key: usize, email: OutgoingEmail) -> Vec<Outcome> {
+        let result = self.0.send(&email).await;
+        vec![Outcome { key, email, result }]
+    }
+
+    async fn finish(&mut self) -> Vec<Outcome> {
+        Vec::new()
+    }
 }
 
 /// The transport the settings choose.

@@ -47,6 +47,7 @@ pub enum Turn {
 
 pub struct SendPace {
     store: Arc<Store>,
+    paced: bool,
     max_rate: u32,
     quota: Option<(u64, Duration)>,
     turns: tokio::sync::Mutex<Turns>,
@@ -95,6 +96,7 @@ impl SendPace {
     pub fn new(store: Arc<Store>, settings: &DeliverySettings) -> Self {
         SendPace {
             store,
+            paced: settings.is_paced(),
             max_rate: settings.max_rate,
             quota: (settings.quota > 0).then_some((settings.quota, settings.quota_window.0)),
             turns: tokio::sync::Mutex::new(Turns::default()),
@@ -104,6 +106,11 @@ impl SendPace {
 
     fn pause(&self) -> std::sync::MutexGuard<'_, ThrottlePause> {
         self.pause.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a rate or quota limits sending (see [`DeliverySettings::is_paced`]).
+    pub fn is_paced(&self) -> bool {
+        self.paced
     }
 
     /// The server asked us to slow down: pause longer between sends.

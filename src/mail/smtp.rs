@@ -30,7 +30,7 @@ use tokio::{
 };
 use tokio_rustls::{TlsConnector, client::TlsStream, rustls};
 
-use super::{Mailer, OutgoingEmail, SendError};
+use super::{MailBatch, Mailer, Outcome, OutgoingEmail, SendError};
 use crate::settings::{SmtpSettings, SmtpTls};
 
 pub struct SmtpMailer {
@@ -94,16 +94,6 @@ enum Step {
     Data,
 }
 
-/// Commands written in one go, as RFC 2920 allows for MAIL, RCPT and DATA (lettre
-/// prints each with its CRLF).
-struct Pipelined(Vec<String>);
-
-impl fmt::Display for Pipelined {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.iter().try_for_each(|command| f.write_str(command))
-    }
-}
-
 impl SmtpMailer {
     pub fn new(settings: &SmtpSettings, from: &str) -> anyhow::Result<Self> {
         // Greet with the sender's domain: a name the receiving server can check.
@@ -153,9 +143,9 @@ impl SmtpMailer {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Whether a session may carry another message.
-    fn has_room(&self, session: &Session) -> bool {
-        session.messages < self.max_messages_per_connection
+    /// Whether a session may carry another message besides `carrying` already on it.
+    fn has_room(&self, session: &Session, carrying: u32) -> bool {
+        session.messages + carrying < self.max_messages_per_connection
             && session.opened.elapsed() < self.max_connection_age
             && !session.connection.has_broken()
     }
@@ -166,7 +156,7 @@ impl SmtpMailer {
             let Some(session) = self.idle().pop() else {
                 return Ok((self.connect().await?, false));
             };
-            if self.has_room(&session) {
+            if self.has_room(&session, 0) {
                 return Ok((session, true));
             }
             self.retire(session).await;
@@ -175,7 +165,7 @@ impl SmtpMailer {
 
     /// Puts a session back for the next message, or closes it when it has done its share.
     async fn checkin(&self, session: Session) {
-        if self.has_room(&session) {
+        if self.has_room(&session, 0) {
             let mut idle = self.idle();
             if idle.len() < self.max_idle {
                 idle.push(session);
@@ -183,6 +173,14 @@ impl SmtpMailer {
             }
         }
         self.retire(session).await;
+    }
+
+    /// A send that ran out of time: the server may or may not have taken the email.
+    fn no_answer(&self) -> SendError {
+        SendError::Transient(format!(
+            "the SMTP server did not answer within {:?}",
+            self.send_timeout
+        ))
     }
 
     /// Says QUIT (briefly: the answer changes nothing) and closes the connection.
@@ -258,93 +256,15 @@ impl SmtpMailer {
             })
     }
 
-    /// One message over one connection. With PIPELINING, MAIL FROM, RCPT TO and DATA go
-    /// out in one write and their replies are read after; without it, one at a time.
-    async fn transact(
-        session: &mut Session,
-        email: &OutgoingEmail,
-    ) -> Result<(), (Step, SmtpError)> {
-        let abilities = session.abilities;
-        let connection = &mut session.connection;
-        let mut parameters = Vec::new();
-        if !email.bytes.is_ascii() && abilities.eight_bit_mime {
-            parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
-        }
-        let international = email
-            .envelope
-            .to()
-            .iter()
-            .chain(email.envelope.from())
-            .any(|address| !AsRef::<str>::as_ref(address).is_ascii());
-        if international && abilities.smtp_utf8 {
-            parameters.push(MailParameter::SmtpUtfEight);
-        }
-        let mail = Mail::new(email.envelope.from().cloned(), parameters);
-        let recipients: Vec<Rcpt> = email
-            .envelope
-            .to()
-            .iter()
-            .map(|recipient| Rcpt::new(recipient.clone(), Vec::new()))
-            .collect();
-        if abilities.pipelining {
-            let mut group = vec![mail.to_string()];
-            group.extend(recipients.iter().map(ToString::to_string));
-            group.push(Data.to_string());
-            // Every reply is read, failed or not, so the connection stays in step.
-            let mail_reply = connection.command(Pipelined(group)).await;
-            let mut recipient_failure = None;
-            for _ in &recipients {
-                if let Err(err) = connection.read_response().await {
-                    recipient_failure.get_or_insert(err);
-                }
-            }
-            let data_reply = connection.read_response().await;
-            let failure = match (mail_reply, recipient_failure) {
-                (Err(err), _) => Some((Step::MailFrom, err)),
-                (Ok(_), Some(err)) => Some((Step::Recipient, err)),
-                (Ok(_), None) => None,
-            };
-            if let Some(failure) = failure {
-                if data_reply.is_ok() {
-                    // A server that opened the data phase anyway gets an empty message
-                    // to close it; it has no recipient to deliver it to.
-                    let _ = connection.message(b"").await;
-                }
-                return Err(failure);
-            }
-            data_reply.map_err(|err| (Step::Data, err))?;
-        } else {
-            connection
-                .command(mail)
-                .await
-                .map_err(|err| (Step::MailFrom, err))?;
-            for recipient in recipients {
-                connection
-                    .command(recipient)
-                    .await
-                    .map_err(|err| (Step::Recipient, err))?;
-            }
-            connection
-                .command(Data)
-                .await
-                .map_err(|err| (Step::Data, err))?;
-        }
-        connection
-            .message(&email.bytes)
-            .await
-            .map_err(|err| (Step::Data, err))?;
-        session.messages += 1;
-        Ok(())
-    }
-
     /// After a refused transaction, RSET readies the connection for the next message;
     /// a connection that cannot is closed.
-    async fn recover(&self, mut session: Session) {
+    async fn recover(&self, mut session: Session) -> Option<Session> {
         let reset = tokio::time::timeout(RETIRE_TIMEOUT, session.connection.command(Rset)).await;
         if matches!(reset, Ok(Ok(_))) {
-            self.checkin(session).await;
+            Some(session)
         } else {
             Self::abort(session).await;
+            None
         }
     }
 
@@ -353,6 +273,149 @@ impl SmtpMailer {
     async fn abort(mut session: Session) {
         let _ = tokio::time::timeout(RETIRE_TIMEOUT, session.connection.abort()).await;
     }
+}
+
+/// The MAIL FROM and RCPT TO commands of an email, with the parameters its content and
+/// addresses need where the server offers them.
+fn envelope_commands(abilities: ServerAbilities, email: &OutgoingEmail) -> (Mail, Vec<Rcpt>) {
+    let mut parameters = Vec::new();
+    if !email.bytes.is_ascii() && abilities.eight_bit_mime {
+        parameters.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+    }
+    let international = email
+        .envelope
+        .to()
+        .iter()
+        .chain(email.envelope.from())
+        .any(|address| !AsRef::<str>::as_ref(address).is_ascii());
+    if international && abilities.smtp_utf8 {
+        parameters.push(MailParameter::SmtpUtfEight);
+    }
+    let mail = Mail::new(email.envelope.from().cloned(), parameters);
+    let recipients = email
+        .envelope
+        .to()
+        .iter()
+        .map(|recipient| Rcpt::new(recipient.clone(), Vec::new()))
+        .collect();
+    (mail, recipients)
+}
+
+/// Message content as it goes after DATA: a line that starts with a dot gets another
+/// (RFC 5321 section 4.5.2), and the end-of-data line follows. `None` for content that
+/// is not UTF-8, which only lettre's own writer can send.
+fn data_block(bytes: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut block = String::with_capacity(text.len() + 8);
+    let mut rest = text;
+    if rest.starts_with('.') {
+        block.push('.');
+    }
+    while let Some(at) = rest.find("\r\n.") {
+        block.push_str(&rest[..at + 2]);
+        block.push('.');
+        rest = &rest[at + 2..];
+    }
+    block.push_str(rest);
+    block.push_str("\r\n.\r\n");
+    Some(block)
+}
+
+/// Writes, in one go, the content of the email whose data phase is open (if any) and
+/// the MAIL, RCPT and DATA commands of `next` (if any), then reads every reply, so the
+/// connection stays in step whatever fails. Returns the reply to the content, and
+/// whether `next`'s data phase is open now.
+async fn exchange(
+    session: &mut Session,
+    content: Option<&str>,
+    next: Option<&OutgoingEmail>,
+) -> (
+    Option<Result<(), SmtpError>>,
+    Option<Result<(), (Step, SmtpError)>>,
+) {
+    let mut wire = String::new();
+    if let Some(content) = content {
+        wire.push_str(content);
+    }
+    let mut recipients = 0;
+    if let Some(email) = next {
+        let (mail, rcpts) = envelope_commands(session.abilities, email);
+        recipients = rcpts.len();
+        wire.push_str(&mail.to_string());
+        rcpts
+            .iter()
+            .for_each(|rcpt| wire.push_str(&rcpt.to_string()));
+        wire.push_str(&Data.to_string());
+    }
+    let connection = &mut session.connection;
+    let first = connection.command(&wire).await.map(drop);
+    let (content_reply, mail_reply) = match content {
+        Some(_) => {
+            let content_reply = Some(first);
+            if next.is_none() {
+                return (content_reply, None);
+            }
+            (content_reply, connection.read_response().await.map(drop))
+        }
+        None => (None, first),
+    };
+    let mut recipient_failure = None;
+    for _ in 0..recipients {
+        if let Err(err) = connection.read_response().await {
+            recipient_failure.get_or_insert(err);
+        }
+    }
+    let data_reply = connection.read_response().await;
+    let failure = match (mail_reply, recipient_failure) {
+        (Err(err), _) => Some((Step::MailFrom, err)),
+        (Ok(()), Some(err)) => Some((Step::Recipient, err)),
+        (Ok(()), None) => None,
+    };
+    let envelope = match failure {
+        Some(failure) => {
+            if data_reply.is_ok() {
+                // A server that opened the data phase anyway gets an empty message to
+                // close it; it has no recipient to deliver it to.
+                let _ = connection.message(b"").await;
+            }
+            Err(failure)
+        }
+        None => data_reply.map(drop).map_err(|err| (Step::Data, err)),
+    };
+    (content_reply, Some(envelope))
+}
+
+/// One email's whole transaction. With PIPELINING the envelope goes out in one write;
+/// without it, one command at a time.
+async fn transact(session: &mut Session, email: &OutgoingEmail) -> Result<(), (Step, SmtpError)> {
+    if session.abilities.pipelining {
+        let (_, envelope) = exchange(session, None, Some(email)).await;
+        envelope.unwrap_or(Ok(()))?;
+    } else {
+        let (mail, recipients) = envelope_commands(session.abilities, email);
+        let connection = &mut session.connection;
+        connection
+            .command(mail)
+            .await
+            .map_err(|err| (Step::MailFrom, err))?;
+        for recipient in recipients {
+            connection
+                .command(recipient)
+                .await
+                .map_err(|err| (Step::Recipient, err))?;
+        }
+        connection
+            .command(Data)
+            .await
+            .map_err(|err| (Step::Data, err))?;
+    }
+    match data_block(&email.bytes) {
+        Some(block) => session.connection.command(block).await,
+        None => session.connection.message(&email.bytes).await,
+    }
+    .map_err(|err| (Step::Data, err))?;
+    session.messages += 1;
+    Ok(())
 }
 
 /// How long closing or resetting a connection may take.
@@ -389,36 +452,260 @@ fn classify(step: Step, err: &SmtpError) -> SendError {
 #[async_trait]
 impl Mailer for SmtpMailer {
     async fn send(&self, email: &OutgoingEmail) -> Result<(), SendError> {
-        let (mut session, was_reused) = self.checkout().await?;
-        let mut outcome =
-            tokio::time::timeout(self.send_timeout, Self::transact(&mut session, email)).await;
+        let mut batch = SmtpBatch::new(self, false);
+        let result = batch.send_now(email).await;
+        batch.finish_session().await;
+        result
+    }
+
+    fn batch(&self, lookahead: bool) -> Box<dyn MailBatch + '_> {
+        Box::new(SmtpBatch::new(self, lookahead))
+    }
+}
+
+/// A lane's emails over one connection at a time. With `lookahead` and a server that
+/// offers PIPELINING, an email's content is held back until the next email is handed
+/// over, then goes out in one write with that email's MAIL, RCPT and DATA (RFC 2920
+/// lets message content lead a group, as Postfix sends it): one round trip per email
+/// in a steady fan-out instead of two.
+struct SmtpBatch<'a> {
+    mailer: &'a SmtpMailer,
+    lookahead: bool,
+    session: Option<Session>,
+    /// Whether the session came from the pool and has carried nothing since, so that
+    /// a failure to write to it may just mean the server closed it while idle.
+    untried_reuse: bool,
+    /// The email whose data phase is open, with its content, waiting for the next one.
+    open: Option<(usize, OutgoingEmail, String)>,
+}
+
+impl<'a> SmtpBatch<'a> {
+    fn new(mailer: &'a SmtpMailer, lookahead: bool) -> Self {
+        SmtpBatch {
+            mailer,
+            lookahead,
+            session: None,
+            untried_reuse: false,
+            open: None,
+        }
+    }
+
+    /// The batch's session, checked out if it has none; one at its caps is retired
+    /// first (after the content held open on it goes out).
+    async fn ensure_session(&mut self, outcomes: &mut Vec<Outcome>) -> Result<(), SendError> {
+        if let Some(session) = &self.session {
+            let carrying = u32::from(self.open.is_some());
+            if !self.mailer.has_room(session, carrying) {
+                outcomes.extend(self.deliver_open().await);
+                if let Some(session) = self.session.take() {
+                    self.mailer.retire(session).await;
+                }
+            }
+        }
+        if self.session.is_none() {
+            let (session, reused) = self.mailer.checkout().await?;
+            self.session = Some(session);
+            self.untried_reuse = reused;
+        }
+        Ok(())
+    }
+
+    /// One email's whole transaction now, on the batch's session or a new one.
+    async fn send_now(&mut self, email: &OutgoingEmail) -> Result<(), SendError> {
+        let mut ignored = Vec::new();
+        let timeout = self.mailer.send_timeout;
+        self.ensure_session(&mut ignored).await?;
+        let Some(session) = self.session.as_mut() else {
+            return Err(self.mailer.no_answer());
+        };
+        let mut outcome = tokio::time::timeout(timeout, transact(session, email)).await;
         // An idle connection the server has since closed fails before any reply: open a
         // fresh one and try once more.
-        if was_reused
+        if self.untried_reuse
             && matches!(&outcome, Ok(Err((Step::MailFrom, err))) if err.status().is_none())
         {
-            session = self.connect().await?;
-            outcome =
-                tokio::time::timeout(self.send_timeout, Self::transact(&mut session, email)).await;
+            self.session = None;
+            let session = self.session.insert(self.mailer.connect().await?);
+            outcome = tokio::time::timeout(timeout, transact(session, email)).await;
         }
+        self.untried_reuse = false;
         match outcome {
-            Ok(Ok(())) => {
-                self.checkin(session).await;
-                Ok(())
-            }
+            Ok(Ok(())) => Ok(()),
             Ok(Err((step, err))) => {
-                if err.status().is_some() {
-                    self.recover(session).await;
-                } else {
-                    Self::abort(session).await;
-                }
+                self.after_failure(&err).await;
                 Err(classify(step, &err))
             }
-            Err(_) => Err(SendError::Transient(format!(
-                "the SMTP server did not answer within {:?}",
-                self.send_timeout
-            ))),
+            Err(_) => {
+                self.drop_session().await;
+                Err(self.mailer.no_answer())
+            }
         }
+    }
+
+    /// Sends the content held open, if any, and reads its reply.
+    async fn deliver_open(&mut self) -> Option<Outcome> {
+        let (key, email, content) = self.open.take()?;
+        let session = self.session.as_mut()?;
+        let exchanged = tokio::time::timeout(
+            self.mailer.send_timeout,
+            exchange(session, Some(&content), None),
+        )
+        .await;
+        let result = match exchanged {
+            Ok((Some(reply), _)) => self.content_result(reply).await,
+            Ok((None, _)) | Err(_) => {
+                self.drop_session().await;
+                Err(self.mailer.no_answer())
+            }
+        };
+        Some(Outcome { key, email, result })
+    }
+
+    /// What a reply to message content means for the email and the session.
+    async fn content_result(&mut self, reply: Result<(), SmtpError>) -> Result<(), SendError> {
+        match reply {
+            Ok(()) => {
+                if let Some(session) = &mut self.session {
+                    session.messages += 1;
+                }
+                Ok(())
+            }
+            Err(err) => {
+                if err.status().is_none() {
+                    self.drop_session().await;
+                }
+                Err(classify(Step::Data, &err))
+            }
+        }
+    }
+
+    /// After a refused or failed transaction: RSET when the server answered, else the
+    /// connection is closed.
+    async fn after_failure(&mut self, err: &SmtpError) {
+        let Some(session) = self.session.take() else {
+            return;
+        };
+        if err.status().is_some() {
+            self.session = self.mailer.recover(session).await;
+        } else {
+            SmtpMailer::abort(session).await;
+        }
+    }
+
+    async fn drop_session(&mut self) {
+        if let Some(session) = self.session.take() {
+            SmtpMailer::abort(session).await;
+        }
+    }
+
+    /// Returns the session to the pool, or closes it if it has done its share.
+    async fn finish_session(&mut self) {
+        if let Some(session) = self.session.take() {
+            self.mailer.checkin(session).await;
+        }
+    }
+}
+
+#[async_trait]
+impl MailBatch for SmtpBatch<'_> {
+    async fn send(&mut self, key: usize, email: OutgoingEmail) -> Vec<Outcome> {
+        let mut outcomes = Vec::new();
+        if let Err(err) = self.ensure_session(&mut outcomes).await {
+            outcomes.push(Outcome {
+                key,
+                email,
+                result: Err(err),
+            });
+            return outcomes;
+        }
+        let pipelining = self
+            .session
+            .as_ref()
+            .is_some_and(|session| session.abilities.pipelining);
+        let block = (self.lookahead && pipelining)
+            .then(|| data_block(&email.bytes))
+            .flatten();
+        let Some(block) = block else {
+            outcomes.extend(self.deliver_open().await);
+            let result = self.send_now(&email).await;
+            outcomes.push(Outcome { key, email, result });
+            return outcomes;
+        };
+        let held = self.open.take();
+        let Some(session) = self.session.as_mut() else {
+            outcomes.push(Outcome {
+                key,
+                email,
+                result: Err(self.mailer.no_answer()),
+            });
+            return outcomes;
+        };
+        let content = held.as_ref().map(|(_, _, content)| content.as_str());
+        let exchanged = tokio::time::timeout(
+            self.mailer.send_timeout,
+            exchange(session, content, Some(&email)),
+        )
+        .await;
+        let Ok((content_reply, envelope)) = exchanged else {
+            // Nothing is known of either: both are tried again later.
+            self.drop_session().await;
+            if let Some((held_key, held_email, _)) = held {
+                outcomes.push(Outcome {
+                    key: held_key,
+                    email: held_email,
+                    result: Err(self.mailer.no_answer()),
+                });
+            }
+            outcomes.push(Outcome {
+                key,
+                email,
+                result: Err(self.mailer.no_answer()),
+            });
+            return outcomes;
+        };
+        if let Some((held_key, held_email, _)) = held {
+            let result = match content_reply {
+                Some(reply) => self.content_result(reply).await,
+                None => Err(self.mailer.no_answer()),
+            };
+            outcomes.push(Outcome {
+                key: held_key,
+                email: held_email,
+                result,
+            });
+        }
+        match envelope {
+            Some(Ok(())) if self.session.is_some() => {
+                self.untried_reuse = false;
+                self.open = Some((key, email, block));
+            }
+            Some(Err((Step::MailFrom, err))) if self.untried_reuse && err.status().is_none() => {
+                // The pooled connection was closed while idle: once more, on a new one.
+                self.untried_reuse = false;
+                self.session = None;
+                outcomes.extend(self.send(key, email).await);
+            }
+            Some(Err((step, err))) => {
+                self.after_failure(&err).await;
+                outcomes.push(Outcome {
+                    key,
+                    email,
+                    result: Err(classify(step, &err)),
+                });
+            }
+            Some(Ok(())) | None => outcomes.push(Outcome {
+                key,
+                email,
+                result: Err(self.mailer.no_answer()),
+            }),
+        }
+        outcomes
+    }
+
+    async fn finish(&mut self) -> Vec<Outcome> {
+        let outcomes = self.deliver_open().await.into_iter().collect();
+        self.finish_session().await;
+        outcomes
     }
 }
 
@@ -462,5 +749,21 @@ impl AsyncWrite for ImplicitTls {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::data_block;
+
+    #[test]
+    fn lines_that_start_with_a_dot_get_another_and_the_end_line_follows() {
+        let block = data_block(b".first\r\nmiddle\r\n.\r\n..two\r\nlast.").unwrap();
+        assert_eq!(block, "..first\r\nmiddle\r\n..\r\n...two\r\nlast.\r\n.\r\n");
+    }
+
+    #[test]
+    fn content_that_is_not_utf8_is_left_to_lettre() {
+        assert_eq!(data_block(b"caf\xe9"), None);
     }
 }

@@ -80,4 +80,40 @@ pub trait Channel: Send + Sync + 'static {
 
     /// Sends one message; `prepared` is what [`Channel::prepare`] made for it.
     async fn send(&self, delivery: &ClaimedDelivery, prepared: &str) -> Result<(), SendFailure>;
+
+    /// A sender for a lane's messages, handed over one at a time. By default each is
+    /// sent when handed over; a channel may send one later, together with the next.
+    fn sender(&self) -> Box<dyn ChannelSender + '_> {
+        Box::new(OneAtATime(self))
+    }
+}
+
+/// A delivery and what became of its message.
+pub type SendOutcome = (ClaimedDelivery, Result<(), SendFailure>);
+
+/// A lane's messages through one channel, whose outcomes may come later than their
+/// hand-over: every message handed over has its outcome by the end of
+/// [`ChannelSender::finish`].
+#[async_trait]
+pub trait ChannelSender: Send {
+    /// Hands over the next message; returns the outcomes known now.
+    async fn send(&mut self, delivery: ClaimedDelivery, prepared: String) -> Vec<SendOutcome>;
+
+    /// Sends whatever was held back; returns every outcome not returned yet.
+    async fn finish(&mut self) -> Vec<SendOutcome>;
+}
+
+/// Each message sent when handed over, through [`Channel::send`].
+struct OneAtATime<'a, C: ?Sized>(&'a C);
+
+#[async_trait]
+impl<C: Channel + ?Sized> ChannelSender for OneAtATime<'_, C> {
+    async fn send(&mut self, delivery: ClaimedDelivery, prepared: String) -> Vec<SendOutcome> {
+        let result = self.0.send(&delivery, &prepared).await;
+        vec![(delivery, result)]
+    }
+
+    async fn finish(&mut self) -> Vec<SendOutcome> {
+        Vec::new()
+    }
 }

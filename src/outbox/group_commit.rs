@@ -1,9 +1,9 @@
-//! Delivery results from every lane recorded together. A lane waits until its result is
-//! committed before it sends its next email, so a crash still repeats at most one email
-//! per lane; but whichever lane commits takes every result queued meanwhile into the same
-//! transaction, so a fan-out pays one commit for many emails instead of one each. That is
-//! for SQLite, where writers take turns anyway; PostgreSQL commits the lanes' separate
-//! transactions side by side, and each lane commits its own there.
+//! Delivery results from every lane recorded together. A lane hands over its results
+//! every `delivery.max_unrecorded` emails and waits until they are committed, so a crash
+//! repeats at most that many per lane; whichever lane commits takes every result queued
+//! meanwhile into the same transaction, so a fan-out pays one commit for many emails.
+//! That is for SQLite, where writers take turns anyway; PostgreSQL commits the lanes'
+//! separate transactions side by side, and each lane commits its own there.
 
 use std::{collections::HashMap, sync::Mutex, time::SystemTime};
 
@@ -116,16 +116,14 @@ async fn commit(store: &Store, jobs: &[Results<'_>]) -> Result<Vec<usize>, Store
     let mut counts = vec![0; jobs.len()];
     let mut sent = Vec::new();
     let mut sent_by = HashMap::new();
-    let mut latest = SystemTime::UNIX_EPOCH;
     for (index, job) in jobs.iter().enumerate() {
-        latest = latest.max(job.now);
         for result in job.results {
-            if let DeliveryResult::Sent { id } = result {
-                sent.push((*id, job.claim));
+            if let DeliveryResult::Sent { id, at } = result {
+                sent.push((*id, job.claim, *at));
                 sent_by.insert(*id, index);
                 continue;
             }
-            if !tx.record_delivery(job.claim, result, job.now).await? {
+            if !tx.record_delivery(job.claim, result).await? {
                 continue;
             }
             counts[index] += 1;
@@ -140,7 +138,7 @@ async fn commit(store: &Store, jobs: &[Results<'_>]) -> Result<Vec<usize>, Store
             }
         }
     }
-    for id in tx.record_sent(&sent, latest).await? {
+    for id in tx.record_sent(&sent).await? {
         if let Some(&index) = sent_by.get(&id) {
             counts[index] += 1;
         }

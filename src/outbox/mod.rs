@@ -26,7 +26,7 @@ use crate::{
     store::{Store, StoreError},
 };
 
-pub use channel::{Channel, Readiness, SendFailure};
+pub use channel::{Channel, ChannelSender, Readiness, SendFailure, SendOutcome};
 use group_commit::GroupCommit;
 
 /// The channel confirmation emails go through.
@@ -188,8 +188,8 @@ impl OutboxWorker {
     }
 
     /// Claims one batch of due deliveries and deals with all of it, renewing the claim's
-    /// lease while it works. Each result is recorded before the next email goes out, so
-    /// a crash repeats at most the one email a lane had in flight.
+    /// lease while it works. Results are recorded at least every `max_unrecorded`
+    /// emails and before the lane claims again, so a crash repeats at most that many.
     pub async fn run_once(
         &self,
         shutdown: &CancellationToken,
@@ -306,6 +306,11 @@ impl OutboxWorker {
         }
         self.record(claim, &decided, shutdown, clock).await?;
         let mut loads_touched = Vec::new();
+        // Results of emails sent and not yet recorded: up to `max_unrecorded`, then one
+        // commit records them all.
+        let window = self.unrecorded_window();
+        let mut unrecorded = Vec::with_capacity(window);
+        let mut senders: Vec<(&str, Box<dyn ChannelSender + '_>)> = Vec::new();
         let mut to_send = to_send.into_iter();
         for (delivery, message) in to_send.by_ref() {
             let still_held = held
@@ -321,6 +326,13 @@ impl OutboxWorker {
                 }
                 let mut rest = vec![delivery.id];
                 rest.extend(to_send.map(|(delivery, _)| delivery.id));
+                for (_, sender) in &mut senders {
+                    let outcomes = sender.finish().await;
+                    unrecorded.extend(self.results_of(outcomes, clock));
+                }
+                senders.clear();
+                self.record(claim, &unrecorded, shutdown, clock).await?;
+                unrecorded.clear();
                 self.release(claim, &rest, clock).await;
                 break;
             }
@@ -329,23 +341,61 @@ impl OutboxWorker {
             {
                 loads_touched.push(load);
             }
-            let sent = match self.channel(&delivery.channel) {
-                Some(channel) => channel.send(&delivery, &message).await,
-                None => Err(SendFailure::Transient(format!(
-                    "no channel `{}` here",
-                    delivery.channel
-                ))),
+            let outcomes = match self.channel(&delivery.channel) {
+                Some(channel) => {
+                    let at = match senders.iter().position(|(name, _)| *name == channel.name()) {
+                        Some(at) => at,
+                        None => {
+                            senders.push((channel.name(), channel.sender()));
+                            senders.len() - 1
+                        }
+                    };
+                    senders[at].1.send(delivery, message).await
+                }
+                None => {
+                    let reason = format!("no channel `{}` here", delivery.channel);
+                    vec![(delivery, Err(SendFailure::Transient(reason)))]
+                }
             };
-            let result = match sent {
-                Ok(()) => DeliveryResult::Sent { id: delivery.id },
-                Err(failure) => self.after_failure(&delivery, failure, clock.now()),
-            };
-            self.record(claim, &[result], shutdown, clock).await?;
+            unrecorded.extend(self.results_of(outcomes, clock));
+            if unrecorded.len() >= window {
+                self.record(claim, &unrecorded, shutdown, clock).await?;
+                unrecorded.clear();
+            }
         }
+        for (_, sender) in &mut senders {
+            let outcomes = sender.finish().await;
+            unrecorded.extend(self.results_of(outcomes, clock));
+        }
+        drop(senders);
+        self.record(claim, &unrecorded, shutdown, clock).await?;
         for load in loads_touched {
             self.log_progress(load).await;
         }
         Ok(())
+    }
+
+    /// What the lane records of messages' outcomes.
+    fn results_of(&self, outcomes: Vec<SendOutcome>, clock: Clock) -> Vec<DeliveryResult> {
+        outcomes
+            .into_iter()
+            .map(|(delivery, outcome)| match outcome {
+                Ok(()) => DeliveryResult::Sent {
+                    id: delivery.id,
+                    at: clock.now(),
+                },
+                Err(failure) => self.after_failure(&delivery, failure, clock.now()),
+            })
+            .collect()
+    }
+
+    /// Results a lane may hold unrecorded: `delivery.max_unrecorded`, or one at a time
+    /// under a pace (see [`DeliverySettings::is_paced`]).
+    fn unrecorded_window(&self) -> usize {
+        if self.settings.is_paced() {
+            return 1;
+        }
+        self.settings.max_unrecorded as usize
     }
 
     /// Deliveries claimed at a time: a batch, or under a send-rate limit about a second

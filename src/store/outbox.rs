@@ -125,13 +125,13 @@ impl Store {
             recipients: u64::try_from(recipients).unwrap_or(0),
             ..DeliveryReport::default()
         };
-        let counts = sqlx::query(
-            "SELECT state, COUNT(*) FROM deliveries WHERE load_id = $1 AND kind = $2 GROUP BY state",
-        )
-        .bind(load_id)
-        .bind(KIND_UPDATE)
-        .fetch_all(&self.pool)
-        .await?;
+        // Only updates have a load, so the (load_id, state) index answers this alone,
+        // without reading a fan-out's rows: it is asked often while one runs.
+        let counts =
+            sqlx::query("SELECT state, COUNT(*) FROM deliveries WHERE load_id = $1 GROUP BY state")
+                .bind(load_id)
+                .fetch_all(&self.pool)
+                .await?;
         for row in counts {
             let state = delivery_state(row.try_get(0)?)?;
             report.count(state, u64::try_from(row.try_get::<i64, _>(1)?).unwrap_or(0));
@@ -273,28 +273,31 @@ impl StoreTx {
         Ok(())
     }
 
-    /// Records deliveries as sent, each if its claim still holds it, in one statement;
-    /// returns the ids it recorded.
+    /// Records deliveries as sent, each at its own moment and if its claim still holds
+    /// it, in one statement; returns the ids it recorded.
     pub async fn record_sent(
         &mut self,
-        sent: &[(i64, ClaimToken)],
-        now: SystemTime,
+        sent: &[(i64, ClaimToken, SystemTime)],
     ) -> Result<Vec<i64>, StoreError> {
         if sent.is_empty() {
             return Ok(Vec::new());
         }
-        let pairs: Vec<[i64; 2]> = sent.iter().map(|(id, claim)| [*id, claim.0]).collect();
+        let rows: Vec<[i64; 3]> = sent
+            .iter()
+            .map(|(id, claim, at)| [*id, claim.0, to_micros(*at)])
+            .collect();
         let ids = sqlx::query_scalar(&format!(
-            "UPDATE deliveries SET state = $1, sent_at_us = $2, last_error = NULL \
-             WHERE state = $3 AND (id, claim_token) IN \
-               (SELECT CAST(value ->> 0 AS BIGINT), CAST(value ->> 1 AS BIGINT) FROM {}) \
-             RETURNING id",
-            self.backend.json_elements(4)
+            "UPDATE deliveries SET state = $1, sent_at_us = sent.at_us, last_error = NULL \
+             FROM (SELECT CAST(value ->> 0 AS BIGINT) AS id, CAST(value ->> 1 AS BIGINT) AS claim, \
+                     CAST(value ->> 2 AS BIGINT) AS at_us FROM {}) AS sent \
+             WHERE deliveries.id = sent.id AND deliveries.claim_token = sent.claim \
+               AND deliveries.state = $2 \
+             RETURNING deliveries.id",
+            self.backend.json_elements(3)
         ))
         .bind(DeliveryState::Sent.as_str())
-        .bind(to_micros(now))
         .bind(DeliveryState::Sending.as_str())
-        .bind(encode_json(&pairs)?)
+        .bind(encode_json(&rows)?)
         .fetch_all(&mut *self.tx)
         .await?;
         Ok(ids)
@@ -305,7 +308,6 @@ impl StoreTx {
         &mut self,
         claim: ClaimToken,
         result: &DeliveryResult,
-        now: SystemTime,
     ) -> Result<bool, StoreError> {
         let set = match result {
             DeliveryResult::Sent { .. } => "sent_at_us = $5, last_error = NULL",
@@ -326,7 +328,7 @@ impl StoreTx {
             .bind(DeliveryState::Sending.as_str())
             .bind(result.state().as_str());
         let query = match result {
-            DeliveryResult::Sent { .. } => query.bind(to_micros(now)),
+            DeliveryResult::Sent { at, .. } => query.bind(to_micros(*at)),
             DeliveryResult::Released { due, .. } => query.bind(to_micros(*due)),
             DeliveryResult::Skipped { reason: error, .. }
             | DeliveryResult::Failed { error, .. } => query.bind(error.as_str()),

@@ -58,7 +58,7 @@ fn transaction_reads(smtp: &SmtpServer) -> Vec<String> {
 }
 
 #[tokio::test]
-async fn with_pipelining_mail_rcpt_and_data_arrive_in_one_read() {
+async fn with_pipelining_mail_rcpt_and_data_arrive_in_one_read_after_the_last_message() {
     let smtp = SmtpServer::start().await;
     let report = fan_out_through(&smtp, 5, |_| {}).await;
     assert_eq!(report.sent, 5);
@@ -71,6 +71,11 @@ async fn with_pipelining_mail_rcpt_and_data_arrive_in_one_read() {
         assert!(commands[1].starts_with("RCPT TO:<reader"), "{read:?}");
         assert_eq!(commands[2], "DATA");
     }
+    // Each message's data went out with the next message's commands, not a round trip
+    // before them.
+    let logs = smtp.connection_logs();
+    let data_then_mail: usize = logs.iter().map(|log| log.data_then_mail_reads).sum();
+    assert_eq!(data_then_mail, 4, "{logs:?}");
 }
 
 #[tokio::test]

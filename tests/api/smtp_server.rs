@@ -135,11 +135,13 @@ pub fn decode_quoted_printable(text: &str) -> String {
 
 type FaultPlan = Box<dyn FnMut(&str) -> Fault + Send>;
 
-/// What one connection carried: each read that began outside a message's data, as
-/// the bytes arrived, and how many messages it delivered.
+/// What one connection carried: the commands of each read that had any (a message's
+/// data left out), how many reads ended a message's data and went on with the next
+/// MAIL FROM, and how many messages it delivered.
 #[derive(Clone, Debug, Default)]
 pub struct ConnectionLog {
     pub command_reads: Vec<String>,
+    pub data_then_mail_reads: usize,
     pub messages: usize,
 }
 
@@ -389,16 +391,23 @@ async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, share
             Ok(0) | Err(_) => return,
             Ok(read) => read,
         };
-        if !in_data && pending.is_empty() {
-            let text = String::from_utf8_lossy(&chunk[..read]).into_owned();
-            record(&|log| log.command_reads.push(text.clone()));
-        }
         pending.extend_from_slice(&chunk[..read]);
         // The replies to pipelined commands go out together, as real servers send them.
         out.clear();
+        let mut commands = String::new();
+        let mut data_ended = false;
         while let Some(end) = pending.iter().position(|&byte| byte == b'\n') {
             let line: Vec<u8> = pending.drain(..=end).collect();
             let end_of_data = in_data && line == b".\r\n";
+            if !in_data {
+                let command = String::from_utf8_lossy(&line);
+                if data_ended && command.starts_with("MAIL FROM") {
+                    record(&|log| log.data_then_mail_reads += 1);
+                    data_ended = false;
+                }
+                commands.push_str(&command);
+            }
+            data_ended |= end_of_data;
             if end_of_data && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
@@ -449,6 +458,9 @@ async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, share
                 let _ = writer.write_all(&out).await;
                 return;
             }
+        }
+        if !commands.is_empty() {
+            record(&|log| log.command_reads.push(commands.clone()));
         }
         if !out.is_empty() && writer.write_all(&out).await.is_err() {
             return;
