@@ -20,7 +20,9 @@ use crate::{
     catalog::SharedSnapshot,
     domain::{
         LoadId,
-        subscribers::{ClaimedDelivery, DeliveryKind, NewToken, TokenPurpose, token_digest},
+        subscribers::{
+            ClaimedDelivery, DeliveryKind, NewToken, TokenPurpose, new_token, token_digest,
+        },
     },
     outbox::{Channel, ChannelSender, EMAIL_CHANNEL, Readiness, SendFailure, SendOutcome},
     store::{Store, StoreError},
@@ -117,7 +119,7 @@ impl Channel for EmailChannel {
                 continue;
             };
             let token = match generate_secret() {
-                Ok(token) => token,
+                Ok(secret) => new_token(delivery.id, &secret),
                 Err(err) => {
                     prepared.push(Readiness::Failed(SendFailure::Transient(err.to_string())));
                     continue;

@@ -112,12 +112,39 @@ impl Header for ListUnsubscribePost {
 /// lettre to encode.
 fn body(text: String) -> Body {
     const MAX_LINE: usize = 998;
-    if text.is_ascii() && text.lines().all(|line| line.len() <= MAX_LINE) && !text.contains('\0') {
-        let crlf = text.replace("\r\n", "\n").replace('\n', "\r\n");
-        Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::SevenBit)
-    } else {
-        Body::new(text)
+    // One pass over the bytes, since every recipient's copy goes through here.
+    let (mut line, mut bare_newline, mut seven_bit) = (0, false, true);
+    let mut previous = 0;
+    for &byte in text.as_bytes() {
+        match byte {
+            b'\n' => {
+                let crlf = previous == b'\r';
+                bare_newline |= !crlf;
+                if line - usize::from(crlf) > MAX_LINE {
+                    seven_bit = false;
+                    break;
+                }
+                line = 0;
+            }
+            0 | 0x80.. => {
+                seven_bit = false;
+                break;
+            }
+            _ => line += 1,
+        }
+        previous = byte;
     }
+    seven_bit &= line <= MAX_LINE;
+    if !seven_bit {
+        return Body::new(text);
+    }
+    let crlf = if bare_newline { with_crlf(&text) } else { text };
+    Body::dangerous_pre_encoded(crlf.into_bytes(), ContentTransferEncoding::SevenBit)
+}
+
+/// Text with every line ended by CRLF, as SMTP carries it.
+fn with_crlf(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\n', "\r\n")
 }
 
 fn html_escape(text: &str) -> String {
@@ -249,11 +276,15 @@ impl EmailComposer {
             base_url_html => Value::from_safe_string(html_escape(&self.base_url)),
             unsubscribe_url => UNSUBSCRIBE_MARKER,
         };
+        // Lines end in CRLF from here on, so that no recipient's copy converts them.
+        let part = |name| {
+            render(name, &context)
+                .map(|text| with_crlf(&text))
+                .map_err(|err| ComposeError::Template("update", err))
+        };
         Ok(UpdateEmail {
-            text: render("update_email.txt", &context)
-                .map_err(|err| ComposeError::Template("update", err))?,
-            html: render("update_email.html", &context)
-                .map_err(|err| ComposeError::Template("update", err))?,
+            text: part("update_email.txt")?,
+            html: part("update_email.html")?,
             subject: summary.subject,
         })
     }
@@ -347,5 +378,22 @@ mod tests {
             header(&email, "Subject").as_deref(),
             Some("Confirm your runrate subscription")
         );
+    }
+
+    #[test]
+    fn ascii_text_goes_as_7bit_with_crlf_and_a_line_past_998_is_encoded() {
+        let encoded = |text: &str| {
+            String::from_utf8(SinglePart::plain(body(text.to_owned())).formatted()).unwrap()
+        };
+        let short = encoded("one\ntwo\r\nthree");
+        assert!(short.contains("Content-Transfer-Encoding: 7bit"), "{short}");
+        assert!(
+            short.ends_with("\r\n\r\none\r\ntwo\r\nthree\r\n"),
+            "{short:?}"
+        );
+        let long = encoded(&"x".repeat(999));
+        assert!(!long.contains("7bit"), "{long}");
+        let longest = encoded(&format!("{}\r\nend", "x".repeat(998)));
+        assert!(longest.contains("7bit"), "{longest}");
     }
 }
