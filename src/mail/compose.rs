@@ -112,29 +112,22 @@ impl Header for ListUnsubscribePost {
 /// lettre to encode.
 fn body(text: String) -> Body {
     const MAX_LINE: usize = 998;
-    // One pass over the bytes, since every recipient's copy goes through here.
-    let (mut line, mut bare_newline, mut seven_bit) = (0, false, true);
-    let mut previous = 0;
-    for &byte in text.as_bytes() {
-        match byte {
-            b'\n' => {
-                let crlf = previous == b'\r';
-                bare_newline |= !crlf;
-                if line - usize::from(crlf) > MAX_LINE {
-                    seven_bit = false;
-                    break;
-                }
-                line = 0;
+    // Every recipient's copy goes through here: searches that skip ahead (memchr),
+    // not a loop over each byte.
+    let mut seven_bit = text.is_ascii() && !text.contains('\0');
+    let mut bare_newline = false;
+    let mut lines = text.split('\n').peekable();
+    while seven_bit && let Some(line) = lines.next() {
+        let ended = lines.peek().is_some();
+        let content = match line.strip_suffix('\r') {
+            Some(content) if ended => content,
+            _ => {
+                bare_newline |= ended;
+                line
             }
-            0 | 0x80.. => {
-                seven_bit = false;
-                break;
-            }
-            _ => line += 1,
-        }
-        previous = byte;
+        };
+        seven_bit = content.len() <= MAX_LINE;
     }
-    seven_bit &= line <= MAX_LINE;
     if !seven_bit {
         return Body::new(text);
     }

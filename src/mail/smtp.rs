@@ -311,7 +311,7 @@ fn data_block(bytes: &[u8]) -> Option<String> {
     if rest.starts_with('.') {
         block.push('.');
     }
-    while let Some(at) = rest.find("\r\n.") {
+    while let Some(at) = memchr::memmem::find(rest.as_bytes(), b"\r\n.") {
         block.push_str(&rest[..at + 2]);
         block.push('.');
         rest = &rest[at + 2..];
