@@ -545,12 +545,13 @@ impl<'a> SmtpBatch<'a> {
     /// Sends the content held open, if any, and reads its reply.
     async fn deliver_open(&mut self) -> Option<Outcome> {
         let (key, email, content) = self.open.take()?;
-        let session = self.session.as_mut()?;
-        let exchanged = tokio::time::timeout(
-            self.mailer.send_timeout,
-            exchange(session, Some(&content), None),
-        )
-        .await;
+        let exchanged = match self.session.as_mut() {
+            Some(session) => {
+                let exchange = exchange(session, Some(&content), None);
+                tokio::time::timeout(self.mailer.send_timeout, exchange).await
+            }
+            None => Ok((None, None)),
+        };
         let result = match exchanged {
             Ok((Some(reply), _)) => self.content_result(reply).await,
             Ok((None, _)) | Err(_) => {

@@ -1,6 +1,7 @@
 //! The outbox worker: delivers what the outbox holds through its channels. Lanes claim
-//! due deliveries in batches, have the channel prepare them, send, and record each
-//! result. Transient failures are retried as the [`RetryPolicy`] says; a refusal for good
+//! due deliveries in batches, have the channel prepare them, hand them to a sender per
+//! channel, and record the results every `delivery.max_unrecorded` emails and at the end
+//! of the batch. Transient failures are retried as the [`RetryPolicy`] says; a refusal for good
 //! fails the row and, when the channel says so, suppresses the subscriber. A stopped
 //! worker hands back what it had not sent; a crashed one loses its claims only until
 //! their lease ends. A process claims only updates about loads its snapshot already has,
@@ -311,6 +312,7 @@ impl OutboxWorker {
         let window = self.unrecorded_window();
         let mut unrecorded = Vec::with_capacity(window);
         let mut senders: Vec<(&str, Box<dyn ChannelSender + '_>)> = Vec::new();
+        let mut unsent = Vec::new();
         let mut to_send = to_send.into_iter();
         for (delivery, message) in to_send.by_ref() {
             let still_held = held
@@ -324,16 +326,8 @@ impl OutboxWorker {
                         "the claim on these deliveries lapsed; leaving them to the next claim"
                     );
                 }
-                let mut rest = vec![delivery.id];
-                rest.extend(to_send.map(|(delivery, _)| delivery.id));
-                for (_, sender) in &mut senders {
-                    let outcomes = sender.finish().await;
-                    unrecorded.extend(self.results_of(outcomes, clock));
-                }
-                senders.clear();
-                self.record(claim, &unrecorded, shutdown, clock).await?;
-                unrecorded.clear();
-                self.release(claim, &rest, clock).await;
+                unsent.push(delivery.id);
+                unsent.extend(to_send.map(|(delivery, _)| delivery.id));
                 break;
             }
             if let DeliveryKind::Update(load) = delivery.kind
@@ -363,12 +357,17 @@ impl OutboxWorker {
                 unrecorded.clear();
             }
         }
+        // What a sender held back goes out now, even when stopping: it was handed over
+        // while the claim held it.
         for (_, sender) in &mut senders {
             let outcomes = sender.finish().await;
             unrecorded.extend(self.results_of(outcomes, clock));
         }
         drop(senders);
         self.record(claim, &unrecorded, shutdown, clock).await?;
+        if !unsent.is_empty() {
+            self.release(claim, &unsent, clock).await;
+        }
         for load in loads_touched {
             self.log_progress(load).await;
         }

@@ -131,6 +131,28 @@ async fn a_refused_recipient_in_a_pipelined_group_fails_only_its_delivery() {
 }
 
 #[tokio::test]
+async fn a_server_that_goes_silent_after_a_refusal_costs_its_connection_not_the_fan_out() {
+    let smtp = SmtpServer::with_faults(|to| {
+        if to == "reader2@example.com" {
+            Fault::RefuseThenHang
+        } else {
+            Fault::Accept
+        }
+    })
+    .await;
+    // Without a bound on the RSET after the refusal, this would wait for ever.
+    let report = fan_out_through(&smtp, 4, |settings| {
+        settings.delivery.concurrency = 1;
+    })
+    .await;
+    assert_eq!((report.sent, report.failed), (3, 1), "{report:?}");
+    assert_eq!(report.failures[0].email, "reader2@example.com");
+    assert_eq!(smtp.attempts("reader2@example.com"), 1);
+    // The silent connection was given up and a new one carried the rest.
+    assert_eq!(smtp.connections(), 2);
+}
+
+#[tokio::test]
 async fn no_connection_carries_more_messages_than_its_cap() {
     let smtp = SmtpServer::start().await;
     let report = fan_out_through(&smtp, 10, |settings| {

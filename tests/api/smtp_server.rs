@@ -31,6 +31,8 @@ pub enum Fault {
     HangAfterData,
     /// Read the whole message, then answer `454` (throttling, as Amazon SES does).
     ThrottleAfterData,
+    /// `550` to RCPT TO, then never answer again on that connection.
+    RefuseThenHang,
 }
 
 /// One accepted email.
@@ -192,6 +194,10 @@ impl Handler for Session {
         match fault {
             Fault::TemporaryFailure => Response::custom(451, "4.3.0 Try again later".into()),
             Fault::PermanentFailure => Response::custom(550, "5.1.1 No such user".into()),
+            Fault::RefuseThenHang => {
+                *self.after_data.lock().unwrap() = fault;
+                Response::custom(550, "5.1.1 No such user".into())
+            }
             other => {
                 *self.after_data.lock().unwrap() = other;
                 self.to.push(to.to_owned());
@@ -463,6 +469,11 @@ async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, share
             record(&|log| log.command_reads.push(commands.clone()));
         }
         if !out.is_empty() && writer.write_all(&out).await.is_err() {
+            return;
+        }
+        if *after_data.lock().unwrap() == Fault::RefuseThenHang {
+            let mut sink = Vec::new();
+            let _ = reader.read_to_end(&mut sink).await;
             return;
         }
     }
