@@ -223,8 +223,12 @@ impl EmailSender<'_> {
                     Ok(())
                 }
                 Err(SendError::Throttled(reply)) => {
-                    pace.throttled();
-                    tracing::info!(delivery = delivery.id, %reply, "the mail server asks to slow down");
+                    // Logged once per slow-down, not for every email it meets.
+                    if pace.throttled() {
+                        tracing::info!(delivery = delivery.id, %reply, "the mail server asks to slow down; pausing between sends");
+                    } else {
+                        tracing::debug!(delivery = delivery.id, %reply, "the mail server asks to slow down");
+                    }
                     if throttled < THROTTLED_RETRIES {
                         again.push_back((delivery, email, throttled + 1));
                         continue;

@@ -9,7 +9,7 @@ use lettre::{
     Message,
     message::{
         Body, Mailbox, MultiPart, SinglePart,
-        header::{ContentTransferEncoding, Header, HeaderName, HeaderValue},
+        header::{ContentTransferEncoding, HeaderName, HeaderValue},
     },
 };
 use minijinja::{Value, context};
@@ -54,56 +54,9 @@ pub struct UpdateEmail {
     html: String,
 }
 
-#[derive(Clone)]
-struct ListUnsubscribe(String);
-
-impl Header for ListUnsubscribe {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("List-Unsubscribe")
-    }
-
-    fn parse(text: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(ListUnsubscribe(text.to_owned()))
-    }
-
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), self.0.clone())
-    }
-}
-
-/// RFC 2919: names the list, so that mail clients can file and filter it.
-#[derive(Clone)]
-struct ListId(String);
-
-impl Header for ListId {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("List-Id")
-    }
-
-    fn parse(text: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(ListId(text.to_owned()))
-    }
-
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), self.0.clone())
-    }
-}
-
-#[derive(Clone)]
-struct ListUnsubscribePost;
-
-impl Header for ListUnsubscribePost {
-    fn name() -> HeaderName {
-        HeaderName::new_from_ascii_str("List-Unsubscribe-Post")
-    }
-
-    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(ListUnsubscribePost)
-    }
-
-    fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), "List-Unsubscribe=One-Click".to_owned())
-    }
+/// A header lettre has no type for, with its value as given.
+fn list_header(name: &'static str, value: String) -> HeaderValue {
+    HeaderValue::new(HeaderName::new_from_ascii_str(name), value)
 }
 
 /// A part's body: ASCII text with no line past RFC 5322's 998 characters goes as it is
@@ -204,13 +157,16 @@ impl EmailComposer {
             if let Some(mailto) = &self.unsubscribe_mailto {
                 value.push_str(&format!(", <mailto:{mailto}?subject=unsubscribe>"));
             }
+            // RFC 2919's List-Id names the list for mail clients' filters; RFC 2369's
+            // List-Unsubscribe and RFC 8058's List-Unsubscribe-Post offer one click.
+            let list_id = format!("runrate updates <updates.{}>", self.message_id_domain);
             builder = builder
-                .header(ListId(format!(
-                    "runrate updates <updates.{}>",
-                    self.message_id_domain
-                )))
-                .header(ListUnsubscribe(value))
-                .header(ListUnsubscribePost);
+                .raw_header(list_header("List-Id", list_id))
+                .raw_header(list_header("List-Unsubscribe", value))
+                .raw_header(list_header(
+                    "List-Unsubscribe-Post",
+                    "List-Unsubscribe=One-Click".into(),
+                ));
         }
         let message = builder
             .multipart(

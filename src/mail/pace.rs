@@ -113,9 +113,13 @@ impl SendPace {
         self.paced
     }
 
-    /// The server asked us to slow down: pause longer between sends.
-    pub fn throttled(&self) {
-        self.pause().after_throttle();
+    /// The server asked us to slow down: pause longer between sends. Returns whether
+    /// this starts a slow-down (no pause was on).
+    pub fn throttled(&self) -> bool {
+        let mut pause = self.pause();
+        let starts = pause.0.is_zero();
+        pause.after_throttle();
+        starts
     }
 
     /// The server took an email: pause less.

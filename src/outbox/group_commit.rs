@@ -55,7 +55,7 @@ impl GroupCommit {
         results: &[DeliveryResult],
         now: SystemTime,
     ) -> Result<usize, StoreError> {
-        if store.is_shared() {
+        if !store.writers_take_turns() {
             let own = Results {
                 claim,
                 results,

@@ -47,6 +47,12 @@ impl Backend {
         self == Backend::Postgres
     }
 
+    /// Whether write transactions wait for one another: SQLite has one writer at a
+    /// time, where PostgreSQL commits transactions side by side.
+    pub(super) fn writers_take_turns(self) -> bool {
+        self == Backend::Sqlite
+    }
+
     pub(super) fn migrator(self) -> &'static sqlx::migrate::Migrator {
         match self {
             Backend::Sqlite => &SQLITE_MIGRATIONS,

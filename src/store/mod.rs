@@ -91,6 +91,12 @@ impl Store {
         self.backend.is_shared()
     }
 
+    /// Whether write transactions wait for one another (SQLite), so that writers gain
+    /// by committing together.
+    pub fn writers_take_turns(&self) -> bool {
+        self.backend.writers_take_turns()
+    }
+
     pub async fn begin(&self) -> Result<StoreTx, StoreError> {
         let tx = self.backend.begin_write(&self.pool).await?;
         Ok(StoreTx {
