@@ -153,6 +153,34 @@ async fn a_server_that_goes_silent_after_a_refusal_costs_its_connection_not_the_
 }
 
 #[tokio::test]
+async fn a_pooled_connection_the_server_closed_while_idle_is_replaced_without_a_failed_attempt() {
+    let smtp = SmtpServer::start().await;
+    let dir = TestDir::new().await;
+    let mut settings = dir.smtp_settings(smtp.address);
+    settings.delivery.concurrency = 1;
+    let server = TestServer::start_in(dir, settings).await;
+    server.seed_confirmed_subscribers(3).await;
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load");
+    server.settle_outbox().await;
+    assert_eq!(smtp.received().len(), 3);
+    smtp.close_idle_connections();
+
+    server
+        .load_example("2026-q1-restatement-example.toml")
+        .await
+        .expect("load");
+    // Worked once at the wall clock's time: a failed attempt would wait for its retry.
+    server.outbox.drain().await.expect("drain");
+    let report = server.delivery_report("loads/3").await;
+    assert_eq!((report.sent, report.retrying), (3, 0), "{report:?}");
+    assert_eq!(smtp.received().len(), 6);
+    assert_eq!(smtp.connections(), 2, "the closed one was replaced once");
+}
+
+#[tokio::test]
 async fn no_connection_carries_more_messages_than_its_cap() {
     let smtp = SmtpServer::start().await;
     let report = fan_out_through(&smtp, 10, |settings| {

@@ -158,6 +158,8 @@ struct Shared {
     attempts: Mutex<HashMap<String, u32>>,
     connections: std::sync::atomic::AtomicUsize,
     arrived: Notify,
+    /// Closes every connection waiting for its client's next command.
+    close_idle: Notify,
 }
 
 pub struct SmtpServer {
@@ -267,6 +269,7 @@ impl SmtpServer {
             attempts: Mutex::new(HashMap::new()),
             connections: std::sync::atomic::AtomicUsize::new(0),
             arrived: Notify::new(),
+            close_idle: Notify::new(),
         });
         let accepting = shared.clone();
         tokio::spawn(async move {
@@ -305,6 +308,12 @@ impl SmtpServer {
     /// What each connection carried, in the order they were opened.
     pub fn connection_logs(&self) -> Vec<ConnectionLog> {
         self.shared.logs.lock().unwrap().clone()
+    }
+
+    /// Closes every connection that waits for a command, as a server does when its
+    /// idle timeout strikes.
+    pub fn close_idle_connections(&self) {
+        self.shared.close_idle.notify_waiters();
     }
 
     /// How many connections clients opened.
@@ -374,6 +383,7 @@ async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, share
         logs.len() - 1
     };
     let logs = shared.clone();
+    let closing = shared.clone();
     let record =
         move |change: &dyn Fn(&mut ConnectionLog)| change(&mut logs.logs.lock().unwrap()[log]);
     let after_data = Arc::new(Mutex::new(Fault::Accept));
@@ -393,7 +403,11 @@ async fn serve_connection(stream: tokio::net::TcpStream, peer: SocketAddr, share
     let mut chunk = vec![0; 64 * 1024];
     let mut in_data = false;
     loop {
-        let read = match reader.read(&mut chunk).await {
+        let read = tokio::select! {
+            read = reader.read(&mut chunk) => read,
+            _ = closing.close_idle.notified() => return,
+        };
+        let read = match read {
             Ok(0) | Err(_) => return,
             Ok(read) => read,
         };
