@@ -259,7 +259,14 @@ impl OutboxWorker {
             }
             // Taken before the statement, so `held` never claims more than the store gave.
             let until = clock.now() + lease;
-            match self.store.renew_claim(claim, until).await {
+            let ids: Vec<i64> = held
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .ids
+                .iter()
+                .copied()
+                .collect();
+            match self.store.renew_claim(claim, &ids, until).await {
                 Ok(ids) => {
                     *held.lock().unwrap_or_else(|p| p.into_inner()) = HeldClaim {
                         until,

@@ -70,20 +70,23 @@ impl Store {
         Ok(claimed)
     }
 
-    /// Extends the lease of the deliveries `claim` still holds to `lease_until`; returns
-    /// their ids.
+    /// Extends the lease of those of `ids` that `claim` still holds to `lease_until`;
+    /// returns their ids.
     pub async fn renew_claim(
         &self,
         claim: ClaimToken,
+        ids: &[i64],
         lease_until: SystemTime,
     ) -> Result<Vec<i64>, StoreError> {
-        let ids = sqlx::query_scalar(
+        let ids = sqlx::query_scalar(&format!(
             "UPDATE deliveries SET next_attempt_at_us = $1 WHERE claim_token = $2 AND state = $3 \
-             RETURNING id",
-        )
+             AND id IN (SELECT CAST(value AS BIGINT) FROM {}) RETURNING id",
+            self.backend.json_text_elements(4)
+        ))
         .bind(to_micros(lease_until))
         .bind(claim.0)
         .bind(DeliveryState::Sending.as_str())
+        .bind(encode_json(&ids)?)
         .fetch_all(&self.pool)
         .await?;
         Ok(ids)
