@@ -216,6 +216,15 @@ pub struct DeliverySettings {
 pub struct LogSettings {
     /// A tracing filter such as `info` or `runrate=debug,info`; `RUST_LOG` overrides it.
     pub filter: String,
+    /// `text` for people, `json` (one object per line) for log collectors.
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 impl Default for Settings {
@@ -299,6 +308,7 @@ impl Default for Settings {
             },
             log: LogSettings {
                 filter: "info".into(),
+                format: LogFormat::Text,
             },
         }
     }

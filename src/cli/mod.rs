@@ -4,7 +4,7 @@
 mod mailbox;
 mod report;
 
-use std::{path::PathBuf, time::Duration};
+use std::{io::IsTerminal, path::PathBuf, time::Duration};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -22,7 +22,7 @@ use crate::{
         LoadFiguresRequest, RetryFailedDeliveriesRequest, RevisionReason,
         admin_service_client::AdminServiceClient, metrics_service_client::MetricsServiceClient,
     },
-    settings::Settings,
+    settings::{LogFormat, LogSettings, Settings},
     text_table::printable,
 };
 
@@ -457,16 +457,22 @@ fn reason_text(reason: RevisionReason) -> &'static str {
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = Settings::load(config.as_deref())?;
-    init_tracing(&settings.log.filter);
+    init_tracing(&settings.log);
     let application = Application::build(settings).await?;
     application.run_until(shutdown_signal()).await
 }
 
-fn init_tracing(filter: &str) {
+/// Logs to standard output: text, coloured only on a terminal (a file or a collector
+/// would keep the escape codes), or one JSON object per line.
+fn init_tracing(settings: &LogSettings) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).init();
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    match settings.format {
+        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+    }
 }
 
 async fn print_report(

@@ -13,6 +13,7 @@ mod emails;
 mod helpers;
 mod http_client;
 mod loading;
+mod logs;
 mod mail_feedback;
 mod newsletter;
 mod pagination;
