@@ -4,7 +4,12 @@
 mod mailbox;
 mod report;
 
-use std::{io::IsTerminal, path::PathBuf, time::Duration};
+use std::{
+    io::IsTerminal,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -16,6 +21,7 @@ use tonic_types::StatusExt;
 
 use crate::{
     app::{Application, shutdown_signal},
+    auth::TOKEN_FILE_NAME,
     domain::Quarter,
     grpc::pb::runrate::v1::{
         CheckFiguresFileRequest, CompareProvidersRequest, GetDeliveryReportRequest,
@@ -100,7 +106,8 @@ enum Command {
 
 #[derive(Debug, clap::Args)]
 struct TokenArgs {
-    /// The admin token (default: read from --token-file).
+    /// The admin token (default: the server's configuration, `admin.token`, or else the
+    /// token file it generated).
     #[arg(
         long = "token",
         value_name = "TOKEN",
@@ -110,13 +117,11 @@ struct TokenArgs {
         allow_hyphen_values = true
     )]
     token: Option<String>,
-    /// The file the server wrote its generated admin token to.
-    #[arg(
-        long = "token-file",
-        value_name = "FILE",
-        default_value = "runrate-data/admin-token"
-    )]
-    token_file: PathBuf,
+    /// The file the server wrote its generated admin token to (default:
+    /// `<data_dir>/admin-token`, with the data directory from the server's
+    /// configuration).
+    #[arg(long = "token-file", value_name = "FILE")]
+    token_file: Option<PathBuf>,
 }
 
 /// An admin request with its bearer token.
@@ -129,18 +134,18 @@ fn authorized<T>(message: T, bearer: &MetadataValue<Ascii>) -> tonic::Request<T>
 }
 
 impl TokenArgs {
-    fn bearer(&self) -> anyhow::Result<MetadataValue<Ascii>> {
-        let token = match &self.token {
-            Some(token) => token.trim().to_owned(),
-            None => std::fs::read_to_string(&self.token_file)
-                .with_context(|| {
-                    format!(
-                        "cannot read the admin token from {} (pass --token, set RUNRATE_ADMIN_TOKEN, or point --token-file at <data_dir>/admin-token)",
-                        self.token_file.display()
-                    )
-                })?
-                .trim()
-                .to_owned(),
+    /// The token as given, or as the server's configuration finds it.
+    fn bearer(&self, server: &ServerArgs) -> anyhow::Result<MetadataValue<Ascii>> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(token), _) => token.trim().to_owned(),
+            (None, Some(file)) => read_token_file(file)?,
+            (None, None) => {
+                let settings = server.settings()?;
+                match settings.admin.token.expose().trim() {
+                    "" => read_token_file(&settings.data_dir.join(TOKEN_FILE_NAME))?,
+                    configured => configured.to_owned(),
+                }
+            }
         };
         format!("Bearer {token}")
             .parse()
@@ -148,32 +153,64 @@ impl TokenArgs {
     }
 }
 
+fn read_token_file(file: &Path) -> anyhow::Result<String> {
+    let token = std::fs::read_to_string(file).with_context(|| {
+        format!(
+            "cannot read the admin token from {} (pass --token, set RUNRATE_ADMIN_TOKEN, or point --token-file or the server's configuration at its data directory)",
+            file.display()
+        )
+    })?;
+    Ok(token.trim().to_owned())
+}
+
 #[derive(Debug, clap::Args)]
 struct ServerArgs {
-    /// The runrate gRPC server to ask.
-    #[arg(
-        long = "server",
-        value_name = "URL",
-        env = "RUNRATE_SERVER",
-        default_value = "http://127.0.0.1:50051"
-    )]
-    url: String,
+    /// The runrate gRPC server to ask (default: where the server's configuration says
+    /// it listens, http://127.0.0.1:50051 unless changed).
+    #[arg(long = "server", value_name = "URL", env = "RUNRATE_SERVER")]
+    url: Option<String>,
+    /// The server's configuration file, read for what the other options leave out
+    /// (default: runrate.toml in the working directory if any, and the `RUNRATE__…`
+    /// variables, as `runrate serve` reads them).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
 }
 
 impl ServerArgs {
+    /// The server's own configuration, as `runrate serve` would read it here.
+    fn settings(&self) -> anyhow::Result<Settings> {
+        Settings::load(self.config.as_deref()).context("cannot read the server's configuration")
+    }
+
+    fn url(&self) -> anyhow::Result<String> {
+        if let Some(url) = &self.url {
+            return Ok(url.clone());
+        }
+        let listen = self.settings()?.grpc.listen.0;
+        Ok(format!("http://{}", reachable(listen)))
+    }
+
     async fn connect(&self) -> anyhow::Result<Channel> {
-        Endpoint::from_shared(self.url.clone())
+        let url = self.url()?;
+        Endpoint::from_shared(url.clone())
             .with_context(|| {
-                format!(
-                    "`{}` is not a server URL (expected e.g. http://127.0.0.1:50051)",
-                    self.url
-                )
+                format!("`{url}` is not a server URL (expected e.g. http://127.0.0.1:50051)")
             })?
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(30))
             .connect()
             .await
-            .with_context(|| format!("cannot reach the runrate server at {}", self.url))
+            .with_context(|| format!("cannot reach the runrate server at {url}"))
+    }
+}
+
+/// Where a client on this machine reaches a server listening on `listen`: an address
+/// that stands for every interface is reached on loopback.
+fn reachable(listen: SocketAddr) -> SocketAddr {
+    match listen.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => (Ipv4Addr::LOCALHOST, listen.port()).into(),
+        IpAddr::V6(ip) if ip.is_unspecified() => (Ipv6Addr::LOCALHOST, listen.port()).into(),
+        _ => listen,
     }
 }
 
@@ -217,7 +254,11 @@ async fn check_health(server: &ServerArgs) -> anyhow::Result<()> {
         .into_inner()
         .status();
     if status != ServingStatus::Serving {
-        anyhow::bail!("the server at {} is {}", server.url, status.as_str_name());
+        anyhow::bail!(
+            "the server at {} is {}",
+            server.url()?,
+            status.as_str_name()
+        );
     }
     println!("SERVING");
     Ok(())
@@ -231,7 +272,7 @@ async fn ingest_feedback(
     use crate::grpc::pb::runrate::v1::{
         IngestMailFeedbackRequest, SubscriberState, ingest_mail_feedback_response::Kind,
     };
-    let bearer = token.bearer()?;
+    let bearer = token.bearer(server)?;
     let mut client = AdminServiceClient::new(server.connect().await?);
     let (mut taken, mut refused) = (0, 0);
     for path in paths {
@@ -307,7 +348,7 @@ async fn print_deliveries(
             format!("loads/{id}")
         }
     };
-    let bearer = token.bearer()?;
+    let bearer = token.bearer(server)?;
     let mut client = AdminServiceClient::new(server.connect().await?);
     let status_error =
         |status: tonic::Status| anyhow::anyhow!("{}: {}", status.code(), status.message());
@@ -362,7 +403,7 @@ async fn load_figures(
         || file.display().to_string(),
         |name| name.to_string_lossy().into_owned(),
     );
-    let bearer = token.bearer()?;
+    let bearer = token.bearer(server)?;
     let mut request = tonic::Request::new(LoadFiguresRequest {
         file_name: file_name.clone(),
         content: content.clone(),

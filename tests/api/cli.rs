@@ -191,6 +191,43 @@ fn load_sends_a_file_and_says_what_it_did() {
 }
 
 #[test]
+fn load_finds_the_server_and_its_token_from_the_servers_own_environment() {
+    let dir = TestDir::blocking_new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let data_dir = dir.path().join("srv/runrate");
+    let mut environment = dir.serve_environment();
+    environment.extend([
+        (
+            "RUNRATE__GRPC__LISTEN".to_owned(),
+            format!("0.0.0.0:{port}"),
+        ),
+        (
+            "RUNRATE__DATA_DIR".to_owned(),
+            data_dir.display().to_string(),
+        ),
+    ]);
+    let _server = ServeProcess::start(dir.path(), environment.clone());
+    // Run from elsewhere, with nothing but the server's environment.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).expect("a working directory");
+    let example = crate::helpers::figures_file("2026-q2-example.toml");
+    let output = Command::new(BINARY)
+        .args(["load", example.to_str().expect("UTF-8")])
+        .current_dir(&elsewhere)
+        .envs(environment)
+        .output()
+        .expect("run runrate load");
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        String::from_utf8_lossy(&output.stdout).starts_with("Loaded 2026-q2-example.toml"),
+        "{output:?}"
+    );
+}
+
+#[test]
 fn deliveries_prints_the_report_of_a_load() {
     let dir = TestDir::blocking_new();
     let server = serve_in(&dir);
