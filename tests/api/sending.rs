@@ -15,11 +15,11 @@ use crate::{
 
 /// A server mailing through `smtp` with one lane of `settings`, `subscribers` confirmed
 /// subscribers and the Q2 example loaded, its outbox worked until nothing is left.
-async fn fan_out_through(
+async fn server_after_fan_out(
     smtp: &SmtpServer,
     subscribers: u32,
     adjust: impl FnOnce(&mut Settings),
-) -> runrate::api::DeliveryReport {
+) -> TestServer {
     let dir = TestDir::new().await;
     let mut settings = dir.smtp_settings(smtp.address);
     adjust(&mut settings);
@@ -30,6 +30,16 @@ async fn fan_out_through(
         .await
         .expect("load");
     server.settle_outbox().await;
+    server
+}
+
+/// The delivery report of such a fan-out.
+async fn fan_out_through(
+    smtp: &SmtpServer,
+    subscribers: u32,
+    adjust: impl FnOnce(&mut Settings),
+) -> runrate::api::DeliveryReport {
+    let server = server_after_fan_out(smtp, subscribers, adjust).await;
     server.delivery_report("loads/2").await
 }
 
@@ -155,16 +165,10 @@ async fn a_server_that_goes_silent_after_a_refusal_costs_its_connection_not_the_
 #[tokio::test]
 async fn a_pooled_connection_the_server_closed_while_idle_is_replaced_without_a_failed_attempt() {
     let smtp = SmtpServer::start().await;
-    let dir = TestDir::new().await;
-    let mut settings = dir.smtp_settings(smtp.address);
-    settings.delivery.concurrency = 1;
-    let server = TestServer::start_in(dir, settings).await;
-    server.seed_confirmed_subscribers(3).await;
-    server
-        .load_example("2026-q2-example.toml")
-        .await
-        .expect("load");
-    server.settle_outbox().await;
+    let server = server_after_fan_out(&smtp, 3, |settings| {
+        settings.delivery.concurrency = 1;
+    })
+    .await;
     assert_eq!(smtp.received().len(), 3);
     smtp.close_idle_connections();
 
