@@ -452,8 +452,9 @@ fn classify(step: Step, err: &SmtpError) -> SendError {
 #[async_trait]
 impl Mailer for SmtpMailer {
     async fn send(&self, email: &OutgoingEmail) -> Result<(), SendError> {
+        // A fresh batch holds nothing open, so nothing else can have an outcome.
         let mut batch = SmtpBatch::new(self, false);
-        let result = batch.send_now(email).await;
+        let result = batch.send_now(email, &mut Vec::new()).await;
         batch.finish_session().await;
         result
     }
@@ -510,11 +511,15 @@ impl<'a> SmtpBatch<'a> {
         Ok(())
     }
 
-    /// One email's whole transaction now, on the batch's session or a new one.
-    async fn send_now(&mut self, email: &OutgoingEmail) -> Result<(), SendError> {
-        let mut ignored = Vec::new();
+    /// One email's whole transaction now, on the batch's session or a new one; the
+    /// outcome of content held open on a retired session goes to `outcomes`.
+    async fn send_now(
+        &mut self,
+        email: &OutgoingEmail,
+        outcomes: &mut Vec<Outcome>,
+    ) -> Result<(), SendError> {
         let timeout = self.mailer.send_timeout;
-        self.ensure_session(&mut ignored).await?;
+        self.ensure_session(outcomes).await?;
         let Some(session) = self.session.as_mut() else {
             return Err(self.mailer.no_answer());
         };
@@ -628,7 +633,7 @@ impl MailBatch for SmtpBatch<'_> {
             .flatten();
         let Some(block) = block else {
             outcomes.extend(self.deliver_open().await);
-            let result = self.send_now(&email).await;
+            let result = self.send_now(&email, &mut outcomes).await;
             outcomes.push(Outcome { key, email, result });
             return outcomes;
         };

@@ -43,6 +43,11 @@ async fn fan_out_through(
     server.delivery_report("loads/2").await
 }
 
+/// A server that answers `fault` for `address` and accepts everyone else.
+async fn refusing(address: &'static str, fault: Fault) -> SmtpServer {
+    SmtpServer::with_faults(move |to| if to == address { fault } else { Fault::Accept }).await
+}
+
 /// The most emails the server accepted within any one second.
 pub fn busiest_second(smtp: &SmtpServer) -> usize {
     let mut arrivals: Vec<Instant> = smtp.received().iter().map(|mail| mail.at).collect();
@@ -119,14 +124,7 @@ async fn without_pipelining_each_command_waits_for_its_reply() {
 
 #[tokio::test]
 async fn a_refused_recipient_in_a_pipelined_group_fails_only_its_delivery() {
-    let smtp = SmtpServer::with_faults(|to| {
-        if to == "reader3@example.com" {
-            Fault::PermanentFailure
-        } else {
-            Fault::Accept
-        }
-    })
-    .await;
+    let smtp = refusing("reader3@example.com", Fault::PermanentFailure).await;
     let report = fan_out_through(&smtp, 6, |settings| {
         settings.delivery.concurrency = 1;
     })
@@ -142,14 +140,7 @@ async fn a_refused_recipient_in_a_pipelined_group_fails_only_its_delivery() {
 
 #[tokio::test]
 async fn a_server_that_goes_silent_after_a_refusal_costs_its_connection_not_the_fan_out() {
-    let smtp = SmtpServer::with_faults(|to| {
-        if to == "reader2@example.com" {
-            Fault::RefuseThenHang
-        } else {
-            Fault::Accept
-        }
-    })
-    .await;
+    let smtp = refusing("reader2@example.com", Fault::RefuseThenHang).await;
     // Without a bound on the RSET after the refusal, this would wait for ever.
     let report = fan_out_through(&smtp, 4, |settings| {
         settings.delivery.concurrency = 1;
