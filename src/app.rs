@@ -42,6 +42,7 @@ use crate::{
     sealing::TokenSealer,
     settings::Settings,
     store::Store,
+    telemetry::{self, grpc::GrpcMetricsLayer},
 };
 
 /// Largest request message accepted; runrate's requests are small.
@@ -51,6 +52,8 @@ const MAX_ENCODING_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// Streams a client may reset in error before the connection is closed (the guard of
 /// RUSTSEC-2024-0003, which tonic does not set).
 const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
+/// Open connections to `/metrics` at most: a scraper or two, and an operator's curl.
+const METRICS_MAX_CONNECTIONS: usize = 16;
 
 pub struct Application {
     settings: Settings,
@@ -58,6 +61,8 @@ pub struct Application {
     grpc_address: SocketAddr,
     http_listener: Option<TcpListener>,
     http_address: SocketAddr,
+    /// Prometheus's own listener, when `metrics.listen` is set.
+    metrics_listener: Option<(TcpListener, SocketAddr)>,
     snapshot: SharedSnapshot,
     loader: Arc<FigureLoader>,
     admin_token: Arc<AdminToken>,
@@ -97,6 +102,13 @@ impl Application {
         settings: Settings,
         extra_channels: Vec<Arc<dyn Channel>>,
     ) -> anyhow::Result<Self> {
+        // First: metric handles taken before the recorder exists record nothing.
+        let metrics = settings
+            .metrics
+            .listen
+            .0
+            .map(|_| telemetry::prometheus())
+            .transpose()?;
         let fd_limit = connections::raise_fd_limit();
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
             format!(
@@ -182,12 +194,19 @@ impl Application {
             bind(settings.grpc.listen.0, "gRPC", "grpc.listen").await?;
         let (http_listener, http_address) =
             bind(settings.http.listen.0, "HTTP", "http.listen").await?;
+        let metrics_listener = match (metrics, settings.metrics.listen.0) {
+            (Some(_), Some(address)) => {
+                Some(bind(address, "Prometheus metrics", "metrics.listen").await?)
+            }
+            _ => None,
+        };
         Ok(Application {
             settings,
             grpc_listener: Some(grpc_listener),
             grpc_address,
             http_listener: Some(http_listener),
             http_address,
+            metrics_listener,
             snapshot,
             loader,
             admin_token,
@@ -208,6 +227,11 @@ impl Application {
 
     pub fn http_address(&self) -> SocketAddr {
         self.http_address
+    }
+
+    /// Where `/metrics` is served, when it is.
+    pub fn metrics_address(&self) -> Option<SocketAddr> {
+        self.metrics_listener.as_ref().map(|(_, address)| *address)
     }
 
     pub fn store(&self) -> Arc<Store> {
@@ -257,6 +281,10 @@ impl Application {
         ));
         let grpc = self.spawn_grpc(grpc_listener, health_service, stopping.clone())?;
         let http = self.spawn_http(http_listener, stopping.clone());
+        let metrics = self.metrics_listener.take().map(|(listener, address)| {
+            tracing::info!(%address, "serving Prometheus metrics");
+            self.spawn_metrics(listener, stopping.clone())
+        });
         let outbox = if self.outbox_lanes {
             tokio::spawn(self.outbox.clone().run(stopping.clone()))
         } else {
@@ -284,6 +312,9 @@ impl Application {
             let (grpc, http, outbox) = tokio::join!(grpc, http, outbox);
             grpc.context("the gRPC server task failed")??;
             http.context("the HTTP server task failed")??;
+            if let Some(metrics) = metrics {
+                metrics.await.context("the metrics server task failed")??;
+            }
             outbox.context("the outbox worker failed")?;
             anyhow::Ok(())
         };
@@ -314,6 +345,13 @@ impl Application {
                 // So that tools can decode the error details runrate sends.
                 .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         };
+        let grpc_metrics = GrpcMetricsLayer::new(&[
+            pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+        ])
+        .context("cannot read the served methods for their metrics")?;
         let reflection_v1 = reflection()
             .build_v1()
             .context("cannot build the reflection service")?;
@@ -371,6 +409,8 @@ impl Application {
             .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
             .timeout(grpc.request_timeout.0)
             .layer(tonic_web::GrpcWebLayer::new())
+            // Inside gRPC-Web, so that it sees every call as gRPC.
+            .layer(grpc_metrics)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -402,47 +442,43 @@ impl Application {
             snapshot: self.snapshot.clone(),
             feedback: self.feedback.clone(),
             admin_token: self.admin_token.clone(),
-        });
+        })
+        .layer(axum::middleware::from_fn(telemetry::http::record));
         let settings = &self.settings.http;
         let limits = ConnectionLimits {
             max_connections: self.connection_cap(settings.max_connections),
             first_byte_timeout: settings.header_read_timeout.0,
             idle_timeout: Some(settings.idle_timeout.0),
         };
-        let mut incoming = connections::accept(listener, "HTTP", limits, stopping.clone());
-        let mut connection = hyper::server::conn::http1::Builder::new();
-        connection
-            .timer(TokioTimer::new())
-            .header_read_timeout(settings.header_read_timeout.0);
-        // axum's own `serve` has neither timeouts nor a connection cap: hyper serves each
-        // connection from the bounded listener instead.
-        tokio::spawn(async move {
-            let graceful = GracefulShutdown::new();
-            loop {
-                let stream = tokio::select! {
-                    _ = stopping.cancelled() => break,
-                    next = incoming.next() => match next {
-                        Some(Ok(stream)) => stream,
-                        Some(Err(_)) => continue,
-                        None => break,
-                    },
-                };
-                let Ok(peer) = stream.peer_addr() else {
-                    continue;
-                };
-                let service =
-                    TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
-                let serving =
-                    graceful.watch(connection.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    if let Err(err) = serving.await {
-                        tracing::debug!(error = %err, "an HTTP connection ended with an error");
-                    }
-                });
-            }
-            graceful.shutdown().await;
-            Ok(())
-        })
+        let incoming = connections::accept(listener, "HTTP", limits, stopping.clone());
+        tokio::spawn(serve_http(
+            app,
+            incoming,
+            settings.header_read_timeout.0,
+            stopping,
+        ))
+    }
+
+    /// `/metrics` on its own listener, bounded like the web side.
+    fn spawn_metrics(
+        &self,
+        listener: TcpListener,
+        stopping: CancellationToken,
+    ) -> JoinHandle<anyhow::Result<()>> {
+        let app = telemetry::router(self.store.clone());
+        let settings = &self.settings.http;
+        let limits = ConnectionLimits {
+            max_connections: METRICS_MAX_CONNECTIONS,
+            first_byte_timeout: settings.header_read_timeout.0,
+            idle_timeout: Some(settings.idle_timeout.0),
+        };
+        let incoming = connections::accept(listener, "metrics", limits, stopping.clone());
+        tokio::spawn(serve_http(
+            app,
+            incoming,
+            settings.header_read_timeout.0,
+            stopping,
+        ))
     }
 
     /// A listener's cap on open connections: configured, or sized from the fd limit.
@@ -453,6 +489,47 @@ impl Application {
             connections::default_cap(self.fd_limit)
         }
     }
+}
+
+/// Serves an axum app over HTTP/1 on connections from a bounded listener. axum's own
+/// `serve` has neither timeouts nor a connection cap: hyper serves each connection
+/// instead.
+async fn serve_http(
+    app: axum::Router,
+    mut incoming: tokio_stream::wrappers::ReceiverStream<
+        std::io::Result<connections::TrackedStream>,
+    >,
+    header_read_timeout: Duration,
+    stopping: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut connection = hyper::server::conn::http1::Builder::new();
+    connection
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout);
+    let graceful = GracefulShutdown::new();
+    loop {
+        let stream = tokio::select! {
+            _ = stopping.cancelled() => break,
+            next = incoming.next() => match next {
+                Some(Ok(stream)) => stream,
+                Some(Err(_)) => continue,
+                None => break,
+            },
+        };
+        let Ok(peer) = stream.peer_addr() else {
+            continue;
+        };
+        let service =
+            TowerToHyperService::new(app.clone().layer(axum::Extension(ConnectInfo(peer))));
+        let serving = graceful.watch(connection.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            if let Err(err) = serving.await {
+                tracing::debug!(error = %err, "an HTTP connection ended with an error");
+            }
+        });
+    }
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Replicas on one database learn of each other's loads by polling the newest load id

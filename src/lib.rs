@@ -16,6 +16,7 @@ pub mod outbox;
 pub mod sealing;
 pub mod settings;
 pub mod store;
+pub mod telemetry;
 pub mod templates;
 pub mod text_table;
 

@@ -20,6 +20,7 @@ use crate::{
     figures_file::{self, FiguresFile, FileError, ParseLimits},
     outbox::{Channel, Wakeup},
     store::{Store, StoreError},
+    telemetry,
 };
 
 /// A fact revision a load will append.
@@ -146,6 +147,33 @@ impl FigureLoader {
     }
 
     pub async fn load(
+        &self,
+        file_name: &str,
+        bytes: &[u8],
+        dry_run: bool,
+    ) -> Result<LoadSummary, LoadError> {
+        let started = std::time::Instant::now();
+        let result = self.load_once(file_name, bytes, dry_run).await;
+        let outcome = match &result {
+            Ok(summary) if summary.load.is_some() => {
+                metrics::counter!(telemetry::LOAD_FACTS, "change" => "added")
+                    .increment(summary.facts_added.into());
+                metrics::counter!(telemetry::LOAD_FACTS, "change" => "revised")
+                    .increment(summary.facts_revised.into());
+                "loaded"
+            }
+            Ok(_) if dry_run => "checked",
+            Ok(_) => "unchanged",
+            Err(LoadError::Rejected(_)) => "rejected",
+            Err(_) => "failed",
+        };
+        metrics::counter!(telemetry::LOADS, "outcome" => outcome).increment(1);
+        metrics::histogram!(telemetry::LOAD_SECONDS, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    async fn load_once(
         &self,
         file_name: &str,
         bytes: &[u8],

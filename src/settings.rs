@@ -29,6 +29,7 @@ pub struct Settings {
     pub mail: MailSettings,
     pub delivery: DeliverySettings,
     pub log: LogSettings,
+    pub metrics: MetricsSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -220,6 +221,14 @@ pub struct LogSettings {
     pub format: LogFormat,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// Where Prometheus scrapes `/metrics`: its own listener, apart from the public ones.
+    /// Empty: no metrics.
+    pub listen: OptionalListenAddress,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -309,6 +318,9 @@ impl Default for Settings {
             log: LogSettings {
                 filter: "info".into(),
                 format: LogFormat::Text,
+            },
+            metrics: MetricsSettings {
+                listen: OptionalListenAddress(None),
             },
         }
     }
@@ -483,10 +495,14 @@ impl Settings {
             return fail("mail.smtp.host", "a host name when mail.transport is smtp");
         }
         let token = self.admin.token.expose();
-        if !token.is_empty() && (token.len() < 16 || token.chars().any(|c| !c.is_ascii_graphic())) {
+        if !token.is_empty()
+            && (token.len() < MIN_ADMIN_TOKEN_LEN || token.chars().any(|c| !c.is_ascii_graphic()))
+        {
             return fail(
                 "admin.token",
-                "at least 16 printable ASCII characters without spaces, or empty to have one generated",
+                &format!(
+                    "at least {MIN_ADMIN_TOKEN_LEN} printable ASCII characters without spaces, or empty to have one generated"
+                ),
             );
         }
         let url = self.database.url.expose();
@@ -513,6 +529,10 @@ impl Settings {
 }
 
 const DATABASE_FILE: &str = "runrate.db";
+
+/// 32 characters of the token alphabet carry ~190 bits or more: past guessing over the
+/// network, and the length of `openssl rand -hex 16`.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 32;
 
 /// config names keys as `grpc.listen`; say which variable that is, too.
 fn explain_environment_key(message: String) -> String {
@@ -615,11 +635,38 @@ impl Serialize for ListenAddress {
 impl<'de> Deserialize<'de> for ListenAddress {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        text.parse().map(ListenAddress).map_err(|_| {
-            serde::de::Error::custom(format!(
-                "`{text}` is not a listen address (expected IP:PORT such as 127.0.0.1:50051)"
-            ))
-        })
+        parse_listen_address(&text).map(ListenAddress)
+    }
+}
+
+fn parse_listen_address<E: serde::de::Error>(text: &str) -> Result<SocketAddr, E> {
+    text.parse().map_err(|_| {
+        E::custom(format!(
+            "`{text}` is not a listen address (expected IP:PORT such as 127.0.0.1:50051)"
+        ))
+    })
+}
+
+/// A listen address, or empty for a listener that is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OptionalListenAddress(pub Option<SocketAddr>);
+
+impl Serialize for OptionalListenAddress {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(address) => serializer.collect_str(&address),
+            None => serializer.serialize_str(""),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for OptionalListenAddress {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        if text.trim().is_empty() {
+            return Ok(OptionalListenAddress(None));
+        }
+        parse_listen_address(&text).map(|address| OptionalListenAddress(Some(address)))
     }
 }
 

@@ -35,6 +35,8 @@ mod mail_feedback;
 mod newsletter;
 #[path = "api/pagination.rs"]
 mod pagination;
+#[path = "api/prometheus.rs"]
+mod prometheus;
 #[path = "api/python.rs"]
 mod python;
 #[path = "api/replicas.rs"]

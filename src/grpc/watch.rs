@@ -44,6 +44,7 @@ use crate::{
     connections::Occasionally,
     domain::LoadId,
     store::to_micros,
+    telemetry::{self, OpenGuard},
 };
 
 use crate::sealing::{TokenSealer, UnsealError};
@@ -287,6 +288,7 @@ impl WatchHub {
         Ok(WatchSlot {
             hub: self.clone(),
             peer,
+            _open: OpenGuard::new(metrics::gauge!(telemetry::WATCH_STREAMS_OPEN)),
         })
     }
 
@@ -361,6 +363,7 @@ async fn read_request(body: Body) -> Result<api::WatchLoadsRequest, Status> {
 struct WatchSlot {
     hub: Arc<WatchHub>,
     peer: Option<SocketAddr>,
+    _open: OpenGuard,
 }
 
 impl Drop for WatchSlot {

@@ -12,8 +12,9 @@ use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
 
 use super::MessageIds;
 use crate::{
-    domain::subscribers::SubscriberState,
+    domain::{Named, subscribers::SubscriberState},
     store::{Store, StoreError},
+    telemetry,
 };
 
 /// Largest report accepted: reports quote the original message, which runrate keeps
@@ -272,6 +273,9 @@ impl FeedbackDesk {
             }
         }
         tx.commit().await?;
+        if let Some(state) = suppressed_as {
+            metrics::counter!(telemetry::SUPPRESSIONS, "reason" => state.as_str()).increment(1);
+        }
         tracing::info!(
             delivery,
             to = %address,

@@ -31,7 +31,10 @@ use tokio::{
 use tokio_rustls::{TlsConnector, client::TlsStream, rustls};
 
 use super::{MailBatch, Mailer, Outcome, OutgoingEmail, SendError};
-use crate::settings::{SmtpSettings, SmtpTls};
+use crate::{
+    settings::{SmtpSettings, SmtpTls},
+    telemetry::{self, OpenGuard},
+};
 
 pub struct SmtpMailer {
     host: String,
@@ -83,6 +86,7 @@ struct Session {
     abilities: ServerAbilities,
     opened: Instant,
     messages: u32,
+    _open: OpenGuard,
 }
 
 /// The SMTP step a failure happened at: it decides whom a 5xx reply is about.
@@ -244,6 +248,7 @@ impl SmtpMailer {
                 abilities: ServerAbilities::from_ehlo(&ehlo),
                 opened: Instant::now(),
                 messages: 0,
+                _open: OpenGuard::new(metrics::gauge!(telemetry::SMTP_CONNECTIONS_OPEN)),
             })
         };
         tokio::time::timeout(self.connect_timeout, connect)

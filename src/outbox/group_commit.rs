@@ -10,8 +10,9 @@ use std::{collections::HashMap, sync::Mutex, time::SystemTime};
 use tokio::sync::oneshot;
 
 use crate::{
-    domain::subscribers::{ClaimToken, DeliveryResult},
+    domain::subscribers::{ClaimToken, DeliveryResult, DeliveryState},
     store::{Store, StoreError},
+    telemetry,
 };
 
 /// One lane's results.
@@ -114,6 +115,7 @@ impl GroupCommit {
 async fn commit(store: &Store, jobs: &[Results<'_>]) -> Result<Vec<usize>, StoreError> {
     let mut tx = store.begin().await?;
     let mut counts = vec![0; jobs.len()];
+    let mut outcomes = Outcomes::default();
     let mut sent = Vec::new();
     let mut sent_by = HashMap::new();
     for (index, job) in jobs.iter().enumerate() {
@@ -127,6 +129,7 @@ async fn commit(store: &Store, jobs: &[Results<'_>]) -> Result<Vec<usize>, Store
                 continue;
             }
             counts[index] += 1;
+            outcomes.recorded(result.state());
             if let DeliveryResult::Failed {
                 bounced: Some(subscriber_id),
                 ..
@@ -135,14 +138,57 @@ async fn commit(store: &Store, jobs: &[Results<'_>]) -> Result<Vec<usize>, Store
             {
                 tx.move_subscriber(*subscriber_id, state.on_bounce(), job.now)
                     .await?;
+                outcomes.suppressed += 1;
             }
         }
     }
     for id in tx.record_sent(&sent).await? {
         if let Some(&index) = sent_by.get(&id) {
             counts[index] += 1;
+            outcomes.sent += 1;
         }
     }
     tx.commit().await?;
+    outcomes.publish();
     Ok(counts)
+}
+
+/// What one commit recorded, counted once it is committed.
+#[derive(Default)]
+struct Outcomes {
+    sent: u64,
+    retried: u64,
+    failed: u64,
+    skipped: u64,
+    suppressed: u64,
+}
+
+impl Outcomes {
+    fn recorded(&mut self, state: DeliveryState) {
+        match state {
+            DeliveryState::Sent => self.sent += 1,
+            DeliveryState::Retrying => self.retried += 1,
+            DeliveryState::Failed => self.failed += 1,
+            DeliveryState::Skipped => self.skipped += 1,
+            // Handed back unsent: not an outcome.
+            DeliveryState::Pending | DeliveryState::Sending => {}
+        }
+    }
+
+    fn publish(&self) {
+        for (outcome, count) in [
+            ("sent", self.sent),
+            ("retried", self.retried),
+            ("failed", self.failed),
+            ("skipped", self.skipped),
+        ] {
+            if count > 0 {
+                metrics::counter!(telemetry::EMAILS, "outcome" => outcome).increment(count);
+            }
+        }
+        if self.suppressed > 0 {
+            metrics::counter!(telemetry::SUPPRESSIONS, "reason" => "bounced")
+                .increment(self.suppressed);
+        }
+    }
 }

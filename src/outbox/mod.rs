@@ -22,9 +22,12 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     catalog::SharedSnapshot,
     domain::LoadId,
-    domain::subscribers::{ClaimToken, ClaimedDelivery, DeliveryKind, DeliveryResult, RetryPolicy},
+    domain::subscribers::{
+        ClaimToken, ClaimedDelivery, DeliveryKind, DeliveryReport, DeliveryResult, RetryPolicy,
+    },
     settings::DeliverySettings,
     store::{Store, StoreError},
+    telemetry,
 };
 
 pub use channel::{Channel, ChannelSender, Readiness, SendFailure, SendOutcome};
@@ -617,14 +620,22 @@ impl OutboxWorker {
             .map(|(load, _)| load)
             .collect();
         for load in finished {
-            self.report_progress(load).await;
+            // Only the lane that drains a load's entry after its last result sees it
+            // done, so each fan-out is timed once.
+            if let Some((report, elapsed)) = self.report_progress(load).await
+                && report.pending == 0
+                && report.retrying == 0
+            {
+                metrics::histogram!(telemetry::FAN_OUT_SECONDS).record(elapsed);
+            }
         }
     }
 
-    /// Sent / total, and the rate since the load committed its deliveries.
-    async fn report_progress(&self, load: LoadId) {
+    /// Sent / total, and the rate since the load committed its deliveries; the report,
+    /// and the seconds since that commit.
+    async fn report_progress(&self, load: LoadId) -> Option<(DeliveryReport, f64)> {
         let Ok(Some(report)) = self.store.delivery_report(load).await else {
-            return;
+            return None;
         };
         let committed = self
             .snapshot
@@ -646,5 +657,6 @@ impl OutboxWorker {
             rate_per_second = format!("{:.0}", report.sent as f64 / elapsed),
             "fan-out progress"
         );
+        Some((report, elapsed))
     }
 }

@@ -157,6 +157,37 @@ impl Store {
         Ok(Some(report))
     }
 
+    /// How many deliveries are unfinished, by kind and state, zeros included (read from
+    /// the partial index of unfinished deliveries, not the finished history).
+    pub async fn unfinished_deliveries(
+        &self,
+    ) -> Result<Vec<(&'static str, DeliveryState, u64)>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT kind, state, COUNT(*) FROM deliveries WHERE state IN {UNFINISHED} \
+             GROUP BY kind, state"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counts = Vec::new();
+        for kind in [KIND_CONFIRMATION, KIND_UPDATE] {
+            for state in DeliveryState::all().filter(|state| state.is_unfinished()) {
+                counts.push((kind, state, 0));
+            }
+        }
+        for row in rows {
+            let kind: String = row.try_get(0)?;
+            let state = delivery_state(row.try_get(1)?)?;
+            let count = u64::try_from(row.try_get::<i64, _>(2)?).unwrap_or(0);
+            if let Some(entry) = counts
+                .iter_mut()
+                .find(|(known, known_state, _)| *known == kind && *known_state == state)
+            {
+                entry.2 = count;
+            }
+        }
+        Ok(counts)
+    }
+
     /// Makes failed update deliveries (of one load, or all) due again; returns how many.
     pub async fn retry_failed_deliveries(
         &self,

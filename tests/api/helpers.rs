@@ -532,6 +532,8 @@ pub struct ServeProcess {
     pub url: String,
     /// The address of its web side.
     pub http_address: Option<SocketAddr>,
+    /// Where it serves Prometheus metrics, when it does (logged before the other two).
+    pub metrics_address: Option<SocketAddr>,
     /// Every line it wrote to stdout and stderr so far.
     output: Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -566,6 +568,9 @@ impl ServeProcess {
             }
             if let Some(rest) = line.split("serving HTTP address=").nth(1) {
                 self.http_address = rest.trim().parse().ok();
+            }
+            if let Some(rest) = line.split("serving Prometheus metrics address=").nth(1) {
+                self.metrics_address = rest.trim().parse().ok();
             }
         }
         self
@@ -629,6 +634,7 @@ impl ServeProcess {
             child,
             url: String::new(),
             http_address: None,
+            metrics_address: None,
             output,
         };
         (process, lines_rx)

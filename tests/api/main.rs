@@ -17,6 +17,7 @@ mod logs;
 mod mail_feedback;
 mod newsletter;
 mod pagination;
+mod prometheus;
 mod python;
 mod secrets;
 mod seed;

@@ -21,7 +21,7 @@ use crate::{
     smtp_server::SmtpServer,
 };
 
-const ADMIN_TOKEN: &str = "replica-test-token-0123456789";
+const ADMIN_TOKEN: &str = "replica-test-token-0123456789-abcdef";
 const SUBSCRIBERS: u32 = 2000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

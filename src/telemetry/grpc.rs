@@ -1,0 +1,389 @@
+//! The gRPC server metrics under the names of go-grpc-prometheus, which most gRPC
+//! dashboards are built on. No maintained crate emits these through the `metrics` facade
+//! (tonic-prometheus-layer writes to the `prometheus` crate's registry under names of its
+//! own), so this tower layer does: it sits inside the gRPC-Web layer, sees every call as
+//! plain gRPC, counts the length-prefixed messages each way, and takes the status from
+//! the trailers (or from the headers of a trailers-only answer).
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{Arc, OnceLock},
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response};
+use http_body::{Body as HttpBody, Frame, SizeHint};
+use metrics::{Counter, Histogram, Label};
+use prost::Message;
+use tonic::{Code, body::Body};
+use tower_service::Service;
+
+use super::{GRPC_HANDLED, GRPC_HANDLING_SECONDS, GRPC_MSG_RECEIVED, GRPC_MSG_SENT, GRPC_STARTED};
+
+/// Every code a status can carry, in wire order.
+const CODES: usize = 17;
+
+/// One method's series, registered once; `handled` by code as codes occur.
+struct MethodMetrics {
+    labels: Vec<Label>,
+    started: Counter,
+    received: Counter,
+    sent: Counter,
+    handling: Histogram,
+    handled: [OnceLock<Counter>; CODES],
+}
+
+impl MethodMetrics {
+    fn new(grpc_type: &'static str, service: &str, method: &str) -> Self {
+        let labels = vec![
+            Label::new("grpc_type", grpc_type),
+            Label::new("grpc_service", service.to_owned()),
+            Label::new("grpc_method", method.to_owned()),
+        ];
+        MethodMetrics {
+            started: metrics::counter!(GRPC_STARTED, labels.clone()),
+            received: metrics::counter!(GRPC_MSG_RECEIVED, labels.clone()),
+            sent: metrics::counter!(GRPC_MSG_SENT, labels.clone()),
+            handling: metrics::histogram!(GRPC_HANDLING_SECONDS, labels.clone()),
+            handled: Default::default(),
+            labels,
+        }
+    }
+
+    fn handled(&self, code: Code) -> &Counter {
+        let index = (code as usize).min(CODES - 1);
+        self.handled[index].get_or_init(|| {
+            let mut labels = self.labels.clone();
+            labels.push(Label::new("grpc_code", code_name(code)));
+            metrics::counter!(GRPC_HANDLED, labels)
+        })
+    }
+}
+
+/// A code as go-grpc-prometheus labels it (Go's `codes.Code.String()`).
+fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "Canceled",
+        Code::Unknown => "Unknown",
+        Code::InvalidArgument => "InvalidArgument",
+        Code::DeadlineExceeded => "DeadlineExceeded",
+        Code::NotFound => "NotFound",
+        Code::AlreadyExists => "AlreadyExists",
+        Code::PermissionDenied => "PermissionDenied",
+        Code::ResourceExhausted => "ResourceExhausted",
+        Code::FailedPrecondition => "FailedPrecondition",
+        Code::Aborted => "Aborted",
+        Code::OutOfRange => "OutOfRange",
+        Code::Unimplemented => "Unimplemented",
+        Code::Internal => "Internal",
+        Code::Unavailable => "Unavailable",
+        Code::DataLoss => "DataLoss",
+        Code::Unauthenticated => "Unauthenticated",
+    }
+}
+
+/// The served methods by path (`/package.Service/Method`), read from the descriptor
+/// sets the server registers for reflection, so the table cannot drift from the API.
+/// A path that names no method shares one series: a scanner cannot mint labels.
+struct MethodTable {
+    by_path: HashMap<String, Arc<MethodMetrics>>,
+    unknown: Arc<MethodMetrics>,
+}
+
+impl MethodTable {
+    fn new(descriptor_sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
+        let mut by_path = HashMap::new();
+        for encoded in descriptor_sets {
+            let set = prost_types::FileDescriptorSet::decode(*encoded)?;
+            for file in set.file {
+                for service in &file.service {
+                    let service_name = match file.package() {
+                        "" => service.name().to_owned(),
+                        package => format!("{package}.{}", service.name()),
+                    };
+                    for method in &service.method {
+                        let grpc_type = match (method.client_streaming(), method.server_streaming())
+                        {
+                            (false, false) => "unary",
+                            (false, true) => "server_stream",
+                            (true, false) => "client_stream",
+                            (true, true) => "bidi_stream",
+                        };
+                        by_path.insert(
+                            format!("/{service_name}/{}", method.name()),
+                            Arc::new(MethodMetrics::new(grpc_type, &service_name, method.name())),
+                        );
+                    }
+                }
+            }
+        }
+        Ok(MethodTable {
+            by_path,
+            unknown: Arc::new(MethodMetrics::new("unary", "unknown", "unknown")),
+        })
+    }
+
+    fn get(&self, path: &str) -> Arc<MethodMetrics> {
+        self.by_path.get(path).unwrap_or(&self.unknown).clone()
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcMetricsLayer(Arc<MethodTable>);
+
+impl GrpcMetricsLayer {
+    /// Series for every method of these encoded `FileDescriptorSet`s. Build it after
+    /// [`super::prometheus`], or it records nothing.
+    pub fn new(descriptor_sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
+        Ok(GrpcMetricsLayer(Arc::new(MethodTable::new(
+            descriptor_sets,
+        )?)))
+    }
+}
+
+impl<S> tower_layer::Layer<S> for GrpcMetricsLayer {
+    type Service = GrpcMetrics<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        GrpcMetrics {
+            inner,
+            methods: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct GrpcMetrics<S> {
+    inner: S,
+    methods: Arc<MethodTable>,
+}
+
+impl<S, ResBody> Service<Request<Body>> for GrpcMetrics<S>
+where
+    S: Service<Request<Body>, Response = Response<ResBody>>,
+    S::Future: Send + 'static,
+    ResBody: HttpBody<Data = Bytes>,
+{
+    type Response = Response<MeteredBody<ResBody>>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let method = self.methods.get(request.uri().path());
+        method.started.increment(1);
+        let received = method.received.clone();
+        let request = request.map(|body| {
+            Body::new(MeteredBody {
+                inner: body,
+                framing: Framing::default(),
+                messages: received,
+                call: None,
+            })
+        });
+        let mut call = Call {
+            method,
+            started: Instant::now(),
+            code: None,
+        };
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = match response.await {
+                Ok(response) => response,
+                Err(err) => {
+                    call.ended(Code::Unknown);
+                    return Err(err);
+                }
+            };
+            call.code = grpc_status(response.headers());
+            let messages = call.method.sent.clone();
+            Ok(response.map(|body| MeteredBody {
+                inner: body,
+                framing: Framing::default(),
+                messages,
+                call: Some(call),
+            }))
+        })
+    }
+}
+
+fn grpc_status(headers: &HeaderMap) -> Option<Code> {
+    let value = headers
+        .get("grpc-status")?
+        .to_str()
+        .ok()?
+        .parse::<i32>()
+        .ok()?;
+    Some(Code::from_i32(value))
+}
+
+/// One call in flight; counted as handled when its status is known, or as cancelled
+/// when its answer is dropped unfinished (the client went away).
+struct Call {
+    method: Arc<MethodMetrics>,
+    started: Instant,
+    code: Option<Code>,
+}
+
+impl Call {
+    fn ended(&mut self, code: Code) {
+        self.code = Some(code);
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        let code = self.code.unwrap_or(Code::Cancelled);
+        self.method.handled(code).increment(1);
+        self.method
+            .handling
+            .record(self.started.elapsed().as_secs_f64());
+    }
+}
+
+/// Where a byte stream of length-prefixed gRPC messages (a flag byte, then a 4-byte
+/// big-endian length) stands between frames.
+#[derive(Default)]
+struct Framing {
+    prefix_seen: usize,
+    prefix: [u8; 5],
+    message_left: u64,
+}
+
+impl Framing {
+    /// How many messages begin in `data`.
+    fn count(&mut self, mut data: &[u8]) -> u64 {
+        let mut begun = 0;
+        while !data.is_empty() {
+            if self.message_left > 0 {
+                let skip = self.message_left.min(data.len() as u64);
+                self.message_left -= skip;
+                data = &data[skip as usize..];
+                continue;
+            }
+            let take = (self.prefix.len() - self.prefix_seen).min(data.len());
+            self.prefix[self.prefix_seen..self.prefix_seen + take].copy_from_slice(&data[..take]);
+            self.prefix_seen += take;
+            data = &data[take..];
+            if self.prefix_seen == self.prefix.len() {
+                begun += 1;
+                self.prefix_seen = 0;
+                let length = [
+                    self.prefix[1],
+                    self.prefix[2],
+                    self.prefix[3],
+                    self.prefix[4],
+                ];
+                self.message_left = u64::from(u32::from_be_bytes(length));
+            }
+        }
+        begun
+    }
+}
+
+/// A body that counts the messages passing through it and, on the answer's side, takes
+/// the call's status from the trailers.
+pub struct MeteredBody<B> {
+    inner: B,
+    framing: Framing,
+    messages: Counter,
+    call: Option<Call>,
+}
+
+impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for MeteredBody<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.messages.increment(this.framing.count(data));
+                } else if let (Some(trailers), Some(call)) = (frame.trailers_ref(), &mut this.call)
+                {
+                    call.code = grpc_status(trailers).or(call.code);
+                    this.call = None;
+                }
+            }
+            Poll::Ready(None) => {
+                // The end: a status from the headers (trailers-only), or none at all.
+                if let Some(mut call) = this.call.take() {
+                    call.code = call.code.or(Some(Code::Unknown));
+                }
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(length: u32) -> Vec<u8> {
+        let mut bytes = vec![0];
+        bytes.extend_from_slice(&length.to_be_bytes());
+        bytes.extend(std::iter::repeat_n(7, length as usize));
+        bytes
+    }
+
+    #[test]
+    fn counts_messages_however_the_frames_split_them() {
+        let mut stream = message(3);
+        stream.extend(message(0));
+        stream.extend(message(300));
+        for frame_size in [1, 2, 4, 5, 6, 64, stream.len()] {
+            let mut framing = Framing::default();
+            let counted: u64 = stream
+                .chunks(frame_size)
+                .map(|chunk| framing.count(chunk))
+                .sum();
+            assert_eq!(counted, 3, "frames of {frame_size} bytes");
+        }
+    }
+
+    #[test]
+    fn every_registered_method_has_its_type() {
+        let table = MethodTable::new(&[
+            crate::grpc::pb::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ])
+        .expect("descriptor sets");
+        let type_of = |path: &str| {
+            let method = table.get(path);
+            method.labels[0].value().to_owned()
+        };
+        assert_eq!(type_of("/runrate.v1.MetricsService/GetFact"), "unary");
+        assert_eq!(
+            type_of("/runrate.v1.MetricsService/WatchLoads"),
+            "server_stream"
+        );
+        assert_eq!(type_of("/grpc.health.v1.Health/Watch"), "server_stream");
+        assert_eq!(
+            table.get("/no.Such/Method").labels[1].value(),
+            "unknown",
+            "an unknown path shares one series"
+        );
+    }
+}
