@@ -1,8 +1,10 @@
 //! The Docker Compose deployment, checked without a Docker engine: every runrate service
 //! in `docker-compose.yml` is configured only through variables that are real settings
-//! with valid values, and points at the PostgreSQL and Mailpit services of the file.
+//! with valid values, and points at the PostgreSQL and Mailpit services of the file; it
+//! has no admin token unless the operator gives one, publishes ports on loopback only,
+//! and its Prometheus and Grafana read what runrate exports.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, path::Path};
 
 use runrate::settings::{MailTransport, Settings};
 use yaml_rust2::{Yaml, YamlLoader};
@@ -16,26 +18,44 @@ fn compose_file() -> Yaml {
         .expect("one document")
 }
 
-/// `${NAME:-default}` as Compose reads it with NAME unset.
-fn interpolate(value: &str) -> String {
+/// A strong enough token for the tests, as an operator would export it.
+const TOKEN: &str = "deployment-test-token-0123456789abcdef";
+
+/// `${NAME:-default}` and `${NAME:?error}` as Compose reads them, with only `variables`
+/// set; the error of the first required one unset.
+fn interpolate(value: &str, variables: &[(&str, &str)]) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let end = rest[start..].find('}').expect("a closed ${...}") + start;
         let expression = &rest[start + 2..end];
-        let default = expression
-            .split_once(":-")
-            .map_or("", |(_, default)| default);
-        out.push_str(default);
+        let set = |name: &str| {
+            variables
+                .iter()
+                .find(|(key, _)| *key == name)
+                .map(|(_, value)| value.to_string())
+        };
+        let value = if let Some((name, default)) = expression.split_once(":-") {
+            set(name).unwrap_or_else(|| default.to_owned())
+        } else if let Some((name, error)) = expression.split_once(":?") {
+            set(name).ok_or_else(|| format!("{name}: {error}"))?
+        } else {
+            set(expression).unwrap_or_default()
+        };
+        out.push_str(&value);
         rest = &rest[end + 1..];
     }
     out.push_str(rest);
-    out
+    Ok(out)
 }
 
-/// The environment of each service whose name starts with `runrate`, merge keys applied.
-fn runrate_environments(compose: &Yaml) -> BTreeMap<String, Vec<(String, String)>> {
+/// The environment of each service whose name starts with `runrate`, merge keys applied,
+/// with `variables` set in the operator's shell.
+fn runrate_environments(
+    compose: &Yaml,
+    variables: &[(&str, &str)],
+) -> Result<BTreeMap<String, Vec<(String, String)>>, String> {
     let services = compose["services"].as_hash().expect("services");
     let mut environments = BTreeMap::new();
     for (name, service) in services {
@@ -48,31 +68,37 @@ fn runrate_environments(compose: &Yaml) -> BTreeMap<String, Vec<(String, String)
             Yaml::BadValue => &service["<<"]["environment"],
             own => own,
         };
-        let pairs: Vec<(String, String)> = environment
+        let mut pairs = Vec::new();
+        for (key, value) in environment
             .as_hash()
             .unwrap_or_else(|| panic!("{name} has an environment mapping"))
-            .iter()
-            .map(|(key, value)| {
-                let value = match value {
-                    Yaml::String(text) => text.clone(),
-                    Yaml::Integer(number) => number.to_string(),
-                    other => panic!("{name}: unexpected value {other:?}"),
-                };
-                (
-                    key.as_str().expect("a name").to_owned(),
-                    interpolate(&value),
-                )
-            })
-            .collect();
+        {
+            let value = match value {
+                Yaml::String(text) => text.clone(),
+                Yaml::Integer(number) => number.to_string(),
+                other => panic!("{name}: unexpected value {other:?}"),
+            };
+            pairs.push((
+                key.as_str().expect("a name").to_owned(),
+                interpolate(&value, variables)?,
+            ));
+        }
         environments.insert(name.to_owned(), pairs);
     }
-    environments
+    Ok(environments)
+}
+
+fn empty_config_file(name: &str) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(name);
+    std::fs::write(&path, "").expect("an empty configuration file");
+    path
 }
 
 #[test]
 fn every_runrate_variable_in_the_compose_file_is_a_valid_setting() {
     let compose = compose_file();
-    let environments = runrate_environments(&compose);
+    let environments =
+        runrate_environments(&compose, &[("RUNRATE_ADMIN_TOKEN", TOKEN)]).expect("interpolated");
     assert_eq!(
         environments.len(),
         2,
@@ -86,8 +112,7 @@ fn every_runrate_variable_in_the_compose_file_is_a_valid_setting() {
                 .all(|(key, _)| key.starts_with("RUNRATE__")),
             "{service}: only RUNRATE__ variables"
         );
-        let empty = std::env::temp_dir().join("runrate-deployment-test-empty.toml");
-        std::fs::write(&empty, "").expect("an empty configuration file");
+        let empty = empty_config_file("runrate-deployment-test-empty.toml");
         let settings = Settings::load_from(Some(&empty), environment.clone())
             .unwrap_or_else(|err| panic!("{service}: {err}"));
         assert!(
@@ -101,17 +126,39 @@ fn every_runrate_variable_in_the_compose_file_is_a_valid_setting() {
         assert_eq!(settings.mail.transport, MailTransport::Smtp, "{service}");
         assert_eq!(settings.mail.smtp.host, "mailpit", "{service}");
         assert_eq!(settings.mail.smtp.port, 1025, "{service}");
+        assert_eq!(settings.admin.token.expose(), TOKEN, "{service}");
+        assert_eq!(
+            settings.metrics.listen.0.map(|address| address.port()),
+            Some(METRICS_PORT),
+            "{service}: metrics for Prometheus"
+        );
+    }
+}
+
+/// The port the replicas serve metrics on inside the compose network.
+const METRICS_PORT: u16 = 9464;
+
+#[test]
+fn without_an_admin_token_the_compose_file_does_not_start_and_a_short_one_is_refused() {
+    let compose = compose_file();
+    let error = runrate_environments(&compose, &[]).unwrap_err();
+    assert!(error.starts_with("RUNRATE_ADMIN_TOKEN: "), "{error}");
+    let short = "0123456789abcdef0123456789abcde";
+    let environments =
+        runrate_environments(&compose, &[("RUNRATE_ADMIN_TOKEN", short)]).expect("interpolated");
+    let empty = empty_config_file("runrate-deployment-test-empty-3.toml");
+    for environment in environments.into_values() {
+        let error = Settings::load_from(Some(&empty), environment).unwrap_err();
         assert!(
-            !settings.admin.token.expose().is_empty(),
-            "{service}: a shared admin token"
+            error.to_string().contains("`admin.token`") && error.to_string().contains("32"),
+            "{error}"
         );
     }
 }
 
 #[test]
 fn an_unknown_or_invalid_variable_would_be_caught() {
-    let empty = std::env::temp_dir().join("runrate-deployment-test-empty-2.toml");
-    std::fs::write(&empty, "").expect("an empty configuration file");
+    let empty = empty_config_file("runrate-deployment-test-empty-2.toml");
     let unknown = vec![(
         "RUNRATE__MAIL__SMTP__HOSTNAME".to_owned(),
         "mailpit".to_owned(),
@@ -135,19 +182,130 @@ fn the_compose_file_has_postgres_mailpit_and_published_ports() {
             .as_vec()
             .is_some_and(|v| !v.is_empty())
     );
-    let mailpit_ports = services["mailpit"]["ports"]
-        .as_vec()
-        .expect("mailpit ports");
-    assert!(
-        mailpit_ports
-            .iter()
-            .any(|p| p.as_str() == Some("8025:8025"))
-    );
     for replica in ["runrate-a", "runrate-b"] {
         let ports = services[replica]["ports"]
             .as_vec()
             .expect("published ports");
         assert_eq!(ports.len(), 2, "{replica}: gRPC and HTTP");
+    }
+}
+
+/// Every published port of every service, as Compose reads it with `variables` set.
+fn published_ports(variables: &[(&str, &str)]) -> Vec<String> {
+    let compose = compose_file();
+    let services = compose["services"].as_hash().expect("services");
+    let mut published = Vec::new();
+    for service in services.values() {
+        for port in service["ports"].as_vec().into_iter().flatten() {
+            let port = port.as_str().expect("ports written as strings");
+            published.push(interpolate(port, variables).expect("no required variable"));
+        }
+    }
+    published
+}
+
+#[test]
+fn ports_are_published_on_loopback_unless_the_operator_opens_them() {
+    let published = published_ports(&[]);
+    assert_eq!(published.len(), 7, "{published:?}");
+    for port in &published {
+        assert!(port.starts_with("127.0.0.1:"), "{port}");
+    }
+    for port in published_ports(&[("RUNRATE_PUBLISH_ADDRESS", "0.0.0.0")]) {
+        assert!(port.starts_with("0.0.0.0:"), "{port}");
+    }
+}
+
+fn read(path: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    std::fs::read_to_string(&path).unwrap_or_else(|err| panic!("{}: {err}", path.display()))
+}
+
+#[test]
+fn every_file_the_services_mount_is_in_the_repository() {
+    let compose = compose_file();
+    let mut mounted = 0;
+    for service in compose["services"].as_hash().expect("services").values() {
+        for volume in service["volumes"].as_vec().into_iter().flatten() {
+            let source = volume.as_str().expect("a volume").split(':').next();
+            if let Some(file) = source.and_then(|source| source.strip_prefix("./")) {
+                assert!(
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join(file).exists(),
+                    "{file}"
+                );
+                mounted += 1;
+            }
+        }
+    }
+    assert_eq!(
+        mounted, 3,
+        "Prometheus's configuration, Grafana's provisioning and dashboards"
+    );
+}
+
+#[test]
+fn prometheus_scrapes_every_replica_on_its_metrics_port() {
+    let compose = compose_file();
+    let config = YamlLoader::load_from_str(&read("deploy/prometheus/prometheus.yml"))
+        .expect("YAML")
+        .pop()
+        .expect("one document");
+    let targets: Vec<&str> = config["scrape_configs"][0]["static_configs"][0]["targets"]
+        .as_vec()
+        .expect("targets")
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    let replicas =
+        runrate_environments(&compose, &[("RUNRATE_ADMIN_TOKEN", TOKEN)]).expect("interpolated");
+    let expected: Vec<String> = replicas
+        .keys()
+        .map(|replica| format!("{replica}:{METRICS_PORT}"))
+        .collect();
+    assert_eq!(targets, expected);
+}
+
+#[test]
+fn the_grafana_dashboard_asks_only_for_series_runrate_exports() {
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/dashboards/runrate.json")).expect("JSON");
+    let panels = dashboard["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 6, "the panels an operator looks at first");
+    let mut asked = Vec::new();
+    for panel in panels {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expression = target["expr"].as_str().expect("a query");
+            let words = expression.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'));
+            asked.extend(
+                words
+                    .filter(|word| {
+                        ["grpc_server_", "http_request", "runrate_", "process_"]
+                            .iter()
+                            .any(|prefix| word.starts_with(prefix))
+                    })
+                    .map(str::to_owned),
+            );
+        }
+    }
+    assert!(!asked.is_empty());
+    for name in &asked {
+        let family = ["_bucket", "_count", "_sum"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .unwrap_or(name);
+        assert!(
+            runrate::telemetry::NAMES.contains(&family)
+                || ["process_resident_memory_bytes", "process_open_fds"].contains(&family),
+            "the dashboard asks for {name}, which runrate does not export"
+        );
+    }
+    for query in [
+        "grpc_server_handled_total",
+        "grpc_server_handling_seconds_bucket",
+        "runrate_outbox_deliveries",
+        "runrate_emails_total",
+    ] {
+        assert!(asked.iter().any(|name| name == query), "{query}");
     }
 }
 

@@ -42,6 +42,25 @@ pub const SUPPRESSIONS: &str = "runrate_suppressions_total";
 pub const FAN_OUT_SECONDS: &str = "runrate_fan_out_duration_seconds";
 pub const SMTP_CONNECTIONS_OPEN: &str = "runrate_smtp_connections_open";
 pub const WATCH_STREAMS_OPEN: &str = "runrate_watch_streams_open";
+/// Every name above, for whatever reads them by name (the Grafana dashboard's test).
+pub const NAMES: &[&str] = &[
+    GRPC_STARTED,
+    GRPC_HANDLED,
+    GRPC_HANDLING_SECONDS,
+    GRPC_MSG_RECEIVED,
+    GRPC_MSG_SENT,
+    HTTP_REQUESTS,
+    HTTP_REQUEST_SECONDS,
+    LOADS,
+    LOAD_SECONDS,
+    LOAD_FACTS,
+    OUTBOX_DELIVERIES,
+    EMAILS,
+    SUPPRESSIONS,
+    FAN_OUT_SECONDS,
+    SMTP_CONNECTIONS_OPEN,
+    WATCH_STREAMS_OPEN,
+];
 
 /// Bucket bounds of every `*_seconds` histogram: from a cached read (well under a
 /// millisecond) to a long fan-out (half an hour).
