@@ -408,6 +408,7 @@ impl Application {
             .max_connection_age_grace(grpc.max_connection_age_grace.0)
             .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
             .timeout(grpc.request_timeout.0)
+            .trace_fn(telemetry::traces::grpc_span)
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside gRPC-Web, so that it sees every call as gRPC.
             .layer(grpc_metrics)

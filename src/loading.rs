@@ -9,6 +9,7 @@ use std::{
 };
 
 use tokio::sync::Mutex;
+use tracing::Instrument;
 
 use crate::{
     catalog::{ReadSnapshot, SharedSnapshot},
@@ -153,7 +154,11 @@ impl FigureLoader {
         dry_run: bool,
     ) -> Result<LoadSummary, LoadError> {
         let started = std::time::Instant::now();
-        let result = self.load_once(file_name, bytes, dry_run).await;
+        let span = tracing::info_span!("load", file = %file_name, dry_run);
+        let result = self
+            .load_once(file_name, bytes, dry_run)
+            .instrument(span)
+            .await;
         let outcome = match &result {
             Ok(summary) if summary.load.is_some() => {
                 metrics::counter!(telemetry::LOAD_FACTS, "change" => "added")

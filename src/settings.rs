@@ -30,6 +30,7 @@ pub struct Settings {
     pub delivery: DeliverySettings,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
+    pub tracing: TracingSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -229,6 +230,14 @@ pub struct MetricsSettings {
     pub listen: OptionalListenAddress,
 }
 
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracingSettings {
+    /// An OTLP/gRPC collector such as `http://127.0.0.1:4317` that spans are exported to.
+    /// Empty: none are.
+    pub otlp_endpoint: String,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
@@ -321,6 +330,9 @@ impl Default for Settings {
             },
             metrics: MetricsSettings {
                 listen: OptionalListenAddress(None),
+            },
+            tracing: TracingSettings {
+                otlp_endpoint: String::new(),
             },
         }
     }
@@ -475,9 +487,7 @@ impl Settings {
                 return fail(key, "at least 1");
             }
         }
-        if !(self.http.public_base_url.starts_with("http://")
-            || self.http.public_base_url.starts_with("https://"))
-        {
+        if !is_http_url(&self.http.public_base_url) {
             return fail("http.public_base_url", "an http:// or https:// URL");
         }
         if lettre::message::Mailbox::from_str(&self.mail.from).is_err() {
@@ -493,6 +503,13 @@ impl Settings {
         }
         if self.mail.transport == MailTransport::Smtp && self.mail.smtp.host.trim().is_empty() {
             return fail("mail.smtp.host", "a host name when mail.transport is smtp");
+        }
+        let otlp = self.tracing.otlp_endpoint.trim();
+        if !(otlp.is_empty() || is_http_url(otlp)) {
+            return fail(
+                "tracing.otlp_endpoint",
+                "an http:// or https:// URL such as http://127.0.0.1:4317, or empty",
+            );
         }
         let token = self.admin.token.expose();
         if !token.is_empty()
@@ -529,6 +546,10 @@ impl Settings {
 }
 
 const DATABASE_FILE: &str = "runrate.db";
+
+fn is_http_url(text: &str) -> bool {
+    text.starts_with("http://") || text.starts_with("https://")
+}
 
 /// 32 characters of the token alphabet carry ~190 bits or more: past guessing over the
 /// network, and the length of `openssl rand -hex 16`.

@@ -5,7 +5,6 @@ mod mailbox;
 mod report;
 
 use std::{
-    io::IsTerminal,
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
@@ -28,7 +27,8 @@ use crate::{
         LoadFiguresRequest, RetryFailedDeliveriesRequest, RevisionReason,
         admin_service_client::AdminServiceClient, metrics_service_client::MetricsServiceClient,
     },
-    settings::{LogFormat, LogSettings, Settings},
+    settings::Settings,
+    telemetry::traces,
     text_table::printable,
 };
 
@@ -498,22 +498,11 @@ fn reason_text(reason: RevisionReason) -> &'static str {
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {
     let settings = Settings::load(config.as_deref())?;
-    init_tracing(&settings.log);
+    let tracing = traces::init(&settings.log, &settings.tracing)?;
     let application = Application::build(settings).await?;
-    application.run_until(shutdown_signal()).await
-}
-
-/// Logs to standard output: text, coloured only on a terminal (a file or a collector
-/// would keep the escape codes), or one JSON object per line.
-fn init_tracing(settings: &LogSettings) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&settings.filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt().with_env_filter(filter);
-    match settings.format {
-        LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).init(),
-        LogFormat::Json => logs.json().flatten_event(true).init(),
-    }
+    let served = application.run_until(shutdown_signal()).await;
+    tracing.shutdown();
+    served
 }
 
 async fn print_report(

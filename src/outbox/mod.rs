@@ -18,6 +18,7 @@ use std::{
 
 use tokio::{sync::Notify, task::JoinSet};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::{
     catalog::SharedSnapshot,
@@ -235,6 +236,7 @@ impl OutboxWorker {
             async {
                 let worked = self
                     .work_claim(claim, claimed, &held, shutdown, clock)
+                    .instrument(tracing::info_span!("deliveries", claimed = count))
                     .await;
                 finished.cancel();
                 worked
@@ -354,7 +356,12 @@ impl OutboxWorker {
                             senders.len() - 1
                         }
                     };
-                    senders[at].1.send(delivery, message).await
+                    let span = tracing::info_span!(
+                        "delivery",
+                        delivery = delivery.id,
+                        channel = %delivery.channel
+                    );
+                    senders[at].1.send(delivery, message).instrument(span).await
                 }
                 None => {
                     let reason = format!("no channel `{}` here", delivery.channel);

@@ -1,6 +1,6 @@
-//! HTTP request metrics for the web side, labelled by route template rather than path, so
-//! that no request can add a series. (axum-prometheus would install a recorder of its
-//! own; these two series need only a middleware.)
+//! HTTP request metrics and spans for the web side, labelled by route template rather
+//! than path, so that no request can add a series. (axum-prometheus would install a
+//! recorder of its own; these two series need only a middleware.)
 
 use std::time::Instant;
 
@@ -11,9 +11,12 @@ use axum::{
     response::Response,
 };
 
-use super::{HTTP_REQUEST_SECONDS, HTTP_REQUESTS};
+use tracing::Instrument;
 
-/// `axum::middleware::from_fn` over a router: counts each request and times it.
+use super::{HTTP_REQUEST_SECONDS, HTTP_REQUESTS, traces};
+
+/// `axum::middleware::from_fn` over a router: counts each request, times it, and runs it
+/// in a span that continues the caller's trace.
 pub async fn record(request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = method_label(request.method());
@@ -21,7 +24,8 @@ pub async fn record(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let response = next.run(request).await;
+    let span = traces::http_span(method, &route, request.headers());
+    let response = next.run(request).instrument(span).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!(HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status)
         .increment(1);

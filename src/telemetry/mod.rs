@@ -1,4 +1,5 @@
-//! What an operator sees from outside: Prometheus metrics on their own listener.
+//! What an operator sees from outside: Prometheus metrics on their own listener, and
+//! logs and traces ([`traces`]).
 //!
 //! The `metrics` facade records and `metrics-exporter-prometheus` renders the text
 //! format. Its recorder is process-wide: it is installed once, by the first
@@ -7,6 +8,7 @@
 
 pub mod grpc;
 pub mod http;
+pub mod traces;
 
 use std::{
     sync::{Arc, OnceLock},

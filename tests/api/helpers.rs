@@ -556,21 +556,29 @@ impl ServeProcess {
         process.until_serving(&lines)
     }
 
-    /// Waits for the log lines that say where it serves gRPC and HTTP.
-    /// Waits, reading `lines`, for the log lines that say where it serves.
+    /// Waits, reading `lines`, for the log lines that say where it serves, written as
+    /// text or as JSON.
     pub fn until_serving(mut self, lines: &std::sync::mpsc::Receiver<String>) -> Self {
         while self.url.is_empty() || self.http_address.is_none() {
             let line = lines
                 .recv_timeout(Duration::from_secs(60))
                 .expect("runrate serve logs that it is serving");
-            if let Some(rest) = line.split("serving gRPC address=").nth(1) {
-                self.url = format!("http://{}", rest.trim());
-            }
-            if let Some(rest) = line.split("serving HTTP address=").nth(1) {
-                self.http_address = rest.trim().parse().ok();
-            }
-            if let Some(rest) = line.split("serving Prometheus metrics address=").nth(1) {
-                self.metrics_address = rest.trim().parse().ok();
+            let (message, address) = match serde_json::from_str::<serde_json::Value>(&line) {
+                Ok(event) => (
+                    event["message"].as_str().unwrap_or_default().to_owned(),
+                    event["address"].as_str().unwrap_or_default().to_owned(),
+                ),
+                Err(_) => match line.split_once(" address=") {
+                    Some((before, address)) => (before.to_owned(), address.trim().to_owned()),
+                    None => continue,
+                },
+            };
+            if message.ends_with("serving gRPC") {
+                self.url = format!("http://{address}");
+            } else if message.ends_with("serving HTTP") {
+                self.http_address = address.parse().ok();
+            } else if message.ends_with("serving Prometheus metrics") {
+                self.metrics_address = address.parse().ok();
             }
         }
         self

@@ -25,6 +25,7 @@ mod sending;
 mod smtp_server;
 mod standard_services;
 mod status_size;
+mod traces;
 mod watching;
 
 /// This binary runs the suite on the embedded SQLite database; `api_postgres` runs the

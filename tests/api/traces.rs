@@ -1,0 +1,237 @@
+//! Traces: `runrate serve` continues the trace of an incoming `traceparent` and exports
+//! its spans over OTLP/gRPC to a collector built here from the OpenTelemetry protos; its
+//! JSON log lines inside a request carry the trace id.
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use opentelemetry_proto::tonic::{
+    collector::trace::v1::{
+        ExportTraceServiceRequest, ExportTraceServiceResponse,
+        trace_service_server::{TraceService, TraceServiceServer},
+    },
+    trace::v1::Span,
+};
+use runrate::api::{
+    GetFactRequest, LoadFiguresRequest, admin_service_client::AdminServiceClient,
+    metrics_service_client::MetricsServiceClient,
+};
+use tokio::sync::Notify;
+
+use crate::helpers::{ServeProcess, TestDir, figures_file};
+
+const ADMIN_TOKEN: &str = "traces-test-token-0123456789abcdef0123";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A collector that keeps every span it is sent.
+#[derive(Clone, Default)]
+struct Collector {
+    spans: Arc<Mutex<Vec<Span>>>,
+    arrived: Arc<Notify>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Collector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let spans = request
+            .into_inner()
+            .resource_spans
+            .into_iter()
+            .flat_map(|resource| resource.scope_spans)
+            .flat_map(|scope| scope.spans);
+        self.spans.lock().expect("spans").extend(spans);
+        self.arrived.notify_waiters();
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+impl Collector {
+    async fn start(self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(self))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        address
+    }
+
+    /// Waits until a span matching `wanted` has arrived, and hands it back.
+    async fn wait_for(&self, what: &str, wanted: impl Fn(&Span) -> bool) -> Span {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            let arrived = self.arrived.notified();
+            if let Some(span) = self.spans.lock().expect("spans").iter().find(|s| wanted(s)) {
+                return span.clone();
+            }
+            let names: Vec<String> = self
+                .spans
+                .lock()
+                .expect("spans")
+                .iter()
+                .map(|span| span.name.clone())
+                .collect();
+            tokio::time::timeout_at(deadline, arrived)
+                .await
+                .unwrap_or_else(|_| panic!("no span {what} among {names:?}"));
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+fn with_traceparent<T>(message: T, trace_id: &str, parent: &str) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{trace_id}-{parent}-01")
+            .parse()
+            .expect("header"),
+    );
+    request
+}
+
+#[test]
+fn a_traceparent_is_continued_by_the_spans_exported_and_named_in_the_logs() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let dir = runtime.block_on(TestDir::new());
+    let collector = Collector::default();
+    let collector_address = runtime.block_on(collector.clone().start());
+    let mut environment = dir.serve_environment();
+    environment.extend(
+        [
+            (
+                "RUNRATE__TRACING__OTLP_ENDPOINT",
+                format!("http://{collector_address}"),
+            ),
+            ("RUNRATE__LOG__FORMAT", "json".into()),
+            ("RUNRATE__ADMIN__TOKEN", ADMIN_TOKEN.into()),
+            // Export within 50 ms rather than the batch's default 5 s.
+            ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+        ]
+        .map(|(key, value)| (key.to_owned(), value)),
+    );
+    let (server, lines) = ServeProcess::spawn(dir.path(), environment);
+    let server = server.until_serving(&lines);
+
+    let read_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let read_parent = "00f067aa0ba902b7";
+    let load_trace = "0af7651916cd43dd8448eb211c80319c";
+    let load_parent = "b7ad6b7169203331";
+    runtime.block_on(async {
+        let mut metrics = MetricsServiceClient::connect(server.url.clone())
+            .await
+            .expect("connect");
+        metrics
+            .get_fact(with_traceparent(
+                GetFactRequest {
+                    name: "providers/aws/periods/2026-q1/facts/cloud-revenue".into(),
+                    read_time: None,
+                },
+                read_trace,
+                read_parent,
+            ))
+            .await
+            .expect("a fact");
+        load_example_in_trace(&server.url, load_trace, load_parent).await;
+
+        let read = collector
+            .wait_for("GetFact in the caller's trace", |span| {
+                span.name == "runrate.v1.MetricsService/GetFact"
+                    && hex(&span.trace_id) == read_trace
+            })
+            .await;
+        assert_eq!(hex(&read.parent_span_id), read_parent);
+        let call = collector
+            .wait_for("LoadFigures in the caller's trace", |span| {
+                span.name == "runrate.v1.AdminService/LoadFigures"
+                    && hex(&span.trace_id) == load_trace
+            })
+            .await;
+        assert_eq!(hex(&call.parent_span_id), load_parent);
+        let load = collector
+            .wait_for("the load", |span| {
+                span.name == "load" && hex(&span.trace_id) == load_trace
+            })
+            .await;
+        assert_eq!(
+            load.parent_span_id, call.span_id,
+            "the load is the call's child"
+        );
+    });
+
+    assert_logged_in_trace(&server, load_trace);
+}
+
+#[test]
+fn without_an_exporter_the_logs_still_name_the_callers_trace() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let dir = runtime.block_on(TestDir::new());
+    let mut environment = dir.serve_environment();
+    environment.extend(
+        [
+            ("RUNRATE__LOG__FORMAT", "json"),
+            ("RUNRATE__ADMIN__TOKEN", ADMIN_TOKEN),
+        ]
+        .map(|(key, value)| (key.to_owned(), value.to_owned())),
+    );
+    let server = ServeProcess::start(dir.path(), environment);
+    let trace = "5c1b2f3577b34da6a3ce929d0e0e4737";
+    runtime.block_on(load_example_in_trace(
+        &server.url,
+        trace,
+        "11f067aa0ba902b8",
+    ));
+    assert_logged_in_trace(&server, trace);
+}
+
+/// Loads the example figures with a `traceparent` of `trace_id` and `parent`.
+async fn load_example_in_trace(url: &str, trace_id: &str, parent: &str) {
+    let mut admin = AdminServiceClient::connect(url.to_owned())
+        .await
+        .expect("connect");
+    let name = "2026-q2-example.toml";
+    let mut request = with_traceparent(
+        LoadFiguresRequest {
+            file_name: name.into(),
+            content: std::fs::read(figures_file(name)).expect("the example"),
+            ..Default::default()
+        },
+        trace_id,
+        parent,
+    );
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {ADMIN_TOKEN}").parse().expect("header"),
+    );
+    admin.load_figures(request).await.expect("loaded");
+}
+
+/// The example load's JSON log line runs in the load's span, inside the call's span
+/// with `trace_id`.
+fn assert_logged_in_trace(server: &ServeProcess, trace_id: &str) {
+    let logged = server
+        .output()
+        .lines()
+        .find(|line| line.contains("figures loaded") && line.contains("2026-q2-example.toml"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("a load line:\n{}", server.output()));
+    let event: serde_json::Value = serde_json::from_str(&logged).expect("a JSON line");
+    assert_eq!(event["span"]["name"], "load", "{logged}");
+    let spans = event["spans"].as_array().expect("the spans it ran in");
+    assert!(
+        spans.iter().any(|span| span["trace_id"] == trace_id),
+        "{logged}"
+    );
+}
