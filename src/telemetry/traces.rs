@@ -72,13 +72,18 @@ pub fn init(log: &LogSettings, traces: &TracingSettings) -> anyhow::Result<Traci
             )
         }
     };
-    let spans = provider
-        .as_ref()
-        .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer(SERVICE_NAME)));
+    // Each its own filter: quieting the logs must not stop the spans.
+    let mut layers = vec![logs.with_filter(filter).boxed()];
+    if let Some(provider) = &provider {
+        layers.push(
+            tracing_opentelemetry::layer()
+                .with_tracer(provider.tracer(SERVICE_NAME))
+                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+                .boxed(),
+        );
+    }
     tracing_subscriber::registry()
-        .with(filter)
-        .with(logs)
-        .with(spans)
+        .with(layers)
         .try_init()
         .context("cannot install the log subscriber")?;
     Ok(Tracing { provider })
