@@ -236,6 +236,9 @@ pub struct TracingSettings {
     /// An OTLP/gRPC collector such as `http://127.0.0.1:4317` that spans are exported to.
     /// Empty: none are.
     pub otlp_endpoint: String,
+    /// The share of traces begun here that are exported, 0 to 1; a trace whose caller
+    /// sampled it (the `traceparent` flag) is exported whatever this says.
+    pub sample_ratio: f64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -333,6 +336,7 @@ impl Default for Settings {
             },
             tracing: TracingSettings {
                 otlp_endpoint: String::new(),
+                sample_ratio: 1.0,
             },
         }
     }
@@ -510,6 +514,9 @@ impl Settings {
                 "tracing.otlp_endpoint",
                 "an http:// or https:// URL such as http://127.0.0.1:4317, or empty",
             );
+        }
+        if !(0.0..=1.0).contains(&self.tracing.sample_ratio) {
+            return fail("tracing.sample_ratio", "a number from 0 to 1");
         }
         let token = self.admin.token.expose();
         if !token.is_empty()
@@ -785,6 +792,38 @@ mod tests {
             err.contains("grpc.shutdown_timeout") && err.contains("10s"),
             "{err}"
         );
+
+        for (key, value, named) in [
+            (
+                "RUNRATE__TRACING__SAMPLE_RATIO",
+                "1.5",
+                "tracing.sample_ratio",
+            ),
+            (
+                "RUNRATE__TRACING__OTLP_ENDPOINT",
+                "127.0.0.1:4317",
+                "tracing.otlp_endpoint",
+            ),
+            (
+                "RUNRATE__METRICS__LISTEN",
+                "localhost:9464",
+                "metrics.listen",
+            ),
+            (
+                "RUNRATE__ADMIN__TOKEN",
+                "short-token-0123456789",
+                "admin.token",
+            ),
+        ] {
+            let err = Settings::load_from(Some(&file), env(&[(key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(named), "{key}={value}: {err}");
+        }
+        let metrics_off =
+            Settings::load_from(Some(&file), env(&[("RUNRATE__METRICS__LISTEN", "")]))
+                .expect("empty is off");
+        assert_eq!(metrics_off.metrics.listen.0, None);
     }
 
     #[test]

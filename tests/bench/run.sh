@@ -34,10 +34,11 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -q >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
 fi
-cargo build --release --quiet --bin runrate --example bench-floor
+cargo build --release --quiet --bin runrate --example bench-floor --example bench-otlp-sink
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 runrate="$target_dir/release/runrate"
 floor="$target_dir/release/examples/bench-floor"
+otlp_sink="$target_dir/release/examples/bench-otlp-sink"
 
 work=$(mktemp -d)
 pids=()
@@ -49,21 +50,27 @@ cleanup() {
 trap cleanup EXIT
 
 grpc_port=55051; http_port=55080; floor_port=55061; sink_port=55025; proxy_port=55026
+# Two more runrates for the reads, with metrics and traces on (one tenth of the traces
+# exported, and all of them), and their collector.
+observed_port=55052; observed_http_port=55081; metrics_port=55090; otlp_port=55317
+all_traced_port=55053; all_traced_http_port=55082; sample_ratio=0.1
 fact=providers/aws/periods/2026-q1/facts/ai-revenue-run-rate
 
 now_ms() { date +%s%3N; }
 median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.6g}")' "$@"; }
 
 # Starts runrate in $1 with extra environment (KEY=VALUE ...), waits for SERVING.
-start_runrate() {
-  local dir=$1; shift
+start_runrate() { start_runrate_on "$grpc_port" "$@"; }
+# The same, serving gRPC on port $1.
+start_runrate_on() {
+  local port=$1 dir=$2; shift 2
   mkdir -p "$dir"
-  (cd "$dir" && exec env RUNRATE__GRPC__LISTEN=127.0.0.1:$grpc_port RUNRATE__HTTP__LISTEN=127.0.0.1:$http_port \
+  (cd "$dir" && exec env RUNRATE__GRPC__LISTEN=127.0.0.1:$port RUNRATE__HTTP__LISTEN=127.0.0.1:$http_port \
       RUNRATE__LOG__FILTER=warn "$@" "$runrate" serve >"$dir/serve.log" 2>&1) &
   runrate_pid=$!
   pids+=("$runrate_pid")
   for _ in $(seq 1 500); do
-    "$runrate" health --server "http://127.0.0.1:$grpc_port" >/dev/null 2>&1 && return 0
+    "$runrate" health --server "http://127.0.0.1:$port" >/dev/null 2>&1 && return 0
     sleep 0.01
   done
   echo "runrate did not start; its log:" >&2; cat "$dir/serve.log" >&2; return 1
@@ -96,6 +103,18 @@ PY
 grpc_body "$fact" "$work/get-fact.bin"
 grpc_body "periods/2026-q1" "$work/compare.bin"
 
+"$otlp_sink" "127.0.0.1:$otlp_port" >"$work/otlp-sink.out" &
+otlp_sink_pid=$!
+pids+=("$otlp_sink_pid")
+# As an operator would run it: Prometheus metrics on, a tenth of the traces begun here
+# exported over OTLP (and every trace a caller sampled); and with every trace exported.
+start_runrate_on "$observed_port" "$work/reads-observed" RUNRATE__HTTP__LISTEN=127.0.0.1:$observed_http_port \
+  RUNRATE__METRICS__LISTEN=127.0.0.1:$metrics_port RUNRATE__TRACING__OTLP_ENDPOINT=http://127.0.0.1:$otlp_port \
+  RUNRATE__TRACING__SAMPLE_RATIO=$sample_ratio
+observed_pid=$runrate_pid
+start_runrate_on "$all_traced_port" "$work/reads-all-traced" RUNRATE__HTTP__LISTEN=127.0.0.1:$all_traced_http_port \
+  RUNRATE__TRACING__OTLP_ENDPOINT=http://127.0.0.1:$otlp_port
+all_traced_pid=$runrate_pid
 start_runrate "$work/reads"
 "$floor" "127.0.0.1:$floor_port" "http://127.0.0.1:$grpc_port" "$fact" &
 pids+=($!)
@@ -142,10 +161,30 @@ for call in GetFact:get-fact CompareProviders:compare; do
     reads[$method,floor,rps]+="$r "; reads[$method,floor,p50]+="$p50 "; reads[$method,floor,p99]+="$p99 "
     read -r r p50 p99 < <(h2load_run $grpc_port "$method" "$body")
     reads[$method,runrate,rps]+="$r "; reads[$method,runrate,p50]+="$p50 "; reads[$method,runrate,p99]+="$p99 "
+    if [ "$method" = GetFact ]; then
+      read -r r p50 p99 < <(h2load_run $observed_port "$method" "$body")
+      reads[$method,observed,rps]+="$r "; reads[$method,observed,p50]+="$p50 "; reads[$method,observed,p99]+="$p99 "
+      read -r r p50 p99 < <(h2load_run $all_traced_port "$method" "$body")
+      reads[$method,all_traced,rps]+="$r "; reads[$method,all_traced,p99]+="$p99 "
+    fi
   done
 done
 stop_runrate
 kill "${pids[-1]}" 2>/dev/null || true
+# The observed runrate counted every call, and its collector received spans.
+observed_calls=$(curl -s "http://127.0.0.1:$metrics_port/metrics" |
+  awk '/^grpc_server_handled_total\{.*grpc_method="GetFact".*grpc_code="OK"/ { print $2 }')
+for pid in $observed_pid $all_traced_pid; do
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+done
+kill "$otlp_sink_pid" 2>/dev/null || true
+wait "$otlp_sink_pid" 2>/dev/null || true
+spans_received=$(awk '/spans received/ { print $3 }' "$work/otlp-sink.out")
+if [ -z "$observed_calls" ] || [ "${spans_received:-0}" -eq 0 ]; then
+  echo "error: the observed runrate counted ${observed_calls:-no} GetFact calls and exported ${spans_received:-no} spans" >&2
+  exit 1
+fi
 
 # --- 2-4. Fan-out, LoadFigures and memory, against smtp-sink ------------------------------
 smtp-sink -u "$(id -un)" "127.0.0.1:$sink_port" 1024 &
@@ -309,6 +348,14 @@ for method in GetFact CompareProviders; do
   pgoal=""; [ "$method" = GetFact ] && pgoal="<= 1.2"
   row "$method p99 latency, ms" "$rp" "$fp" "$(ratio "$rp" "$fp")" "$pgoal"
 done
+or=$(m "${reads[GetFact,observed,rps]}"); fr=$(m "${reads[GetFact,floor,rps]}")
+row "GetFact requests/s, metrics on, traces at $sample_ratio" "$or" "$fr" "$(ratio "$or" "$fr")" ">= 0.9"
+op=$(m "${reads[GetFact,observed,p99]}"); fp=$(m "${reads[GetFact,floor,p99]}")
+row "GetFact p99, metrics on, traces at $sample_ratio, ms" "$op" "$fp" "$(ratio "$op" "$fp")" "<= 1.2"
+ar=$(m "${reads[GetFact,all_traced,rps]}"); ap=$(m "${reads[GetFact,all_traced,p99]}")
+row "GetFact requests/s, every trace exported" "$ar" "$fr" "$(ratio "$ar" "$fr")" ""
+row "GetFact p99, every trace exported, ms" "$ap" "$fp" "$(ratio "$ap" "$fp")" ""
+row "  (calls counted at $sample_ratio / spans exported)" "$observed_calls / $spans_received" "" "" ""
 for count in "${fanouts[@]}"; do
   rate=$(m "${fan[$count,rate]}"); ceil=$(m "${fan[$count,ceiling]}")
   goal=""; [ "$count" = 100000 ] && goal=">= 1.0"
