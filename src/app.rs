@@ -103,12 +103,9 @@ impl Application {
         extra_channels: Vec<Arc<dyn Channel>>,
     ) -> anyhow::Result<Self> {
         // First: metric handles taken before the recorder exists record nothing.
-        let metrics = settings
-            .metrics
-            .listen
-            .0
-            .map(|_| telemetry::prometheus())
-            .transpose()?;
+        if settings.metrics.listen.0.is_some() {
+            telemetry::prometheus()?;
+        }
         let fd_limit = connections::raise_fd_limit();
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
             format!(
@@ -194,11 +191,9 @@ impl Application {
             bind(settings.grpc.listen.0, "gRPC", "grpc.listen").await?;
         let (http_listener, http_address) =
             bind(settings.http.listen.0, "HTTP", "http.listen").await?;
-        let metrics_listener = match (metrics, settings.metrics.listen.0) {
-            (Some(_), Some(address)) => {
-                Some(bind(address, "Prometheus metrics", "metrics.listen").await?)
-            }
-            _ => None,
+        let metrics_listener = match settings.metrics.listen.0 {
+            Some(address) => Some(bind(address, "Prometheus metrics", "metrics.listen").await?),
+            None => None,
         };
         Ok(Application {
             settings,

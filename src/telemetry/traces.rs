@@ -3,22 +3,34 @@
 //! `tracing.otlp_endpoint` set, spans are exported over OTLP/gRPC; either way a span's
 //! trace id is one of its fields, so every log line inside a request carries it.
 
-use std::io::IsTerminal;
+use std::{
+    io::IsTerminal,
+    sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    },
+};
 
 use anyhow::Context as _;
 use http::HeaderMap;
 use opentelemetry::{
+    Context, KeyValue,
     propagation::{Extractor, TextMapPropagator},
-    trace::{TraceContextExt, TracerProvider as _},
+    trace::{Link, SpanContext, SpanKind, TraceContextExt, TraceId, TracerProvider as _},
 };
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{
     propagation::TraceContextPropagator,
-    trace::{Sampler, SdkTracerProvider},
+    trace::{Sampler, SamplingDecision, SamplingResult, SdkTracerProvider, ShouldSample},
 };
 use tracing::Span;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{Layer, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    Layer,
+    filter::{FilterExt, LevelFilter, filter_fn},
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
 
 use crate::settings::{LogFormat, LogSettings, TracingSettings};
 
@@ -26,6 +38,14 @@ use crate::settings::{LogFormat, LogSettings, TracingSettings};
 const SERVICE_NAME: &str = "runrate";
 /// Longest path a span is named after: a client picks the path.
 const MAX_SPAN_NAME: usize = 128;
+/// The target of request spans left out of the trace sample: logs see them (with the
+/// caller's trace id, if any), the exporter does not.
+const UNTRACED: &str = "runrate::untraced";
+
+/// `tracing.sample_ratio` while spans are exported; unset when they are not.
+static SAMPLE_RATIO: OnceLock<f64> = OnceLock::new();
+/// Requests decided so far, for sampling an exact share of them.
+static REQUESTS_SEEN: AtomicU64 = AtomicU64::new(0);
 
 /// What must outlive serving: the exporter, flushed at the end.
 pub struct Tracing {
@@ -63,11 +83,12 @@ pub fn init(log: &LogSettings, traces: &TracingSettings) -> anyhow::Result<Traci
                 .with_endpoint(endpoint)
                 .build()
                 .with_context(|| format!("cannot export traces to {endpoint}"))?;
+            let _ = SAMPLE_RATIO.set(traces.sample_ratio);
             Some(
                 SdkTracerProvider::builder()
                     .with_batch_exporter(exporter)
-                    .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                        traces.sample_ratio,
+                    .with_sampler(RequestsDecided(Sampler::ParentBased(Box::new(
+                        Sampler::TraceIdRatioBased(traces.sample_ratio),
                     ))))
                     .with_resource(
                         opentelemetry_sdk::Resource::builder()
@@ -92,7 +113,9 @@ pub fn init(log: &LogSettings, traces: &TracingSettings) -> anyhow::Result<Traci
                 .with_context_activation(false)
                 .with_threads(false)
                 .with_location(false)
-                .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+                .with_filter(
+                    LevelFilter::INFO.and(filter_fn(|metadata| metadata.target() != UNTRACED)),
+                )
                 .boxed(),
         );
     }
@@ -103,12 +126,26 @@ pub fn init(log: &LogSettings, traces: &TracingSettings) -> anyhow::Result<Traci
     Ok(Tracing { provider })
 }
 
+/// A request's span, at the target the exporter reads or, when the request is not in
+/// the trace sample, at [`UNTRACED`] (one macro, so the two cannot drift apart).
+macro_rules! request_span {
+    ($traced:expr, $name:literal, $($fields:tt)*) => {
+        if $traced {
+            tracing::info_span!($name, $($fields)*)
+        } else {
+            tracing::info_span!(target: "runrate::untraced", $name, $($fields)*)
+        }
+    };
+}
+
 /// The span of one gRPC call, named `package.Service/Method` as OpenTelemetry's RPC
 /// conventions name it.
 pub fn grpc_span(request: &http::Request<()>) -> Span {
     let path = bounded(request.uri().path().trim_start_matches('/'));
     let (service, method) = path.split_once('/').unwrap_or((path, ""));
-    let span = tracing::info_span!(
+    let incoming = incoming_trace(request.headers());
+    let span = request_span!(
+        is_traced(&incoming),
         "grpc",
         otel.name = %path,
         otel.kind = "server",
@@ -117,13 +154,15 @@ pub fn grpc_span(request: &http::Request<()>) -> Span {
         rpc.method = %method,
         trace_id = tracing::field::Empty,
     );
-    continue_trace(&span, request.headers());
+    continue_trace(&span, incoming);
     span
 }
 
 /// The span of one web request, named by its route template.
 pub fn http_span(method: &str, route: &str, headers: &HeaderMap) -> Span {
-    let span = tracing::info_span!(
+    let incoming = incoming_trace(headers);
+    let span = request_span!(
+        is_traced(&incoming),
         "http",
         otel.name = %format_args!("{method} {route}"),
         otel.kind = "server",
@@ -131,8 +170,62 @@ pub fn http_span(method: &str, route: &str, headers: &HeaderMap) -> Span {
         http.route = %route,
         trace_id = tracing::field::Empty,
     );
-    continue_trace(&span, headers);
+    continue_trace(&span, incoming);
     span
+}
+
+/// The trace a request's `traceparent` names, if it has a valid one.
+fn incoming_trace(headers: &HeaderMap) -> Context {
+    TraceContextPropagator::new().extract(&HeaderExtractor(headers))
+}
+
+/// Whether a request's span is exported: as its caller sampled it, or else for an exact
+/// share of requests. Deciding before the span is made spares the requests left out the
+/// exporter's cost of building a span, which is most of what a span costs.
+fn is_traced(incoming: &Context) -> bool {
+    let Some(&ratio) = SAMPLE_RATIO.get() else {
+        return false;
+    };
+    let caller = incoming.span().span_context().clone();
+    if caller.is_valid() {
+        return caller.is_sampled();
+    }
+    in_share(REQUESTS_SEEN.fetch_add(1, Ordering::Relaxed), ratio)
+}
+
+/// Whether the request numbered `seen` is among an exact `ratio` of all requests.
+fn in_share(seen: u64, ratio: f64) -> bool {
+    let seen = seen as f64;
+    ((seen + 1.0) * ratio).floor() > (seen * ratio).floor()
+}
+
+/// The exporter's sampler: a request span without a parent here was sampled already
+/// ([`is_traced`]); every other span is sampled as its parent was, and a trace begun
+/// elsewhere (a fan-out's deliveries) at the configured ratio.
+#[derive(Clone, Debug)]
+struct RequestsDecided(Sampler);
+
+impl ShouldSample for RequestsDecided {
+    fn should_sample(
+        &self,
+        parent_context: Option<&Context>,
+        trace_id: TraceId,
+        name: &str,
+        span_kind: &SpanKind,
+        attributes: &[KeyValue],
+        links: &[Link],
+    ) -> SamplingResult {
+        let has_parent = parent_context.is_some_and(|parent| parent.has_active_span());
+        if *span_kind == SpanKind::Server && !has_parent {
+            return SamplingResult {
+                decision: SamplingDecision::RecordAndSample,
+                attributes: Vec::new(),
+                trace_state: Default::default(),
+            };
+        }
+        self.0
+            .should_sample(parent_context, trace_id, name, span_kind, attributes, links)
+    }
 }
 
 fn bounded(text: &str) -> &str {
@@ -144,9 +237,8 @@ fn bounded(text: &str) -> &str {
 
 /// Makes `span` a child of the request's `traceparent`, if it has a valid one, and
 /// records the trace id it belongs to: the incoming one, or the one the exporter began.
-fn continue_trace(span: &Span, headers: &HeaderMap) {
-    let parent = TraceContextPropagator::new().extract(&HeaderExtractor(headers));
-    let incoming = parent.span().span_context().clone();
+fn continue_trace(span: &Span, parent: Context) {
+    let incoming: SpanContext = parent.span().span_context().clone();
     let _ = span.set_parent(parent);
     let own = span.context().span().span_context().clone();
     let trace_id = if own.is_valid() {
@@ -168,5 +260,18 @@ impl Extractor for HeaderExtractor<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_share_sampled_is_exact() {
+        for (ratio, expected) in [(0.0, 0), (0.1, 100), (0.25, 250), (1.0, 1000)] {
+            let sampled = (0..1000).filter(|&seen| in_share(seen, ratio)).count();
+            assert_eq!(sampled, expected, "ratio {ratio}");
+        }
     }
 }

@@ -174,6 +174,61 @@ fn a_traceparent_is_continued_by_the_spans_exported_even_with_quiet_logs() {
 }
 
 #[test]
+fn at_a_sample_ratio_of_zero_only_the_callers_sampled_traces_are_exported() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let dir = runtime.block_on(TestDir::new());
+    let collector = Collector::default();
+    let collector_address = runtime.block_on(collector.clone().start());
+    let mut environment = dir.serve_environment();
+    environment.extend(
+        [
+            (
+                "RUNRATE__TRACING__OTLP_ENDPOINT",
+                format!("http://{collector_address}"),
+            ),
+            ("RUNRATE__TRACING__SAMPLE_RATIO", "0".into()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+        ]
+        .map(|(key, value)| (key.to_owned(), value)),
+    );
+    let server = ServeProcess::start(dir.path(), environment);
+    let sampled = "6e0c63257de34c926f9efcd03927272e";
+    runtime.block_on(async {
+        let mut metrics = MetricsServiceClient::connect(server.url.clone())
+            .await
+            .expect("connect");
+        let get_fact = || GetFactRequest {
+            name: "providers/aws/periods/2026-q1/facts/cloud-revenue".into(),
+            read_time: None,
+        };
+        for _ in 0..3 {
+            metrics
+                .get_fact(tonic::Request::new(get_fact()))
+                .await
+                .expect("a fact");
+        }
+        metrics
+            .get_fact(with_traceparent(get_fact(), sampled, "a3ce929d0e0e4736"))
+            .await
+            .expect("a fact");
+        collector
+            .wait_for("the caller's sampled GetFact", |span| {
+                hex(&span.trace_id) == sampled
+            })
+            .await;
+        // Spans are exported in the order they end: the three before it went first, if at all.
+        let exported: Vec<String> = collector
+            .spans
+            .lock()
+            .expect("spans")
+            .iter()
+            .map(|span| hex(&span.trace_id))
+            .collect();
+        assert_eq!(exported, [sampled]);
+    });
+}
+
+#[test]
 fn without_an_exporter_the_logs_still_name_the_callers_trace() {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let dir = runtime.block_on(TestDir::new());

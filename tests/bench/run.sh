@@ -5,6 +5,7 @@
 #
 #   tests/bench/run.sh            the full run (about 20 minutes)
 #   tests/bench/run.sh --smoke    small counts and short runs, for CI
+#   tests/bench/run.sh --reads    the reads alone, as in the full run (about 3 minutes)
 #
 # Everything talks to 127.0.0.1. Set BENCH_POSTGRES_URL (a server whose user may create
 # databases) to time LoadFigures on PostgreSQL too; .ci/run's PostgreSQL is used if up.
@@ -12,6 +13,7 @@ set -euo pipefail
 
 mode=full
 [ "${1:-}" = "--smoke" ] && mode=smoke
+[ "${1:-}" = "--reads" ] && mode=reads
 if [ "$mode" = smoke ]; then
   read_seconds=1; pairs=3; fanouts=(1000); big=1000; huge=2000; over_latency=200
 else
@@ -58,6 +60,9 @@ fact=providers/aws/periods/2026-q1/facts/ai-revenue-run-rate
 
 now_ms() { date +%s%3N; }
 median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.argv[1:]]; print(f"{statistics.median(v):.6g}")' "$@"; }
+m() { median ${1}; }
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+row() { printf '| %-50s | %12s | %12s | %6s | %-10s |\n' "$@"; }
 
 # Starts runrate in $1 with extra environment (KEY=VALUE ...), waits for SERVING.
 start_runrate() { start_runrate_on "$grpc_port" "$@"; }
@@ -154,19 +159,19 @@ PY
 }
 
 declare -A reads
+declare -A port_of=([floor]=$floor_port [runrate]=$grpc_port [observed]=$observed_port
+  [all_traced]=$all_traced_port)
 for call in GetFact:get-fact CompareProviders:compare; do
   method=${call%%:*}; body=${call##*:}
+  servers=(floor runrate)
+  [ "$method" = GetFact ] && servers+=(observed all_traced)
   for pair in $(seq 1 "$pairs"); do
-    read -r r p50 p99 < <(h2load_run $floor_port "$method" "$body")
-    reads[$method,floor,rps]+="$r "; reads[$method,floor,p50]+="$p50 "; reads[$method,floor,p99]+="$p99 "
-    read -r r p50 p99 < <(h2load_run $grpc_port "$method" "$body")
-    reads[$method,runrate,rps]+="$r "; reads[$method,runrate,p50]+="$p50 "; reads[$method,runrate,p99]+="$p99 "
-    if [ "$method" = GetFact ]; then
-      read -r r p50 p99 < <(h2load_run $observed_port "$method" "$body")
-      reads[$method,observed,rps]+="$r "; reads[$method,observed,p50]+="$p50 "; reads[$method,observed,p99]+="$p99 "
-      read -r r p50 p99 < <(h2load_run $all_traced_port "$method" "$body")
-      reads[$method,all_traced,rps]+="$r "; reads[$method,all_traced,p99]+="$p99 "
-    fi
+    # Each pair starts one server further on, so that none always runs in one position.
+    for i in "${!servers[@]}"; do
+      server=${servers[$(( (i + pair - 1) % ${#servers[@]} ))]}
+      read -r r p50 p99 < <(h2load_run "${port_of[$server]}" "$method" "$body")
+      reads[$method,$server,rps]+="$r "; reads[$method,$server,p50]+="$p50 "; reads[$method,$server,p99]+="$p99 "
+    done
   done
 done
 stop_runrate
@@ -180,10 +185,43 @@ for pid in $observed_pid $all_traced_pid; do
 done
 kill "$otlp_sink_pid" 2>/dev/null || true
 wait "$otlp_sink_pid" 2>/dev/null || true
-spans_received=$(awk '/spans received/ { print $3 }' "$work/otlp-sink.out")
-if [ -z "$observed_calls" ] || [ "${spans_received:-0}" -eq 0 ]; then
-  echo "error: the observed runrate counted ${observed_calls:-no} GetFact calls and exported ${spans_received:-no} spans" >&2
+exports_taken=$(awk '/exports taken/ { print $3 }' "$work/otlp-sink.out")
+if [ -z "$observed_calls" ] || [ "${exports_taken:-0}" -eq 0 ]; then
+  echo "error: the observed runrate counted ${observed_calls:-no} GetFact calls; the collector took ${exports_taken:-no} exports" >&2
   exit 1
+fi
+
+print_header() {
+  echo
+  echo "runrate benchmarks ($mode run, $(nproc) cores, $(date -u +%Y-%m-%d), medians of $pairs interleaved pairs)"
+  echo
+  row "measurement" "runrate" "floor" "ratio" "goal"
+  row "--------------------------------------------------" "------------" "------------" "------" "----------"
+}
+print_reads() {
+  for method in GetFact CompareProviders; do
+    goal=">= 0.9"; [ "$method" = CompareProviders ] && goal=">= 0.75"
+    rr=$(m "${reads[$method,runrate,rps]}"); fr=$(m "${reads[$method,floor,rps]}")
+    row "$method requests/s (h2load -c50 -m10)" "$rr" "$fr" "$(ratio "$rr" "$fr")" "$goal"
+    rp=$(m "${reads[$method,runrate,p50]}"); fp=$(m "${reads[$method,floor,p50]}")
+    row "$method p50 latency, ms" "$rp" "$fp" "$(ratio "$rp" "$fp")" ""
+    rp=$(m "${reads[$method,runrate,p99]}"); fp=$(m "${reads[$method,floor,p99]}")
+    pgoal=""; [ "$method" = GetFact ] && pgoal="<= 1.2"
+    row "$method p99 latency, ms" "$rp" "$fp" "$(ratio "$rp" "$fp")" "$pgoal"
+  done
+  or=$(m "${reads[GetFact,observed,rps]}"); fr=$(m "${reads[GetFact,floor,rps]}")
+  row "GetFact requests/s, metrics on, traces at $sample_ratio" "$or" "$fr" "$(ratio "$or" "$fr")" ">= 0.9"
+  op=$(m "${reads[GetFact,observed,p99]}"); fp=$(m "${reads[GetFact,floor,p99]}")
+  row "GetFact p99, metrics on, traces at $sample_ratio, ms" "$op" "$fp" "$(ratio "$op" "$fp")" "<= 1.2"
+  ar=$(m "${reads[GetFact,all_traced,rps]}"); ap=$(m "${reads[GetFact,all_traced,p99]}")
+  row "GetFact requests/s, every trace exported" "$ar" "$fr" "$(ratio "$ar" "$fr")" ""
+  row "GetFact p99, every trace exported, ms" "$ap" "$fp" "$(ratio "$ap" "$fp")" ""
+  row "  (calls counted at $sample_ratio / exports taken)" "$observed_calls / $exports_taken" "" "" ""
+}
+if [ "$mode" = reads ]; then
+  print_header
+  print_reads
+  exit 0
 fi
 
 # --- 2-4. Fan-out, LoadFigures and memory, against smtp-sink ------------------------------
@@ -330,32 +368,8 @@ if [ -n "$postgres_url" ] && command -v psql >/dev/null; then
 fi
 
 # --- The table ------------------------------------------------------------------------------
-m() { median ${1}; }
-ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
-row() { printf '| %-50s | %12s | %12s | %6s | %-10s |\n' "$@"; }
-echo
-echo "runrate benchmarks ($mode run, $(nproc) cores, $(date -u +%Y-%m-%d), medians of $pairs interleaved pairs)"
-echo
-row "measurement" "runrate" "floor" "ratio" "goal"
-row "--------------------------------------------------" "------------" "------------" "------" "----------"
-for method in GetFact CompareProviders; do
-  goal=">= 0.9"; [ "$method" = CompareProviders ] && goal=">= 0.75"
-  rr=$(m "${reads[$method,runrate,rps]}"); fr=$(m "${reads[$method,floor,rps]}")
-  row "$method requests/s (h2load -c50 -m10)" "$rr" "$fr" "$(ratio "$rr" "$fr")" "$goal"
-  rp=$(m "${reads[$method,runrate,p50]}"); fp=$(m "${reads[$method,floor,p50]}")
-  row "$method p50 latency, ms" "$rp" "$fp" "$(ratio "$rp" "$fp")" ""
-  rp=$(m "${reads[$method,runrate,p99]}"); fp=$(m "${reads[$method,floor,p99]}")
-  pgoal=""; [ "$method" = GetFact ] && pgoal="<= 1.2"
-  row "$method p99 latency, ms" "$rp" "$fp" "$(ratio "$rp" "$fp")" "$pgoal"
-done
-or=$(m "${reads[GetFact,observed,rps]}"); fr=$(m "${reads[GetFact,floor,rps]}")
-row "GetFact requests/s, metrics on, traces at $sample_ratio" "$or" "$fr" "$(ratio "$or" "$fr")" ">= 0.9"
-op=$(m "${reads[GetFact,observed,p99]}"); fp=$(m "${reads[GetFact,floor,p99]}")
-row "GetFact p99, metrics on, traces at $sample_ratio, ms" "$op" "$fp" "$(ratio "$op" "$fp")" "<= 1.2"
-ar=$(m "${reads[GetFact,all_traced,rps]}"); ap=$(m "${reads[GetFact,all_traced,p99]}")
-row "GetFact requests/s, every trace exported" "$ar" "$fr" "$(ratio "$ar" "$fr")" ""
-row "GetFact p99, every trace exported, ms" "$ap" "$fp" "$(ratio "$ap" "$fp")" ""
-row "  (calls counted at $sample_ratio / spans exported)" "$observed_calls / $spans_received" "" "" ""
+print_header
+print_reads
 for count in "${fanouts[@]}"; do
   rate=$(m "${fan[$count,rate]}"); ceil=$(m "${fan[$count,ceiling]}")
   goal=""; [ "$count" = 100000 ] && goal=">= 1.0"
