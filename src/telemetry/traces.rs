@@ -133,7 +133,7 @@ macro_rules! request_span {
         if $traced {
             tracing::info_span!($name, $($fields)*)
         } else {
-            tracing::info_span!(target: "runrate::untraced", $name, $($fields)*)
+            tracing::info_span!(target: UNTRACED, $name, $($fields)*)
         }
     };
 }
