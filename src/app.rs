@@ -440,19 +440,8 @@ impl Application {
             admin_token: self.admin_token.clone(),
         })
         .layer(axum::middleware::from_fn(telemetry::http::record));
-        let settings = &self.settings.http;
-        let limits = ConnectionLimits {
-            max_connections: self.connection_cap(settings.max_connections),
-            first_byte_timeout: settings.header_read_timeout.0,
-            idle_timeout: Some(settings.idle_timeout.0),
-        };
-        let incoming = connections::accept(listener, "HTTP", limits, stopping.clone());
-        tokio::spawn(serve_http(
-            app,
-            incoming,
-            settings.header_read_timeout.0,
-            stopping,
-        ))
+        let cap = self.connection_cap(self.settings.http.max_connections);
+        self.spawn_web(app, listener, "HTTP", cap, stopping)
     }
 
     /// `/metrics` on its own listener, bounded like the web side.
@@ -462,13 +451,25 @@ impl Application {
         stopping: CancellationToken,
     ) -> JoinHandle<anyhow::Result<()>> {
         let app = telemetry::router(self.store.clone());
+        self.spawn_web(app, listener, "metrics", METRICS_MAX_CONNECTIONS, stopping)
+    }
+
+    /// Serves `app` on `listener` with the web side's timeouts and `max_connections`.
+    fn spawn_web(
+        &self,
+        app: axum::Router,
+        listener: TcpListener,
+        what: &'static str,
+        max_connections: usize,
+        stopping: CancellationToken,
+    ) -> JoinHandle<anyhow::Result<()>> {
         let settings = &self.settings.http;
         let limits = ConnectionLimits {
-            max_connections: METRICS_MAX_CONNECTIONS,
+            max_connections,
             first_byte_timeout: settings.header_read_timeout.0,
             idle_timeout: Some(settings.idle_timeout.0),
         };
-        let incoming = connections::accept(listener, "metrics", limits, stopping.clone());
+        let incoming = connections::accept(listener, what, limits, stopping.clone());
         tokio::spawn(serve_http(
             app,
             incoming,

@@ -87,6 +87,30 @@ impl Collector {
     }
 }
 
+/// `runrate serve` exporting its spans to `collector`, with `extra` environment.
+async fn serve_exporting_to(
+    collector: &Collector,
+    dir: &TestDir,
+    extra: &[(&str, &str)],
+) -> ServeProcess {
+    let address = collector.clone().start().await;
+    let mut environment = dir.serve_environment();
+    environment.extend(
+        [
+            (
+                "RUNRATE__TRACING__OTLP_ENDPOINT",
+                format!("http://{address}"),
+            ),
+            ("RUNRATE__ADMIN__TOKEN", ADMIN_TOKEN.into()),
+            // Export within 50 ms rather than the batch's default 5 s.
+            ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
+        ]
+        .map(|(key, value)| (key.to_owned(), value)),
+    );
+    environment.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    ServeProcess::start(dir.path(), environment)
+}
+
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
@@ -107,24 +131,13 @@ fn a_traceparent_is_continued_by_the_spans_exported_even_with_quiet_logs() {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let dir = runtime.block_on(TestDir::new());
     let collector = Collector::default();
-    let collector_address = runtime.block_on(collector.clone().start());
-    let mut environment = dir.serve_environment();
-    environment.extend(
-        [
-            (
-                "RUNRATE__TRACING__OTLP_ENDPOINT",
-                format!("http://{collector_address}"),
-            ),
-            // The log filter is for the logs (here all but where it serves are quiet):
-            // spans are exported all the same.
-            ("RUST_LOG", "warn,runrate::app=info".into()),
-            ("RUNRATE__ADMIN__TOKEN", ADMIN_TOKEN.into()),
-            // Export within 50 ms rather than the batch's default 5 s.
-            ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
-        ]
-        .map(|(key, value)| (key.to_owned(), value)),
-    );
-    let server = ServeProcess::start(dir.path(), environment);
+    // The log filter is for the logs (here all but where it serves are quiet): spans
+    // are exported all the same.
+    let server = runtime.block_on(serve_exporting_to(
+        &collector,
+        &dir,
+        &[("RUST_LOG", "warn,runrate::app=info")],
+    ));
 
     let read_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
     let read_parent = "00f067aa0ba902b7";
@@ -178,20 +191,11 @@ fn at_a_sample_ratio_of_zero_only_the_callers_sampled_traces_are_exported() {
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     let dir = runtime.block_on(TestDir::new());
     let collector = Collector::default();
-    let collector_address = runtime.block_on(collector.clone().start());
-    let mut environment = dir.serve_environment();
-    environment.extend(
-        [
-            (
-                "RUNRATE__TRACING__OTLP_ENDPOINT",
-                format!("http://{collector_address}"),
-            ),
-            ("RUNRATE__TRACING__SAMPLE_RATIO", "0".into()),
-            ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
-        ]
-        .map(|(key, value)| (key.to_owned(), value)),
-    );
-    let server = ServeProcess::start(dir.path(), environment);
+    let server = runtime.block_on(serve_exporting_to(
+        &collector,
+        &dir,
+        &[("RUNRATE__TRACING__SAMPLE_RATIO", "0")],
+    ));
     let sampled = "6e0c63257de34c926f9efcd03927272e";
     runtime.block_on(async {
         let mut metrics = MetricsServiceClient::connect(server.url.clone())
