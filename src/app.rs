@@ -62,7 +62,7 @@ pub struct Application {
     http_listener: Option<TcpListener>,
     http_address: SocketAddr,
     /// Prometheus's own listener, when `metrics.listen` is set.
-    metrics_listener: Option<(TcpListener, SocketAddr)>,
+    metrics_listener: Option<MetricsListener>,
     snapshot: SharedSnapshot,
     loader: Arc<FigureLoader>,
     admin_token: Arc<AdminToken>,
@@ -76,6 +76,13 @@ pub struct Application {
     outbox_wakeup: Wakeup,
     /// Whether `run_until` works the outbox in the background (tests drain it instead).
     outbox_lanes: bool,
+}
+
+/// Where `/metrics` is served, and the recorder it renders.
+struct MetricsListener {
+    listener: TcpListener,
+    address: SocketAddr,
+    prometheus: telemetry::PrometheusHandle,
 }
 
 async fn bind(
@@ -103,9 +110,12 @@ impl Application {
         extra_channels: Vec<Arc<dyn Channel>>,
     ) -> anyhow::Result<Self> {
         // First: metric handles taken before the recorder exists record nothing.
-        if settings.metrics.listen.0.is_some() {
-            telemetry::prometheus()?;
-        }
+        let prometheus = settings
+            .metrics
+            .listen
+            .0
+            .map(|address| telemetry::prometheus().map(|handle| (address, handle)))
+            .transpose()?;
         let fd_limit = connections::raise_fd_limit();
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
             format!(
@@ -191,8 +201,16 @@ impl Application {
             bind(settings.grpc.listen.0, "gRPC", "grpc.listen").await?;
         let (http_listener, http_address) =
             bind(settings.http.listen.0, "HTTP", "http.listen").await?;
-        let metrics_listener = match settings.metrics.listen.0 {
-            Some(address) => Some(bind(address, "Prometheus metrics", "metrics.listen").await?),
+        let metrics_listener = match prometheus {
+            Some((address, handle)) => {
+                let (listener, bound) =
+                    bind(address, "Prometheus metrics", "metrics.listen").await?;
+                Some(MetricsListener {
+                    listener,
+                    address: bound,
+                    prometheus: handle,
+                })
+            }
             None => None,
         };
         Ok(Application {
@@ -226,7 +244,9 @@ impl Application {
 
     /// Where `/metrics` is served, when it is.
     pub fn metrics_address(&self) -> Option<SocketAddr> {
-        self.metrics_listener.as_ref().map(|(_, address)| *address)
+        self.metrics_listener
+            .as_ref()
+            .map(|metrics| metrics.address)
     }
 
     pub fn store(&self) -> Arc<Store> {
@@ -276,9 +296,9 @@ impl Application {
         ));
         let grpc = self.spawn_grpc(grpc_listener, health_service, stopping.clone())?;
         let http = self.spawn_http(http_listener, stopping.clone());
-        let metrics = self.metrics_listener.take().map(|(listener, address)| {
-            tracing::info!(%address, "serving Prometheus metrics");
-            self.spawn_metrics(listener, stopping.clone())
+        let metrics = self.metrics_listener.take().map(|metrics| {
+            tracing::info!(address = %metrics.address, "serving Prometheus metrics");
+            self.spawn_metrics(metrics, stopping.clone())
         });
         let outbox = if self.outbox_lanes {
             tokio::spawn(self.outbox.clone().run(stopping.clone()))
@@ -447,11 +467,17 @@ impl Application {
     /// `/metrics` on its own listener, bounded like the web side.
     fn spawn_metrics(
         &self,
-        listener: TcpListener,
+        metrics: MetricsListener,
         stopping: CancellationToken,
     ) -> JoinHandle<anyhow::Result<()>> {
-        let app = telemetry::router(self.store.clone());
-        self.spawn_web(app, listener, "metrics", METRICS_MAX_CONNECTIONS, stopping)
+        let app = telemetry::router(metrics.prometheus, self.store.clone());
+        self.spawn_web(
+            app,
+            metrics.listener,
+            "metrics",
+            METRICS_MAX_CONNECTIONS,
+            stopping,
+        )
     }
 
     /// Serves `app` on `listener` with the web side's timeouts and `max_connections`.

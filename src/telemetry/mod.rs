@@ -24,7 +24,8 @@ use axum::{
     routing::get,
 };
 use metrics::{Gauge, Unit};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+pub use metrics_exporter_prometheus::PrometheusHandle;
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 use crate::{domain::Named, store::Store};
 
@@ -108,15 +109,13 @@ struct Scrape {
     store: Arc<Store>,
 }
 
-/// `GET /metrics`, for the metrics listener. Needs [`prometheus`] installed.
-pub fn router(store: Arc<Store>) -> Router {
+/// `GET /metrics`, for the metrics listener, rendering the recorder [`prometheus`]
+/// installed.
+pub fn router(prometheus: PrometheusHandle, store: Arc<Store>) -> Router {
     let process = metrics_process::Collector::default();
     process.describe();
     let scrape = Scrape {
-        prometheus: PROMETHEUS
-            .get()
-            .expect("the metrics recorder is installed before its listener")
-            .clone(),
+        prometheus,
         process,
         store,
     };

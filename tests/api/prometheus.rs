@@ -343,3 +343,49 @@ async fn wait_for_report(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+#[test]
+fn a_finished_fan_out_is_timed_once() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let dir = runtime.block_on(TestDir::new());
+    let smtp = runtime.block_on(SmtpServer::start());
+    let (server, metrics) = serve_with_metrics(
+        &dir,
+        &[
+            ("RUNRATE__MAIL__TRANSPORT", "smtp".into()),
+            ("RUNRATE__MAIL__SMTP__PORT", smtp.address.port().to_string()),
+        ],
+    );
+    runtime.block_on(async {
+        dir.seed_confirmed_subscribers(&dir.path().join("runrate-data"), 5)
+            .await;
+        load_example_through(&server.url, ADMIN_TOKEN, "2026-q2-example.toml").await;
+        let report = wait_for_report(&server.url, |report| report.sent == 5).await;
+        // The lane that finds the outbox empty after the last result times the fan-out.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let timed = loop {
+            let text = http_client::request(metrics, "GET", "/metrics", None)
+                .await
+                .body;
+            let timed = value(
+                &samples(&text),
+                "runrate_fan_out_duration_seconds_count",
+                &[],
+            );
+            if timed > 0.0 || tokio::time::Instant::now() > deadline {
+                break timed;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!(timed, 1.0, "{report:?}");
+        let text = scrape(metrics).await;
+        assert_eq!(
+            value(
+                &samples(&text),
+                "runrate_emails_total",
+                &[("outcome", "sent")]
+            ),
+            5.0
+        );
+    });
+}
