@@ -1,6 +1,6 @@
 //! `runrate.v1.MetricsService`: reads, all answered from the read snapshot.
 
-use std::{collections::HashMap, sync::Arc, time::SystemTime};
+use std::{borrow::Borrow, collections::HashMap, hash::Hash, sync::Arc, time::SystemTime};
 
 use arc_swap::ArcSwap;
 
@@ -24,7 +24,9 @@ use super::{
 
 pub struct MetricsApi {
     snapshot: SharedSnapshot,
-    comparisons: ComparisonCache,
+    comparisons: AnswerCache<Quarter, api::CompareProvidersResponse>,
+    /// Facts as of now, by their canonical names.
+    facts: AnswerCache<String, api::Fact>,
     tokens: Arc<TokenSealer>,
 }
 
@@ -32,52 +34,69 @@ impl MetricsApi {
     pub fn new(snapshot: SharedSnapshot, tokens: Arc<TokenSealer>) -> Self {
         MetricsApi {
             snapshot,
-            comparisons: ComparisonCache::default(),
+            comparisons: AnswerCache::default(),
+            facts: AnswerCache::default(),
             tokens,
         }
     }
 }
 
-/// Comparisons built for the current snapshot, shared by every request that asks for the
-/// same period: the table is the same until the next load, and building it (21 facts with
-/// their sources and display values) costs more than answering with it.
-#[derive(Default)]
-struct ComparisonCache {
-    current: ArcSwap<CachedComparisons>,
+/// Answers built from the current snapshot, shared by every request that asks for the
+/// same thing: an answer is the same until the next load, and building one (a fact with
+/// its sources and display values, or a comparison of 21 of them) costs more than
+/// answering with it. Only answers the snapshot holds are kept, so the entries are bounded
+/// by what was loaded, not by what clients ask for.
+struct AnswerCache<K, V> {
+    current: ArcSwap<CachedAnswers<K, V>>,
 }
 
-#[derive(Default, Clone)]
-struct CachedComparisons {
+struct CachedAnswers<K, V> {
     head: LoadId,
-    by_period: HashMap<Quarter, Arc<api::CompareProvidersResponse>>,
+    answers: HashMap<K, Arc<V>>,
 }
 
-impl ComparisonCache {
-    fn get_or_build(
-        &self,
-        snapshot: &ReadSnapshot,
-        period: Quarter,
-    ) -> Arc<api::CompareProvidersResponse> {
-        let cached = self.current.load();
-        if cached.head == snapshot.head()
-            && let Some(comparison) = cached.by_period.get(&period)
-        {
-            return comparison.clone();
+impl<K, V> Default for AnswerCache<K, V> {
+    fn default() -> Self {
+        AnswerCache {
+            current: ArcSwap::from_pointee(CachedAnswers {
+                head: LoadId::default(),
+                answers: HashMap::new(),
+            }),
         }
-        let built = Arc::new(to_proto::comparison(snapshot, period));
+    }
+}
+
+impl<K: Hash + Eq + Clone, V> AnswerCache<K, V> {
+    fn get<Q>(&self, snapshot: &ReadSnapshot, key: &Q) -> Option<Arc<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        let cached = self.current.load();
+        (cached.head == snapshot.head())
+            .then(|| cached.answers.get(key).cloned())
+            .flatten()
+    }
+
+    fn insert(&self, snapshot: &ReadSnapshot, key: K, answer: Arc<V>) {
         let head = snapshot.head();
         self.current.rcu(|current| {
-            let mut next = if current.head == head {
-                CachedComparisons::clone(current)
+            let mut answers = if current.head == head {
+                current.answers.clone()
             } else {
-                CachedComparisons {
-                    head,
-                    by_period: HashMap::new(),
-                }
+                HashMap::new()
             };
-            next.by_period.insert(period, built.clone());
-            next
+            answers.insert(key.clone(), answer.clone());
+            CachedAnswers { head, answers }
         });
+    }
+
+    fn get_or_build(&self, snapshot: &ReadSnapshot, key: K, build: impl FnOnce() -> V) -> Arc<V> {
+        if let Some(answer) = self.get(snapshot, &key) {
+            return answer;
+        }
+        let built = Arc::new(build());
+        self.insert(snapshot, key, built.clone());
         built
     }
 }
@@ -362,9 +381,13 @@ impl MetricsService for MetricsApi {
         request: Request<api::GetFactRequest>,
     ) -> Result<Response<api::Fact>, Status> {
         let request = request.into_inner();
-        let key: FactKey = from_proto::parse_fact_name("name", &request.name)?;
         let read_time = from_proto::read_time(request.read_time.as_ref())?;
         let snapshot = self.snapshot.load();
+        let as_of_now = read_time.is_none();
+        if as_of_now && let Some(fact) = self.facts.get(&snapshot, request.name.as_str()) {
+            return Ok(Response::new(api::Fact::clone(&fact)));
+        }
+        let key: FactKey = from_proto::parse_fact_name("name", &request.name)?;
         require_provider(&snapshot, &key.provider)?;
         require_metric(&snapshot, &key.metric, true)?;
         require_period(&snapshot, key.period)?;
@@ -376,6 +399,11 @@ impl MetricsService for MetricsApi {
                 &derived::derive(&snapshot, &key, read_time).ok_or_else(not_found)?,
             )
         };
+        // Kept under its canonical name only: another spelling of it parses again.
+        if as_of_now && request.name == fact.name {
+            self.facts
+                .insert(&snapshot, request.name, Arc::new(fact.clone()));
+        }
         Ok(Response::new(fact))
     }
 
@@ -390,7 +418,9 @@ impl MetricsService for MetricsApi {
             })?,
             name => require_period(&snapshot, from_proto::parse_period_name("period", name)?)?,
         };
-        let comparison = self.comparisons.get_or_build(&snapshot, period);
+        let comparison = self.comparisons.get_or_build(&snapshot, period, || {
+            to_proto::comparison(&snapshot, period)
+        });
         Ok(Response::new(comparison.as_ref().clone()))
     }
 
