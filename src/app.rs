@@ -21,6 +21,7 @@ use crate::{
     auth::AdminToken,
     catalog::{ReadSnapshot, SharedSnapshot},
     connections::{self, ConnectionLimits},
+    cors,
     figures_file::ParseLimits,
     grpc::{
         AdminApi, MetricsApi, MetricsWithWatch, NewsletterApi, RequireAdminToken, WatchConfig,
@@ -424,6 +425,7 @@ impl Application {
             .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
             .timeout(grpc.request_timeout.0)
             .trace_fn(telemetry::traces::grpc_span)
+            .layer(cors::layer(&self.settings.http.cors_allowed_origins))
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside gRPC-Web, so that it sees every call as gRPC.
             .layer(grpc_metrics)
@@ -459,6 +461,7 @@ impl Application {
             feedback: self.feedback.clone(),
             admin_token: self.admin_token.clone(),
         })
+        .layer(cors::layer(&self.settings.http.cors_allowed_origins))
         .layer(axum::middleware::from_fn(telemetry::http::record));
         let cap = self.connection_cap(self.settings.http.max_connections);
         self.spawn_web(app, listener, "HTTP", cap, stopping)

@@ -5,6 +5,7 @@ pub mod auth;
 pub mod catalog;
 pub mod cli;
 pub mod connections;
+pub mod cors;
 pub mod domain;
 pub mod figures_file;
 pub mod grpc;

@@ -123,6 +123,9 @@ pub struct HttpSettings {
     pub header_read_timeout: TextDuration,
     /// A connection with no traffic for this long is closed.
     pub idle_timeout: TextDuration,
+    /// Web pages on these origins (`https://dashboard.example`, separated by commas, or
+    /// `*` for any) may call the gRPC-Web and HTTP APIs from a browser; empty for none.
+    pub cors_allowed_origins: CorsOrigins,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -290,6 +293,7 @@ impl Default for Settings {
                 max_connections: 0,
                 header_read_timeout: TextDuration(Duration::from_secs(10)),
                 idle_timeout: TextDuration(Duration::from_secs(60)),
+                cors_allowed_origins: CorsOrigins::default(),
             },
             newsletter: NewsletterSettings {
                 confirmation_ttl: TextDuration(Duration::from_secs(72 * 3600)),
@@ -698,6 +702,87 @@ impl<'de> Deserialize<'de> for OptionalListenAddress {
     }
 }
 
+/// The origins browsers may call the APIs from: none, any (`*`), or a list, each
+/// `scheme://host[:port]` as a browser sends it in `Origin` (lowercase, no path).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum CorsOrigins {
+    #[default]
+    None,
+    Any,
+    List(Vec<String>),
+}
+
+impl FromStr for CorsOrigins {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let entries: Vec<&str> = text
+            .split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .collect();
+        match entries.as_slice() {
+            [] => Ok(CorsOrigins::None),
+            ["*"] => Ok(CorsOrigins::Any),
+            _ => entries
+                .iter()
+                .map(|entry| parse_origin(entry))
+                .collect::<Result<_, _>>()
+                .map(CorsOrigins::List),
+        }
+    }
+}
+
+/// One origin, lowercased; anything a browser would never send as `Origin` is refused.
+fn parse_origin(text: &str) -> Result<String, String> {
+    let expected = "an origin like https://dashboard.example or http://127.0.0.1:3000, \
+                    or * alone for any";
+    let uri: http::Uri = text
+        .parse()
+        .map_err(|_| format!("`{text}` is not a URL ({expected})"))?;
+    let (Some(scheme @ ("http" | "https")), Some(authority)) = (uri.scheme_str(), uri.authority())
+    else {
+        return Err(format!(
+            "`{text}` is not an http or https origin ({expected})"
+        ));
+    };
+    let origin = format!("{scheme}://{authority}").to_ascii_lowercase();
+    if !text.eq_ignore_ascii_case(&origin) || authority.as_str().contains('@') {
+        return Err(format!(
+            "`{text}` is more than an origin: no path, query, user or trailing slash \
+             ({expected})"
+        ));
+    }
+    Ok(origin)
+}
+
+impl Serialize for CorsOrigins {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            CorsOrigins::None => serializer.serialize_str(""),
+            CorsOrigins::Any => serializer.serialize_str("*"),
+            CorsOrigins::List(origins) => serializer.serialize_str(&origins.join(",")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for CorsOrigins {
+    /// From a comma-separated string (as environment variables give it) or a list.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            List(Vec<String>),
+        }
+        let text = match Written::deserialize(deserializer)? {
+            Written::Text(text) => text,
+            Written::List(entries) => entries.join(","),
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A duration written like `10s`, `500ms` or `2m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextDuration(pub Duration);
@@ -814,6 +899,11 @@ mod tests {
                 "short-token-0123456789",
                 "admin.token",
             ),
+            (
+                "RUNRATE__HTTP__CORS_ALLOWED_ORIGINS",
+                "https://dashboard.example/app",
+                "http.cors_allowed_origins",
+            ),
         ] {
             let err = Settings::load_from(Some(&file), env(&[(key, value)]))
                 .unwrap_err()
@@ -824,6 +914,44 @@ mod tests {
             Settings::load_from(Some(&file), env(&[("RUNRATE__METRICS__LISTEN", "")]))
                 .expect("empty is off");
         assert_eq!(metrics_off.metrics.listen.0, None);
+    }
+
+    #[test]
+    fn cors_origins_are_origins_as_browsers_send_them() {
+        let parse = |text: &str| text.parse::<CorsOrigins>();
+        assert_eq!(parse(""), Ok(CorsOrigins::None));
+        assert_eq!(parse(" * "), Ok(CorsOrigins::Any));
+        assert_eq!(
+            parse("https://Dashboard.example, http://127.0.0.1:3000"),
+            Ok(CorsOrigins::List(vec![
+                "https://dashboard.example".into(),
+                "http://127.0.0.1:3000".into()
+            ]))
+        );
+        for (bad, named) in [
+            ("https://dashboard.example/", "trailing slash"),
+            ("https://dashboard.example/app", "no path"),
+            ("https://user@dashboard.example", "user"),
+            ("dashboard.example", "http or https"),
+            ("ftp://dashboard.example", "http or https"),
+            ("*, https://dashboard.example", "`*`"),
+        ] {
+            let err = parse(bad).expect_err(bad);
+            assert!(err.contains(named), "{bad}: {err}");
+        }
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("runrate.toml");
+        std::fs::write(
+            &file,
+            "[http]\ncors_allowed_origins = [\"https://a.example\", \"https://b.example\"]\n",
+        )
+        .unwrap();
+        let settings = Settings::load_from(Some(&file), env(&[])).expect("a list in TOML");
+        assert_eq!(
+            settings.http.cors_allowed_origins,
+            CorsOrigins::List(vec!["https://a.example".into(), "https://b.example".into()])
+        );
     }
 
     #[test]

@@ -6,6 +6,7 @@ mod bad_input;
 mod channels;
 mod cli;
 mod connection_limits;
+mod cors;
 mod delivery;
 mod derived;
 mod disk_full;
