@@ -460,6 +460,13 @@ impl Application {
             snapshot: self.snapshot.clone(),
             feedback: self.feedback.clone(),
             admin_token: self.admin_token.clone(),
+            feeds: Arc::default(),
+            base_url: self
+                .settings
+                .http
+                .public_base_url
+                .trim_end_matches('/')
+                .into(),
         })
         .layer(cors::layer(&self.settings.http.cors_allowed_origins))
         .layer(axum::middleware::from_fn(telemetry::http::record));

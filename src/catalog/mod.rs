@@ -4,6 +4,7 @@
 //! load or none of it, and reads never wait on the database.
 
 pub mod derived;
+pub mod summary;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

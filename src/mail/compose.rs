@@ -14,7 +14,8 @@ use lettre::{
 };
 use minijinja::{Value, context};
 
-use super::{OutgoingEmail, message_id::MessageIds, update::UpdateSummary};
+use super::{OutgoingEmail, message_id::MessageIds};
+use crate::catalog::summary::UpdateSummary;
 use crate::{
     catalog::ReadSnapshot,
     domain::{LoadId, duration_in_words},

@@ -8,7 +8,6 @@ mod file;
 mod message_id;
 mod pace;
 mod smtp;
-mod update;
 
 use std::{path::Path, sync::Arc};
 

@@ -11,6 +11,7 @@ mod delivery;
 mod derived;
 mod disk_full;
 mod emails;
+mod feeds;
 mod helpers;
 mod http_client;
 mod loading;

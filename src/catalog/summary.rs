@@ -1,4 +1,4 @@
-//! What a load brought, in words for its update email: the period and providers of the
+//! What a load brought, in words for its update email and its feed entry: the period and providers of the
 //! new figures, the headline amounts with their change on the previous quarter and the
 //! same quarter a year earlier, and each revision as old → new with its reason.
 

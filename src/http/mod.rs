@@ -16,6 +16,10 @@ use axum::{
 use minijinja::context;
 use serde::Deserialize;
 
+mod feeds;
+
+pub use feeds::FeedCache;
+
 use crate::domain::Named;
 use crate::{
     auth::AdminToken,
@@ -34,11 +38,16 @@ pub struct WebState {
     pub snapshot: SharedSnapshot,
     pub feedback: Arc<FeedbackDesk>,
     pub admin_token: Arc<AdminToken>,
+    pub feeds: Arc<FeedCache>,
+    /// `http.public_base_url` without its trailing slash: the feeds' links.
+    pub base_url: Arc<str>,
 }
 
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(signup_page))
+        .route("/feed.atom", get(feeds::atom))
+        .route("/feed.json", get(feeds::json))
         .route("/subscribe", post(subscribe))
         .route("/confirm", get(confirm_page).post(confirm))
         .route("/unsubscribe", get(unsubscribe_page).post(unsubscribe))
