@@ -194,6 +194,13 @@ impl ReadSnapshot {
         self.facts.get(key).map_or(&[], Vec::as_slice)
     }
 
+    /// The revision that replaced `revision`, if any: the end of its interval.
+    pub fn successor(&self, revision: &FactRevision) -> Option<&FactRevision> {
+        let revisions = self.revisions(&revision.key);
+        let next = revisions.partition_point(|r| r.revision <= revision.revision);
+        revisions.get(next)
+    }
+
     /// Providers ordered by id.
     pub fn providers(&self) -> impl Iterator<Item = &Provider> {
         self.providers.values()

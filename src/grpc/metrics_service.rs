@@ -16,6 +16,7 @@ use crate::sealing::TokenSealer;
 
 use super::{
     ApiError, from_proto,
+    from_proto::RevisionRef,
     from_proto::filter::parse_fact_filter,
     from_proto::paging::{PageRequest, fingerprint},
     pb::runrate::v1::{self as api, metrics_service_server::MetricsService},
@@ -368,7 +369,11 @@ impl MetricsService for MetricsApi {
         } else {
             let rest = snapshot.facts(query, read_time, after.as_ref());
             let (page, token) = page.page(rest, |fact| to_proto::fact_name(&fact.key));
-            (page.into_iter().map(to_proto::fact).collect(), token)
+            let facts = page
+                .into_iter()
+                .map(|fact| to_proto::revision(&snapshot, fact))
+                .collect();
+            (facts, token)
         };
         Ok(Response::new(api::ListFactsResponse {
             facts,
@@ -393,7 +398,10 @@ impl MetricsService for MetricsApi {
         require_period(&snapshot, key.period)?;
         let not_found = || ApiError::not_found("runrate.v1.Fact", to_proto::fact_name(&key));
         let fact = if snapshot.metric(&key.metric).is_some() {
-            to_proto::fact(snapshot.fact(&key, read_time).ok_or_else(not_found)?)
+            to_proto::revision(
+                &snapshot,
+                snapshot.fact(&key, read_time).ok_or_else(not_found)?,
+            )
         } else {
             to_proto::derived_fact(
                 &derived::derive(&snapshot, &key, read_time).ok_or_else(not_found)?,
@@ -450,9 +458,32 @@ impl MetricsService for MetricsApi {
             .filter(|r| before.is_none_or(|before| r.revision < before));
         let (page, next_page_token) = page.page(rest, |r| r.revision.to_string());
         Ok(Response::new(api::ListFactRevisionsResponse {
-            revisions: page.into_iter().map(to_proto::fact).collect(),
+            revisions: page
+                .into_iter()
+                .map(|revision| to_proto::revision(&snapshot, revision))
+                .collect(),
             next_page_token,
         }))
+    }
+
+    async fn get_fact_revision(
+        &self,
+        request: Request<api::GetFactRevisionRequest>,
+    ) -> Result<Response<api::Fact>, Status> {
+        let name = request.into_inner().name;
+        let (key, wanted) = from_proto::parse_fact_revision_name("name", &name)?;
+        let snapshot = self.snapshot.load();
+        require_provider(&snapshot, &key.provider)?;
+        require_metric(&snapshot, &key.metric, false)?;
+        require_period(&snapshot, key.period)?;
+        let revisions = snapshot.revisions(&key);
+        let found = match wanted {
+            RevisionRef::First => revisions.first(),
+            RevisionRef::Latest => revisions.last(),
+            RevisionRef::Number(number) => revisions.iter().find(|r| r.revision == number),
+        };
+        let revision = found.ok_or_else(|| ApiError::not_found("runrate.v1.Fact", name))?;
+        Ok(Response::new(to_proto::revision(&snapshot, revision)))
     }
 
     async fn list_loads(

@@ -175,6 +175,16 @@ pub fn fact(revision: &FactRevision) -> api::Fact {
     }
 }
 
+/// A stored revision with the end of its interval, as revision reads answer it.
+pub fn revision(snapshot: &ReadSnapshot, revision: &FactRevision) -> api::Fact {
+    let successor = snapshot.successor(revision);
+    api::Fact {
+        replaced_by_load: successor.map_or_else(String::new, |next| load_name(next.load_id)),
+        replace_time: successor.map(|next| next.recorded_at.into()),
+        ..fact(revision)
+    }
+}
+
 pub fn derived_fact(derived: &DerivedFact) -> api::Fact {
     api::Fact {
         load: load_name(derived.load_id),

@@ -21,6 +21,7 @@ mod newsletter;
 mod pagination;
 mod prometheus;
 mod python;
+mod revisions;
 mod secrets;
 mod seed;
 mod sending;

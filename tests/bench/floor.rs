@@ -56,6 +56,12 @@ impl MetricsService for Floor {
     ) -> Result<Response<api::ListMetricsResponse>, Status> {
         unimplemented()
     }
+    async fn get_fact_revision(
+        &self,
+        _: Request<api::GetFactRevisionRequest>,
+    ) -> Result<Response<api::Fact>, Status> {
+        unimplemented()
+    }
     async fn get_metric(
         &self,
         _: Request<api::GetMetricRequest>,

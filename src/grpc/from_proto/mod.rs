@@ -107,6 +107,47 @@ pub fn parse_fact_name(field: &str, name: &str) -> Result<FactKey, ApiError> {
     })
 }
 
+/// Which revision of a fact a name asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevisionRef {
+    Number(i64),
+    First,
+    Latest,
+}
+
+pub fn parse_fact_revision_name(
+    field: &str,
+    name: &str,
+) -> Result<(FactKey, RevisionRef), ApiError> {
+    let pattern = "providers/{provider}/periods/{period}/facts/{metric}/revisions/{revision}";
+    let parts = segments(field, name, pattern)?;
+    let revision = match parts[3] {
+        "first" => RevisionRef::First,
+        "latest" => RevisionRef::Latest,
+        number => number
+            .parse::<i64>()
+            .ok()
+            .filter(|number| *number > 0)
+            .map(RevisionRef::Number)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    field,
+                    format!(
+                        "`{number}` is not a revision (expected a positive integer, `first` or `latest`)"
+                    ),
+                )
+            })?,
+    };
+    Ok((
+        FactKey {
+            provider: id(field, parts[0])?,
+            period: quarter(field, parts[1])?,
+            metric: id(field, parts[2])?,
+        },
+        revision,
+    ))
+}
+
 pub fn parse_load_name(field: &str, name: &str) -> Result<i64, ApiError> {
     let parts = segments(field, name, "loads/{load}")?;
     parts[0]
