@@ -94,6 +94,19 @@ pub struct ReadSnapshot {
     comparison_metrics: Vec<ResourceId>,
 }
 
+/// See [`ReadSnapshot::vintages`].
+pub struct VintageTable<'a> {
+    pub periods: Vec<Quarter>,
+    pub vintages: Vec<Vintage<'a>>,
+}
+
+/// The figures of one series as known right after `load`: one cell per period, `None`
+/// where no figure was known yet.
+pub struct Vintage<'a> {
+    pub load: &'a LoadRecord,
+    pub cells: Vec<Option<&'a FactRevision>>,
+}
+
 /// Which facts a listing wants; `None` matches anything.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct FactQuery {
@@ -192,6 +205,39 @@ impl ReadSnapshot {
     /// Every revision of a fact, oldest first; empty for an unknown fact.
     pub fn revisions(&self, key: &FactKey) -> &[FactRevision] {
         self.facts.get(key).map_or(&[], Vec::as_slice)
+    }
+
+    /// One provider's metric across periods as known after each load that changed it,
+    /// the vintages of ALFRED: `periods` are the columns (oldest first), and each
+    /// vintage, newest first, holds per period the revision current after its load.
+    pub fn vintages(&self, provider: &ResourceId, metric: &ResourceId) -> VintageTable<'_> {
+        let series: Vec<(&Quarter, &Vec<FactRevision>)> = self
+            .facts
+            .iter()
+            .filter(|(key, _)| key.provider == *provider && key.metric == *metric)
+            .map(|(key, revisions)| (&key.period, revisions))
+            .collect();
+        let mut changed_by: Vec<LoadId> = series
+            .iter()
+            .flat_map(|(_, revisions)| revisions.iter().map(|r| r.load_id))
+            .collect();
+        changed_by.sort_unstable_by(|a, b| b.cmp(a));
+        changed_by.dedup();
+        let vintages = changed_by
+            .into_iter()
+            .filter_map(|load| self.load_record(load))
+            .map(|load| Vintage {
+                load,
+                cells: series
+                    .iter()
+                    .map(|(_, revisions)| revisions.iter().rev().find(|r| r.load_id <= load.id))
+                    .collect(),
+            })
+            .collect();
+        VintageTable {
+            periods: series.iter().map(|(period, _)| **period).collect(),
+            vintages,
+        }
     }
 
     /// The revision that replaced `revision`, if any: the end of its interval.

@@ -466,6 +466,51 @@ impl MetricsService for MetricsApi {
         }))
     }
 
+    async fn get_vintage_table(
+        &self,
+        request: Request<api::GetVintageTableRequest>,
+    ) -> Result<Response<api::VintageTable>, Status> {
+        let request = request.into_inner();
+        let provider = from_proto::parse_provider_name("provider", &request.provider)?;
+        let metric = from_proto::parse_metric_name("metric", &request.metric)?;
+        let page = PageRequest::parse(
+            request.page_size,
+            &request.page_token,
+            fingerprint(&["vintages", &request.provider, &request.metric]),
+            &self.tokens,
+        )?;
+        let before = page.after_number()?;
+        let snapshot = self.snapshot.load();
+        require_provider(&snapshot, &provider)?;
+        require_metric(&snapshot, &metric, false)?;
+        let table = snapshot.vintages(&provider, &metric);
+        let rest = table
+            .vintages
+            .iter()
+            .filter(|vintage| before.is_none_or(|before| vintage.load.id < before));
+        let (page, next_page_token) = page.page(rest, |vintage| vintage.load.id.to_string());
+        Ok(Response::new(api::VintageTable {
+            provider: to_proto::provider_name(&provider),
+            metric: to_proto::metric_name(&metric),
+            periods: table.periods.iter().map(to_proto::period_name).collect(),
+            vintages: page
+                .into_iter()
+                .map(|vintage| api::Vintage {
+                    load: to_proto::load_name(vintage.load.id),
+                    record_time: Some(vintage.load.recorded_at.into()),
+                    cells: vintage
+                        .cells
+                        .iter()
+                        .map(|cell| api::VintageCell {
+                            fact: cell.map(|revision| to_proto::revision(&snapshot, revision)),
+                        })
+                        .collect(),
+                })
+                .collect(),
+            next_page_token,
+        }))
+    }
+
     async fn get_fact_revision(
         &self,
         request: Request<api::GetFactRevisionRequest>,

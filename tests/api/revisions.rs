@@ -1,9 +1,12 @@
 //! Revisions as resources (AIP-162 names, `first` and `latest`), each with the interval
 //! it was the fact's value in: from the load that brought it to the load that replaced
-//! it, one interval ending where the next begins, whatever sequence of loads came.
+//! it, one interval ending where the next begins, whatever sequence of loads came; and
+//! the vintage table, a series as known after each load.
 
 use proptest::prelude::*;
-use runrate::api::{Fact, GetFactRequest, GetFactRevisionRequest, ListFactRevisionsRequest};
+use runrate::api::{
+    Fact, GetFactRequest, GetFactRevisionRequest, GetVintageTableRequest, ListFactRevisionsRequest,
+};
 use tonic::Code;
 use tonic_types::StatusExt;
 
@@ -214,4 +217,100 @@ proptest! {
             }
         });
     }
+}
+
+/// The display values of a vintage's cells, `-` where no figure was known yet.
+fn cells(vintage: &runrate::api::Vintage) -> Vec<String> {
+    vintage
+        .cells
+        .iter()
+        .map(|cell| {
+            cell.fact
+                .as_ref()
+                .map_or_else(|| "-".to_owned(), |fact| fact.display_value.clone())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_vintage_table_shows_a_series_as_known_after_each_load() {
+    let server = TestServer::start().await;
+    for example in ["2026-q2-example.toml", "2026-q1-restatement-example.toml"] {
+        server
+            .load_example(example)
+            .await
+            .expect("the example loads");
+    }
+    let mut client = server.metrics().await;
+    let request = |page_size, page_token| GetVintageTableRequest {
+        provider: "providers/aws".into(),
+        metric: "metrics/cloud-revenue".into(),
+        page_size,
+        page_token,
+    };
+    let first_page = client
+        .get_vintage_table(request(2, String::new()))
+        .await
+        .expect("the vintage table")
+        .into_inner();
+    assert_eq!(first_page.periods, ["periods/2026-q1", "periods/2026-q2"]);
+    let loads: Vec<&str> = first_page
+        .vintages
+        .iter()
+        .map(|v| v.load.as_str())
+        .collect();
+    assert_eq!(loads, ["loads/3", "loads/2"], "newest first");
+    assert_eq!(
+        cells(&first_page.vintages[0]),
+        ["$29.3B", "~$31.5B"],
+        "after the restatement"
+    );
+    assert_eq!(
+        cells(&first_page.vintages[1]),
+        ["~$29B", "~$31.5B"],
+        "after Q2 came"
+    );
+    assert_eq!(
+        first_page.vintages[1].cells[0]
+            .fact
+            .as_ref()
+            .unwrap()
+            .replaced_by_load,
+        "loads/3"
+    );
+
+    let last_page = client
+        .get_vintage_table(request(2, first_page.next_page_token.clone()))
+        .await
+        .expect("the next page")
+        .into_inner();
+    assert_eq!(last_page.vintages.len(), 1);
+    assert_eq!(last_page.vintages[0].load, "loads/1");
+    assert_eq!(
+        cells(&last_page.vintages[0]),
+        ["~$29B", "-"],
+        "the seed had no Q2"
+    );
+    assert!(last_page.next_page_token.is_empty());
+
+    let unknown = client
+        .get_vintage_table(GetVintageTableRequest {
+            provider: "providers/aws".into(),
+            metric: "metrics/no-such-metric".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("an unknown metric");
+    assert_eq!(unknown.code(), Code::NotFound);
+    let bad = client
+        .get_vintage_table(GetVintageTableRequest {
+            provider: "aws".into(),
+            metric: "metrics/cloud-revenue".into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("not a provider name");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let field = &bad.get_details_bad_request().unwrap().field_violations[0].field;
+    assert_eq!(field, "provider");
 }

@@ -56,6 +56,12 @@ impl MetricsService for Floor {
     ) -> Result<Response<api::ListMetricsResponse>, Status> {
         unimplemented()
     }
+    async fn get_vintage_table(
+        &self,
+        _: Request<api::GetVintageTableRequest>,
+    ) -> Result<Response<api::VintageTable>, Status> {
+        unimplemented()
+    }
     async fn get_fact_revision(
         &self,
         _: Request<api::GetFactRevisionRequest>,
