@@ -3,6 +3,7 @@
 
 mod atomic_reads;
 mod bad_input;
+mod browser;
 mod channels;
 mod cli;
 mod connection_limits;

@@ -1,0 +1,151 @@
+//! Real headless Chromium (Debian's `chromium`, driven by playwright-core from npm):
+//! pages served from other origins call runrate as a dashboard would. The browser
+//! enforces CORS, so these show what a page can and cannot read.
+//!
+//! Runs when Chromium is installed (`.ci/run` installs it and requires the test to run
+//! through `RUNRATE_TEST_CHROMIUM`); playwright-core is installed by the test into
+//! Cargo's target directory from `tests/browser/package-lock.json`.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::Command,
+    sync::OnceLock,
+};
+
+use tokio::net::TcpListener;
+
+use crate::helpers::{TestDir, TestServer};
+
+fn browser_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
+}
+
+/// The Chromium to drive, or `None` (the test is then skipped) when none is installed
+/// and `.ci/run` did not ask for one.
+fn chromium() -> Option<PathBuf> {
+    match std::env::var_os("RUNRATE_TEST_CHROMIUM") {
+        Some(path) => Some(PathBuf::from(path)),
+        None => Some(PathBuf::from("/usr/bin/chromium")).filter(|path| path.exists()),
+    }
+}
+
+/// playwright-core's `node_modules`, installed once from the lock file.
+fn node_modules() -> PathBuf {
+    static MODULES: OnceLock<PathBuf> = OnceLock::new();
+    MODULES
+        .get_or_init(|| {
+            let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("browser");
+            let lock = std::fs::read_to_string(browser_dir().join("package-lock.json"))
+                .expect("read the lock file");
+            // The lock it was installed from, written last: a half-made one is redone.
+            let marker = dir.join("runrate-package-lock.json");
+            if std::fs::read_to_string(&marker).ok().as_deref() != Some(lock.as_str()) {
+                let _ = std::fs::remove_dir_all(&dir);
+                std::fs::create_dir_all(&dir).expect("make the install directory");
+                for file in ["package.json", "package-lock.json"] {
+                    std::fs::copy(browser_dir().join(file), dir.join(file)).expect("copy");
+                }
+                let output = Command::new("npm")
+                    .args(["ci", "--ignore-scripts", "--no-audit", "--no-fund"])
+                    .current_dir(&dir)
+                    .output()
+                    .expect("run npm");
+                assert!(
+                    output.status.success(),
+                    "npm ci failed:\n{}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+                std::fs::write(&marker, lock).expect("mark the install made");
+            }
+            dir.join("node_modules")
+        })
+        .clone()
+}
+
+/// Opens each URL in Chromium; what each page put in `window.result`.
+fn open_pages(chromium: &Path, urls: &[String]) -> Vec<serde_json::Value> {
+    let output = Command::new("node")
+        .arg(browser_dir().join("open_pages.js"))
+        .args(urls)
+        .env("RUNRATE_NODE_MODULES", node_modules())
+        .env("CHROMIUM", chromium)
+        .output()
+        .expect("run node");
+    assert!(
+        output.status.success(),
+        "open_pages.js failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let pages: Vec<serde_json::Value> =
+        serde_json::from_slice(&output.stdout).expect("open_pages.js prints JSON");
+    pages
+        .into_iter()
+        .map(|page| page["result"].clone())
+        .collect()
+}
+
+/// Serves `tests/browser/cross_origin.html` at `/` from `listener`: a page of its own
+/// origin.
+fn serve_page(listener: TcpListener) {
+    let html = std::fs::read_to_string(browser_dir().join("cross_origin.html")).expect("the page");
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move { axum::response::Html(html) }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+}
+
+async fn page_origin() -> (TcpListener, SocketAddr) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let address = listener.local_addr().expect("an address");
+    (listener, address)
+}
+
+#[tokio::test]
+async fn a_page_on_an_allowed_origin_reads_get_fact_over_grpc_web_and_another_cannot() {
+    let Some(chromium) = chromium() else {
+        eprintln!("skipped: no Chromium (apt-get install chromium, or set RUNRATE_TEST_CHROMIUM)");
+        return;
+    };
+    let (allowed, allowed_address) = page_origin().await;
+    let (refused, refused_address) = page_origin().await;
+    serve_page(allowed);
+    serve_page(refused);
+    let dir = TestDir::new().await;
+    let mut settings = dir.settings();
+    settings.http.cors_allowed_origins = format!("http://{allowed_address}")
+        .parse()
+        .expect("an origin");
+    let server = TestServer::start_in(dir, settings).await;
+
+    let fact = "providers/aws/periods/2026-q1/facts/ai-revenue-run-rate";
+    let query = format!("?grpc=http://{}&fact={fact}", server.address);
+    let urls = [
+        format!("http://{allowed_address}/{query}"),
+        format!("http://{refused_address}/{query}"),
+    ];
+    // Off the test's runtime thread, which serves the pages and runrate meanwhile.
+    let results = tokio::task::spawn_blocking(move || open_pages(&chromium, &urls))
+        .await
+        .expect("the browser run");
+
+    let read = &results[0];
+    assert_eq!(read["ok"], true, "{read}");
+    assert_eq!(read["status"], "0", "{read}");
+    assert_eq!(read["name"], fact, "{read}");
+    assert_eq!(read["displayValue"], "over $15B", "{read}");
+
+    let refused = &results[1];
+    assert_eq!(
+        refused["ok"], false,
+        "the browser refuses the answer: {refused}"
+    );
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("Failed to fetch"),
+        "{refused}"
+    );
+}
