@@ -35,7 +35,7 @@ use crate::{
             },
         },
     },
-    http::{self, WebState},
+    http::{self, JsonApi, WebState},
     loading::FigureLoader,
     mail::{EmailChannel, EmailComposer, FeedbackDesk, MAX_FEEDBACK_BYTES, SendPace, build_mailer},
     newsletter::Newsletter,
@@ -296,7 +296,7 @@ impl Application {
             stopping.clone(),
         ));
         let grpc = self.spawn_grpc(grpc_listener, health_service, stopping.clone())?;
-        let http = self.spawn_http(http_listener, stopping.clone());
+        let http = self.spawn_http(http_listener, stopping.clone())?;
         let metrics = self.metrics_listener.take().map(|metrics| {
             tracing::info!(address = %metrics.address, "serving Prometheus metrics");
             self.spawn_metrics(metrics, stopping.clone())
@@ -387,12 +387,7 @@ impl Application {
                 event_cache_bytes: watch.event_cache_bytes,
             },
         );
-        let metrics = MetricsWithWatch::new(
-            MetricsServiceServer::new(MetricsApi::new(self.snapshot.clone(), self.tokens.clone()))
-                .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES),
-            watch,
-        );
+        let metrics = MetricsWithWatch::new(self.metrics_server(), watch);
         let newsletter = NewsletterServiceServer::new(NewsletterApi::new(self.newsletter.clone()))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
@@ -454,13 +449,16 @@ impl Application {
         &self,
         listener: TcpListener,
         stopping: CancellationToken,
-    ) -> JoinHandle<anyhow::Result<()>> {
+    ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
+        let json_api = JsonApi::new(self.metrics_server())
+            .context("cannot serve the JSON API from the protos' HTTP rules")?;
         let app = http::router(WebState {
             newsletter: self.newsletter.clone(),
             snapshot: self.snapshot.clone(),
             feedback: self.feedback.clone(),
             admin_token: self.admin_token.clone(),
             feeds: Arc::default(),
+            json_api: Arc::new(json_api),
             base_url: self
                 .settings
                 .http
@@ -471,7 +469,14 @@ impl Application {
         .layer(cors::layer(&self.settings.http.cors_allowed_origins))
         .layer(axum::middleware::from_fn(telemetry::http::record));
         let cap = self.connection_cap(self.settings.http.max_connections);
-        self.spawn_web(app, listener, "HTTP", cap, stopping)
+        Ok(self.spawn_web(app, listener, "HTTP", cap, stopping))
+    }
+
+    /// The read API's gRPC service, for the gRPC side and the JSON API alike.
+    fn metrics_server(&self) -> MetricsServiceServer<MetricsApi> {
+        MetricsServiceServer::new(MetricsApi::new(self.snapshot.clone(), self.tokens.clone()))
+            .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES)
     }
 
     /// `/metrics` on its own listener, bounded like the web side.

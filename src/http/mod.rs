@@ -17,8 +17,10 @@ use minijinja::context;
 use serde::Deserialize;
 
 mod feeds;
+mod json_api;
 
 pub use feeds::FeedCache;
+pub use json_api::JsonApi;
 
 use crate::domain::Named;
 use crate::{
@@ -39,6 +41,7 @@ pub struct WebState {
     pub feedback: Arc<FeedbackDesk>,
     pub admin_token: Arc<AdminToken>,
     pub feeds: Arc<FeedCache>,
+    pub json_api: Arc<JsonApi>,
     /// `http.public_base_url` without its trailing slash: the feeds' links.
     pub base_url: Arc<str>,
 }
@@ -48,6 +51,7 @@ pub fn router(state: WebState) -> Router {
         .route("/", get(signup_page))
         .route("/feed.atom", get(feeds::atom))
         .route("/feed.json", get(feeds::json))
+        .route("/v1/{*path}", get(json_api::handle))
         .route("/subscribe", post(subscribe))
         .route("/confirm", get(confirm_page).post(confirm))
         .route("/unsubscribe", get(unsubscribe_page).post(unsubscribe))

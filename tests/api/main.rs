@@ -15,6 +15,7 @@ mod emails;
 mod feeds;
 mod helpers;
 mod http_client;
+mod json_api;
 mod loading;
 mod logs;
 mod mail_feedback;

@@ -1,0 +1,376 @@
+//! The JSON API: every MetricsService read that the protos annotate with
+//! `google.api.http` (AIP-127), served on the web side as proto3 JSON, the way grpcurl
+//! prints the same call. No maintained Rust crate transcodes HTTP/JSON to a tonic
+//! service from those annotations (grpc-gateway and Envoy's transcoder are Go and C++),
+//! so this module does, with prost-reflect for the descriptors and the JSON mapping. A
+//! request's path and query become the request message, which goes through the gRPC
+//! service in process, so that its checks, errors and limits are the API's own; an error
+//! comes back as a `google.rpc.Status` in JSON under the HTTP code AIP-193 gives it.
+
+use axum::{
+    extract::{RawQuery, State},
+    http::{StatusCode, Uri, header},
+    response::{IntoResponse, Response},
+};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use http_body_util::{BodyExt, Full};
+use prost::Message;
+use prost_reflect::{
+    DescriptorPool, DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, MethodDescriptor,
+    SerializeOptions, Value,
+};
+use tonic::{Code, body::Body};
+use tower_service::Service;
+
+use crate::grpc::{MetricsApi, pb, pb::runrate::v1::metrics_service_server::MetricsServiceServer};
+
+use super::WebState;
+
+/// The service whose annotated reads are served.
+const SERVICE: &str = "runrate.v1.MetricsService";
+
+/// The answers are at most what the gRPC side sends.
+type Transcoded = MetricsServiceServer<MetricsApi>;
+
+pub struct JsonApi {
+    routes: Vec<Route>,
+    service: Transcoded,
+    status: MessageDescriptor,
+}
+
+/// One annotated method: its HTTP path template, parsed.
+struct Route {
+    method: MethodDescriptor,
+    grpc_path: String,
+    segments: Vec<Segment>,
+    /// The custom method suffix (`:compareProviders`), if any.
+    verb: Option<String>,
+    /// Field names of the template's variables, by index.
+    variables: Vec<String>,
+}
+
+enum Segment {
+    Literal(String),
+    /// One path segment, bound to the variable at this index when inside `{…}`.
+    Any(Option<usize>),
+    /// A literal inside a variable's pattern, part of the variable's value.
+    BoundLiteral(String, usize),
+}
+
+/// Why a template in the protos cannot be served; found at start-up.
+#[derive(Debug, thiserror::Error)]
+#[error("the HTTP rule `{template}` of {method} cannot be served: {why}")]
+pub struct RuleError {
+    method: String,
+    template: String,
+    why: &'static str,
+}
+
+impl JsonApi {
+    pub fn new(service: Transcoded) -> anyhow::Result<JsonApi> {
+        let pool = descriptor_pool()?;
+        let rule_extension = pool
+            .get_extension_by_name("google.api.http")
+            .ok_or_else(|| anyhow::anyhow!("the protos do not define google.api.http"))?;
+        let service_descriptor = pool
+            .get_service_by_name(SERVICE)
+            .ok_or_else(|| anyhow::anyhow!("the protos do not define {SERVICE}"))?;
+        let mut routes = Vec::new();
+        for method in service_descriptor.methods() {
+            let options = method.options();
+            if !options.has_extension(&rule_extension) {
+                continue;
+            }
+            let rule = options.get_extension(&rule_extension);
+            let Some(template) = rule
+                .as_message()
+                .and_then(|rule| rule.get_field_by_name("get"))
+                .and_then(|get| get.as_str().map(str::to_owned))
+                .filter(|get| !get.is_empty())
+            else {
+                continue;
+            };
+            routes.push(Route::parse(&method, &template)?);
+        }
+        // A custom method's path would also fit the plain template of its resource
+        // (`periods/2026-q1:compareProviders` is one segment): custom methods first.
+        routes.sort_by_key(|route| route.verb.is_none());
+        let status = pool
+            .get_message_by_name("google.rpc.Status")
+            .ok_or_else(|| anyhow::anyhow!("the protos do not define google.rpc.Status"))?;
+        Ok(JsonApi {
+            routes,
+            service,
+            status,
+        })
+    }
+
+    async fn answer(&self, path: &str, query: Option<&str>) -> Response {
+        let Some((route, bound)) = self
+            .routes
+            .iter()
+            .find_map(|route| route.matches(path).map(|bound| (route, bound)))
+        else {
+            return self.error(Code::NotFound, format!("no API method is at `{path}`"));
+        };
+        let request = match route.request(bound, query) {
+            Ok(request) => request,
+            Err(why) => return self.error(Code::InvalidArgument, why),
+        };
+        match self.call(route, request).await {
+            Ok(answer) => json_response(StatusCode::OK, &answer),
+            Err(status) => self.status_response(&status),
+        }
+    }
+
+    /// Sends the request through the gRPC service and reads its answer.
+    async fn call(
+        &self,
+        route: &Route,
+        request: DynamicMessage,
+    ) -> Result<DynamicMessage, tonic::Status> {
+        let encoded = request.encode_to_vec();
+        let mut framed = BytesMut::with_capacity(5 + encoded.len());
+        framed.put_u8(0);
+        framed.put_u32(encoded.len() as u32);
+        framed.put_slice(&encoded);
+        let call = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(&route.grpc_path)
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .header("te", "trailers")
+            .body(Body::new(Full::new(framed.freeze())))
+            .map_err(|err| tonic::Status::internal(err.to_string()))?;
+        let mut service = self.service.clone();
+        let Ok(response) = service.call(call).await;
+        let (head, body) = response.into_parts();
+        // A trailers-only answer carries its status in the headers.
+        if let Some(status) = tonic::Status::from_header_map(&head.headers)
+            && status.code() != Code::Ok
+        {
+            return Err(status);
+        }
+        let collected = body
+            .collect()
+            .await
+            .map_err(|err| tonic::Status::internal(err.to_string()))?;
+        if let Some(status) = collected
+            .trailers()
+            .and_then(tonic::Status::from_header_map)
+            && status.code() != Code::Ok
+        {
+            return Err(status);
+        }
+        let mut data = collected.to_bytes();
+        if data.len() < 5 || data[0] != 0 {
+            return Err(tonic::Status::internal(
+                "the answer is not one plain gRPC message",
+            ));
+        }
+        data.advance(5);
+        DynamicMessage::decode(route.method.output(), data)
+            .map_err(|err| tonic::Status::internal(err.to_string()))
+    }
+
+    fn error(&self, code: Code, message: String) -> Response {
+        self.status_response(&tonic::Status::new(code, message))
+    }
+
+    /// A status as the `google.rpc.Status` it carries in its details (with the error
+    /// details the service attached), or one made of its code and message.
+    fn status_response(&self, status: &tonic::Status) -> Response {
+        let carried = Some(status.details())
+            .filter(|details| !details.is_empty())
+            .and_then(|details| DynamicMessage::decode(self.status.clone(), details).ok());
+        let body = carried.unwrap_or_else(|| {
+            let mut body = DynamicMessage::new(self.status.clone());
+            body.set_field_by_name("code", Value::I32(status.code() as i32));
+            body.set_field_by_name("message", Value::String(status.message().to_owned()));
+            body
+        });
+        json_response(http_status(status.code()), &body)
+    }
+}
+
+pub async fn handle(
+    State(state): State<WebState>,
+    uri: Uri,
+    RawQuery(query): RawQuery,
+) -> Response {
+    state.json_api.answer(uri.path(), query.as_deref()).await
+}
+
+/// The API's descriptors with google.rpc's, whose Status and error details the errors
+/// carry. Decoded by prost-reflect itself: prost's own descriptor types drop the
+/// `google.api.http` option, an extension they do not know.
+fn descriptor_pool() -> anyhow::Result<DescriptorPool> {
+    let mut pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET)?;
+    pool.decode_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)?;
+    Ok(pool)
+}
+
+fn json_response(status: StatusCode, message: &DynamicMessage) -> Response {
+    let mut body = Vec::new();
+    let mut serializer = serde_json::Serializer::new(&mut body);
+    if let Err(err) = message.serialize_with_options(&mut serializer, &SerializeOptions::new()) {
+        tracing::error!(error = %err, "cannot write an answer as JSON");
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    }
+    (
+        status,
+        [(header::CONTENT_TYPE, "application/json")],
+        Bytes::from(body),
+    )
+        .into_response()
+}
+
+/// The HTTP code AIP-193 (google.rpc.Code) gives a gRPC code.
+pub fn http_status(code: Code) -> StatusCode {
+    match code {
+        Code::Ok => StatusCode::OK,
+        Code::Cancelled => StatusCode::from_u16(499).expect("a valid code"),
+        Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => {
+            StatusCode::BAD_REQUEST
+        }
+        Code::DeadlineExceeded => StatusCode::GATEWAY_TIMEOUT,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists | Code::Aborted => StatusCode::CONFLICT,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
+        Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        Code::Unknown | Code::Internal | Code::DataLoss => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl Route {
+    fn parse(method: &MethodDescriptor, template: &str) -> Result<Route, RuleError> {
+        let fail = |why| RuleError {
+            method: method.full_name().to_owned(),
+            template: template.to_owned(),
+            why,
+        };
+        let rest = template
+            .strip_prefix('/')
+            .ok_or_else(|| fail("it does not start with /"))?;
+        let (rest, verb) = match rest.rsplit_once(':') {
+            Some((path, verb)) if !verb.contains(['/', '}']) => (path, Some(verb.to_owned())),
+            _ => (rest, None),
+        };
+        let mut segments = Vec::new();
+        let mut variables = Vec::new();
+        let mut remaining = rest;
+        while !remaining.is_empty() {
+            if let Some(inside) = remaining.strip_prefix('{') {
+                let (variable, after) = inside
+                    .split_once('}')
+                    .ok_or_else(|| fail("a { is not closed"))?;
+                let (field, pattern) = variable.split_once('=').unwrap_or((variable, "*"));
+                if method.input().get_field_by_name(field).is_none() {
+                    return Err(fail("a variable names no field of the request"));
+                }
+                let index = variables.len();
+                variables.push(field.to_owned());
+                for part in pattern.split('/') {
+                    segments.push(match part {
+                        "*" => Segment::Any(Some(index)),
+                        "**" | "" => return Err(fail("only * and literals are supported")),
+                        literal => Segment::BoundLiteral(literal.to_owned(), index),
+                    });
+                }
+                remaining = after.strip_prefix('/').unwrap_or(after);
+            } else {
+                let (part, after) = remaining.split_once('/').unwrap_or((remaining, ""));
+                segments.push(match part {
+                    "*" => Segment::Any(None),
+                    literal => Segment::Literal(literal.to_owned()),
+                });
+                remaining = after;
+            }
+        }
+        Ok(Route {
+            grpc_path: format!("/{}/{}", method.parent_service().full_name(), method.name()),
+            method: method.clone(),
+            segments,
+            verb,
+            variables,
+        })
+    }
+
+    /// The variables' values when `path` fits this template.
+    fn matches(&self, path: &str) -> Option<Vec<String>> {
+        let path = path.strip_prefix('/')?;
+        let path = match &self.verb {
+            Some(verb) => path.strip_suffix(verb.as_str())?.strip_suffix(':')?,
+            None => path,
+        };
+        let parts: Vec<&str> = path.split('/').collect();
+        if parts.len() != self.segments.len() {
+            return None;
+        }
+        let mut bound: Vec<Vec<String>> = vec![Vec::new(); self.variables.len()];
+        for (part, segment) in parts.iter().zip(&self.segments) {
+            let part = percent_encoding::percent_decode_str(part)
+                .decode_utf8()
+                .ok()?
+                .into_owned();
+            match segment {
+                Segment::Literal(literal) if *literal == part => {}
+                Segment::BoundLiteral(literal, index) if *literal == part => {
+                    bound[*index].push(part)
+                }
+                Segment::Any(variable) if !part.is_empty() && !part.contains('/') => {
+                    if let Some(index) = variable {
+                        bound[*index].push(part);
+                    }
+                }
+                _ => return None,
+            }
+        }
+        Some(bound.into_iter().map(|parts| parts.join("/")).collect())
+    }
+
+    /// The request message: the path's variables, then the query's fields by their
+    /// proto or JSON names, each read as the proto3 JSON mapping reads a string.
+    fn request(&self, bound: Vec<String>, query: Option<&str>) -> Result<DynamicMessage, String> {
+        let input = self.method.input();
+        let mut fields = serde_json::Map::new();
+        for (field, value) in self.variables.iter().zip(bound) {
+            fields.insert(field.clone(), serde_json::Value::String(value));
+        }
+        for (key, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
+            let field = input
+                .get_field_by_name(&key)
+                .or_else(|| input.get_field_by_json_name(&key))
+                .ok_or_else(|| format!("`{key}` is not a parameter of {}", self.method.name()))?;
+            if self
+                .variables
+                .iter()
+                .any(|variable| variable == field.name())
+            {
+                return Err(format!("`{key}` is given by the path"));
+            }
+            let value = match field.kind() {
+                Kind::Bool => match value.as_ref() {
+                    "true" => serde_json::Value::Bool(true),
+                    "false" => serde_json::Value::Bool(false),
+                    other => return Err(format!("`{key}` is `{other}`, not true or false")),
+                },
+                Kind::Message(message) if message.full_name() != "google.protobuf.Timestamp" => {
+                    return Err(format!("`{key}` cannot be given in the query"));
+                }
+                _ => serde_json::Value::String(value.into_owned()),
+            };
+            if fields.insert(field.name().to_owned(), value).is_some() {
+                return Err(format!("`{key}` is given more than once"));
+            }
+        }
+        DynamicMessage::deserialize_with_options(
+            input,
+            serde_json::Value::Object(fields),
+            &DeserializeOptions::new(),
+        )
+        .map_err(|err| format!("the parameters do not make a request: {err}"))
+    }
+}
