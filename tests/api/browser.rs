@@ -13,6 +13,7 @@ use std::{
     sync::OnceLock,
 };
 
+use serde_json::json;
 use tokio::net::TcpListener;
 
 use crate::helpers::{TestDir, TestServer};
@@ -103,7 +104,7 @@ async fn page_origin() -> (TcpListener, SocketAddr) {
 }
 
 #[tokio::test]
-async fn a_page_on_an_allowed_origin_reads_get_fact_over_grpc_web_and_another_cannot() {
+async fn a_page_on_an_allowed_origin_reads_get_fact_over_grpc_web_and_json_and_another_cannot() {
     let Some(chromium) = chromium() else {
         eprintln!("skipped: no Chromium (apt-get install chromium, or set RUNRATE_TEST_CHROMIUM)");
         return;
@@ -120,7 +121,10 @@ async fn a_page_on_an_allowed_origin_reads_get_fact_over_grpc_web_and_another_ca
     let server = TestServer::start_in(dir, settings).await;
 
     let fact = "providers/aws/periods/2026-q1/facts/ai-revenue-run-rate";
-    let query = format!("?grpc=http://{}&fact={fact}", server.address);
+    let query = format!(
+        "?grpc=http://{}&http=http://{}&fact={fact}",
+        server.address, server.http_address
+    );
     let urls = [
         format!("http://{allowed_address}/{query}"),
         format!("http://{refused_address}/{query}"),
@@ -130,22 +134,24 @@ async fn a_page_on_an_allowed_origin_reads_get_fact_over_grpc_web_and_another_ca
         .await
         .expect("the browser run");
 
-    let read = &results[0];
-    assert_eq!(read["ok"], true, "{read}");
-    assert_eq!(read["status"], "0", "{read}");
-    assert_eq!(read["name"], fact, "{read}");
-    assert_eq!(read["displayValue"], "over $15B", "{read}");
+    for (call, status) in [("grpcWeb", json!("0")), ("json", json!(200))] {
+        let read = &results[0][call];
+        assert_eq!(read["ok"], true, "{call}: {read}");
+        assert_eq!(read["status"], status, "{call}: {read}");
+        assert_eq!(read["name"], fact, "{call}: {read}");
+        assert_eq!(read["displayValue"], "over $15B", "{call}: {read}");
 
-    let refused = &results[1];
-    assert_eq!(
-        refused["ok"], false,
-        "the browser refuses the answer: {refused}"
-    );
-    assert!(
-        refused["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("Failed to fetch"),
-        "{refused}"
-    );
+        let refused = &results[1][call];
+        assert_eq!(
+            refused["ok"], false,
+            "{call}: the browser refuses the answer: {refused}"
+        );
+        assert!(
+            refused["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("Failed to fetch"),
+            "{call}: {refused}"
+        );
+    }
 }
