@@ -369,11 +369,7 @@ impl MetricsService for MetricsApi {
         } else {
             let rest = snapshot.facts(query, read_time, after.as_ref());
             let (page, token) = page.page(rest, |fact| to_proto::fact_name(&fact.key));
-            let facts = page
-                .into_iter()
-                .map(|fact| to_proto::revision(&snapshot, fact))
-                .collect();
-            (facts, token)
+            (page.into_iter().map(to_proto::fact).collect(), token)
         };
         Ok(Response::new(api::ListFactsResponse {
             facts,
@@ -398,10 +394,7 @@ impl MetricsService for MetricsApi {
         require_period(&snapshot, key.period)?;
         let not_found = || ApiError::not_found("runrate.v1.Fact", to_proto::fact_name(&key));
         let fact = if snapshot.metric(&key.metric).is_some() {
-            to_proto::revision(
-                &snapshot,
-                snapshot.fact(&key, read_time).ok_or_else(not_found)?,
-            )
+            to_proto::fact(snapshot.fact(&key, read_time).ok_or_else(not_found)?)
         } else {
             to_proto::derived_fact(
                 &derived::derive(&snapshot, &key, read_time).ok_or_else(not_found)?,
