@@ -22,14 +22,16 @@ use prost_reflect::{
 use tonic::{Code, body::Body};
 use tower_service::Service;
 
-use crate::grpc::{MetricsApi, pb, pb::runrate::v1::metrics_service_server::MetricsServiceServer};
+use crate::grpc::{
+    ApiError, MetricsApi, pb, pb::runrate::v1::metrics_service_server::MetricsServiceServer,
+};
 
 use super::WebState;
 
 /// The service whose annotated reads are served.
 const SERVICE: &str = "runrate.v1.MetricsService";
 
-/// The answers are at most what the gRPC side sends.
+/// The gRPC service the JSON API calls, with the gRPC side's message limits.
 type Transcoded = MetricsServiceServer<MetricsApi>;
 
 pub struct JsonApi {
@@ -115,7 +117,7 @@ impl JsonApi {
         };
         let request = match route.request(bound, query) {
             Ok(request) => request,
-            Err(why) => return self.error(Code::InvalidArgument, why),
+            Err(invalid) => return self.status_response(&invalid.into()),
         };
         match self.call(route, request).await {
             Ok(answer) => json_response(StatusCode::OK, &answer),
@@ -333,7 +335,7 @@ impl Route {
 
     /// The request message: the path's variables, then the query's fields by their
     /// proto or JSON names, each read as the proto3 JSON mapping reads a string.
-    fn request(&self, bound: Vec<String>, query: Option<&str>) -> Result<DynamicMessage, String> {
+    fn request(&self, bound: Vec<String>, query: Option<&str>) -> Result<DynamicMessage, ApiError> {
         let input = self.method.input();
         let mut fields = serde_json::Map::new();
         for (field, value) in self.variables.iter().zip(bound) {
@@ -343,27 +345,37 @@ impl Route {
             let field = input
                 .get_field_by_name(&key)
                 .or_else(|| input.get_field_by_json_name(&key))
-                .ok_or_else(|| format!("`{key}` is not a parameter of {}", self.method.name()))?;
+                .ok_or_else(|| {
+                    ApiError::invalid(
+                        &key,
+                        format!("is not a parameter of {}", self.method.name()),
+                    )
+                })?;
             if self
                 .variables
                 .iter()
                 .any(|variable| variable == field.name())
             {
-                return Err(format!("`{key}` is given by the path"));
+                return Err(ApiError::invalid(&key, "is given by the path"));
             }
             let value = match field.kind() {
                 Kind::Bool => match value.as_ref() {
                     "true" => serde_json::Value::Bool(true),
                     "false" => serde_json::Value::Bool(false),
-                    other => return Err(format!("`{key}` is `{other}`, not true or false")),
+                    other => {
+                        return Err(ApiError::invalid(
+                            &key,
+                            format!("is `{other}`, not true or false"),
+                        ));
+                    }
                 },
                 Kind::Message(message) if message.full_name() != "google.protobuf.Timestamp" => {
-                    return Err(format!("`{key}` cannot be given in the query"));
+                    return Err(ApiError::invalid(&key, "cannot be given in the query"));
                 }
                 _ => serde_json::Value::String(value.into_owned()),
             };
             if fields.insert(field.name().to_owned(), value).is_some() {
-                return Err(format!("`{key}` is given more than once"));
+                return Err(ApiError::invalid(&key, "is given more than once"));
             }
         }
         DynamicMessage::deserialize_with_options(
@@ -371,6 +383,6 @@ impl Route {
             serde_json::Value::Object(fields),
             &DeserializeOptions::new(),
         )
-        .map_err(|err| format!("the parameters do not make a request: {err}"))
+        .map_err(|err| ApiError::invalid("query", format!("does not make a request: {err}")))
     }
 }

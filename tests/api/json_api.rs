@@ -191,15 +191,21 @@ async fn errors_are_google_rpc_status_bodies_under_their_http_codes() {
         "{body}"
     );
 
-    for (path, named) in [
-        ("/v1/providers?bogus=1", "bogus"),
-        ("/v1/providers?page_size=1&pageSize=2", "more than once"),
+    for (path, field, named) in [
+        ("/v1/providers?bogus=1", "bogus", "not a parameter"),
+        (
+            "/v1/providers?page_size=1&pageSize=2",
+            "pageSize",
+            "more than once",
+        ),
         (
             "/v1/providers/aws?name=providers/azure",
+            "name",
             "given by the path",
         ),
         (
             "/v1/providers/aws/periods/-/facts?includeDerived=maybe",
+            "includeDerived",
             "true or false",
         ),
     ] {
@@ -211,6 +217,16 @@ async fn errors_are_google_rpc_status_bodies_under_their_http_codes() {
         );
         assert!(
             body["message"].as_str().unwrap().contains(named),
+            "{path}: {body}"
+        );
+        let bad_request = body["details"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|detail| detail["@type"] == "type.googleapis.com/google.rpc.BadRequest")
+            .expect("a BadRequest naming the parameter");
+        assert_eq!(
+            bad_request["fieldViolations"][0]["field"], field,
             "{path}: {body}"
         );
     }
