@@ -130,9 +130,11 @@ sleep 0.5
 for port in $grpc_port $floor_port; do
   for call in GetFact:get-fact CompareProviders:compare; do
     method=${call%%:*}; body=${call##*:}
-    if ! nghttp -v -H ':method: POST' -H 'content-type: application/grpc' -H 'te: trailers' \
-      -d "$work/$body.bin" "http://127.0.0.1:$port/runrate.v1.MetricsService/$method" 2>&1 |
-      tr -d '\0' | grep -q 'grpc-status: 0'; then
+    # Read to the end before searching: `grep -q` stopping early would break the pipe
+    # under the client and fail the check (pipefail) although the answer was right.
+    answer=$(nghttp -v -H ':method: POST' -H 'content-type: application/grpc' -H 'te: trailers' \
+      -d "$work/$body.bin" "http://127.0.0.1:$port/runrate.v1.MetricsService/$method" 2>&1 | tr -d '\0')
+    if ! grep -q 'grpc-status: 0' <<<"$answer"; then
       echo "error: $method on port $port did not answer grpc-status 0" >&2; exit 1
     fi
   done
