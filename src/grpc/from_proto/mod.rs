@@ -100,6 +100,11 @@ pub fn parse_fact_name(field: &str, name: &str) -> Result<FactKey, ApiError> {
         name,
         "providers/{provider}/periods/{period}/facts/{metric}",
     )?;
+    fact_key(field, &parts)
+}
+
+/// The fact named by the first three segments: provider, period, metric.
+fn fact_key(field: &str, parts: &[&str]) -> Result<FactKey, ApiError> {
     Ok(FactKey {
         provider: id(field, parts[0])?,
         period: quarter(field, parts[1])?,
@@ -138,14 +143,7 @@ pub fn parse_fact_revision_name(
                 )
             })?,
     };
-    Ok((
-        FactKey {
-            provider: id(field, parts[0])?,
-            period: quarter(field, parts[1])?,
-            metric: id(field, parts[2])?,
-        },
-        revision,
-    ))
+    Ok((fact_key(field, &parts)?, revision))
 }
 
 pub fn parse_load_name(field: &str, name: &str) -> Result<i64, ApiError> {
