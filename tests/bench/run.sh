@@ -51,11 +51,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-grpc_port=55051; http_port=55080; floor_port=55061; sink_port=55025; proxy_port=55026
+# Fixed ports below Linux's ephemeral range (32768 and up), where no outgoing connection of
+# this run or of the tests before it can be holding one.
+grpc_port=25051; http_port=25080; floor_port=25061; sink_port=25025; proxy_port=25026
 # Two more runrates for the reads, with metrics and traces on (one tenth of the traces
 # exported, and all of them), and their collector.
-observed_port=55052; observed_http_port=55081; metrics_port=55090; otlp_port=55317
-all_traced_port=55053; all_traced_http_port=55082; sample_ratio=0.1
+observed_port=25052; observed_http_port=25081; metrics_port=25090; otlp_port=25317
+all_traced_port=25053; all_traced_http_port=25082; sample_ratio=0.1
+# The longest any one fan-out may take before the run gives up on it.
+fan_out_deadline_s=$([ "$mode" = smoke ] && echo 120 || echo 1800)
 fact=providers/aws/periods/2026-q1/facts/ai-revenue-run-rate
 
 now_ms() { date +%s%3N; }
@@ -79,6 +83,16 @@ start_runrate_on() {
     sleep 0.01
   done
   echo "runrate did not start; its log:" >&2; cat "$dir/serve.log" >&2; return 1
+}
+# Waits until something listens on 127.0.0.1:$1, started as process $2 (named $3).
+wait_for_port() {
+  local port=$1 pid=$2 name=$3
+  for _ in $(seq 1 500); do
+    kill -0 "$pid" 2>/dev/null || { echo "error: $name exited before listening on $port" >&2; return 1; }
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.01
+  done
+  echo "error: $name is not listening on $port after 5 s" >&2; return 1
 }
 stop_runrate() {
   kill "$runrate_pid" 2>/dev/null || true
@@ -111,6 +125,7 @@ grpc_body "periods/2026-q1" "$work/compare.bin"
 "$otlp_sink" "127.0.0.1:$otlp_port" >"$work/otlp-sink.out" &
 otlp_sink_pid=$!
 pids+=("$otlp_sink_pid")
+wait_for_port "$otlp_port" "$otlp_sink_pid" bench-otlp-sink
 # As an operator would run it: Prometheus metrics on, a tenth of the traces begun here
 # exported over OTLP (and every trace a caller sampled); and with every trace exported.
 start_runrate_on "$observed_port" "$work/reads-observed" RUNRATE__HTTP__LISTEN=127.0.0.1:$observed_http_port \
@@ -123,7 +138,7 @@ all_traced_pid=$runrate_pid
 start_runrate "$work/reads"
 "$floor" "127.0.0.1:$floor_port" "http://127.0.0.1:$grpc_port" "$fact" &
 pids+=($!)
-sleep 0.5
+wait_for_port "$floor_port" $! bench-floor
 
 # Every request of a run is the same bytes against an unchanging snapshot: check the
 # answer's gRPC status once per server and method, with a client that shows trailers.
@@ -229,7 +244,7 @@ fi
 # --- 2-4. Fan-out, LoadFigures and memory, against smtp-sink ------------------------------
 smtp-sink -u "$(id -un)" "127.0.0.1:$sink_port" 1024 &
 pids+=($!)
-sleep 0.3
+wait_for_port "$sink_port" $! smtp-sink
 
 seed_sqlite() {  # data_dir count
   python3 - "$1/runrate.db" "$2" <<'PY'
@@ -281,7 +296,14 @@ fan_out() {
   (cd "$dir" && "$runrate" load --server "http://127.0.0.1:$grpc_port" "$root/tests/figures/2026-q2-example.toml" >/dev/null)
   local loaded; loaded=$(now_ms)
   if [ "${SIGNUPS:-0}" = 1 ]; then sign_up_during & signing=$!; fi
-  while ! (cd "$dir" && "$runrate" deliveries --server "http://127.0.0.1:$grpc_port" 2>/dev/null) | grep -q "sent $count, pending 0"; do
+  local report deadline=$(( start + fan_out_deadline_s * 1000 ))
+  while true; do
+    report=$(cd "$dir" && "$runrate" deliveries --server "http://127.0.0.1:$grpc_port" 2>&1) || true
+    [[ $report == *"sent $count, pending 0"* ]] && break
+    if [ "$(now_ms)" -gt "$deadline" ]; then
+      echo "error: the fan-out to $count did not finish in ${fan_out_deadline_s} s: $report" >&2
+      stop_runrate; return 1
+    fi
     sleep 0.02
   done
   local done_ms; done_ms=$(now_ms)
@@ -335,7 +357,7 @@ done
 # Over a network with round trips: the same fan-out through a proxy adding 2 x 5 ms.
 python3 "$root/tests/bench/delay_proxy.py" "$proxy_port" "$sink_port" "$one_way_ms" &
 pids+=($!)
-sleep 0.3
+wait_for_port "$proxy_port" $! delay_proxy.py
 read -r ms _ < <(fan_out "$over_latency" RUNRATE__MAIL__SMTP__PORT=$proxy_port)
 latency_rate=$(python3 -c "print(f'{$over_latency / ($ms / 1000):.0f}')")
 latency_bound=$(python3 -c "print(f'{$connections / (2 * 2 * $one_way_ms / 1000):.0f}')")
