@@ -44,6 +44,7 @@ use crate::{
     settings::Settings,
     store::Store,
     telemetry::{self, grpc::GrpcMetricsLayer},
+    webhooks::WebhookChannel,
 };
 
 /// Largest request message accepted; runrate's requests are small.
@@ -156,6 +157,11 @@ impl Application {
             settings.newsletter.confirmation_ttl.0,
             SendPace::new(store.clone(), &settings.delivery),
         ))];
+        channels.push(Arc::new(WebhookChannel::new(
+            store.clone(),
+            snapshot.clone(),
+            &settings.webhook,
+        )?));
         channels.extend(extra_channels);
         let outbox_wakeup = Wakeup::default();
         let loader = Arc::new(FigureLoader::new(

@@ -20,6 +20,7 @@ pub mod store;
 pub mod telemetry;
 pub mod templates;
 pub mod text_table;
+pub mod webhooks;
 
 /// The generated `runrate.v1` API types and clients.
 pub use grpc::pb::runrate::v1 as api;

@@ -267,18 +267,17 @@ impl FigureLoader {
             )
             .await?;
         }
-        if !plan.notify_providers.is_empty() {
-            // The audience is frozen here, with the load.
-            let audience = Audience {
-                providers: plan.notify_providers.clone(),
-            };
-            let mut queued = 0;
-            for channel in &self.channels {
-                let recipients = channel.update_recipients(&mut tx, &audience).await?;
-                tx.queue_updates(channel.name(), record.id, &recipients, record.recorded_at)
-                    .await?;
-                queued += recipients.len() as u64;
-            }
+        // The audience is frozen here, with the load.
+        let audience = (!plan.notify_providers.is_empty()).then(|| Audience {
+            providers: plan.notify_providers.clone(),
+        });
+        let mut queued = 0;
+        for channel in &self.channels {
+            queued += channel
+                .queue_update(&mut tx, audience.as_ref(), record.id, record.recorded_at)
+                .await?;
+        }
+        if audience.is_some() || queued > 0 {
             tx.insert_notification(record.id, queued, record.recorded_at)
                 .await?;
         }

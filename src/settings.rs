@@ -28,6 +28,7 @@ pub struct Settings {
     pub newsletter: NewsletterSettings,
     pub mail: MailSettings,
     pub delivery: DeliverySettings,
+    pub webhook: WebhookSettings,
     pub log: LogSettings,
     pub metrics: MetricsSettings,
     pub tracing: TracingSettings,
@@ -216,6 +217,16 @@ pub struct DeliverySettings {
     pub quota_window: TextDuration,
 }
 
+/// POSTs to webhook endpoints, which go through the delivery outbox (its lanes, retries
+/// and lease) beside email.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Longest one POST may take, connecting through to the response's status; a receiver
+    /// slower than this is tried again later.
+    pub timeout: TextDuration,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
@@ -330,6 +341,9 @@ impl Default for Settings {
                 max_rate: 0,
                 quota: 0,
                 quota_window: TextDuration(Duration::from_secs(24 * 3600)),
+            },
+            webhook: WebhookSettings {
+                timeout: TextDuration(Duration::from_secs(10)),
             },
             log: LogSettings {
                 filter: "info".into(),
@@ -452,6 +466,7 @@ impl Settings {
             ("delivery.lease", self.delivery.lease),
             ("delivery.poll_interval", self.delivery.poll_interval),
             ("delivery.quota_window", self.delivery.quota_window),
+            ("webhook.timeout", self.webhook.timeout),
             ("database.refresh_interval", self.database.refresh_interval),
             ("grpc.handshake_timeout", self.grpc.handshake_timeout),
             ("grpc.keepalive_interval", self.grpc.keepalive_interval),

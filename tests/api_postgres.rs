@@ -57,5 +57,7 @@ mod status_size;
 mod tcp_proxy;
 #[path = "api/watching.rs"]
 mod watching;
+#[path = "api/webhooks.rs"]
+mod webhooks;
 
 pub const BACKEND: helpers::Backend = helpers::Backend::Postgres;

@@ -102,6 +102,32 @@ enum Command {
         #[command(flatten)]
         token: TokenArgs,
     },
+    /// Register, list and delete the webhook endpoints every load is POSTed to.
+    Webhooks {
+        #[command(subcommand)]
+        action: WebhookAction,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[command(flatten)]
+        token: TokenArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhookAction {
+    /// Register an endpoint; prints its name and the secret its POSTs are signed with
+    /// (shown this once).
+    Create {
+        /// An http or https URL.
+        url: String,
+        /// The signing secret (24 to 256 printable characters; default: generated).
+        #[arg(long, env = "RUNRATE_WEBHOOK_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+    },
+    /// List the registered endpoints.
+    List,
+    /// Delete an endpoint (webhooks/3, or 3); POSTs still queued for it are not sent.
+    Delete { webhook: String },
 }
 
 #[derive(Debug, clap::Args)]
@@ -240,7 +266,73 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             server,
             token,
         } => print_deliveries(load, retry_failed, &server, &token).await,
+        Command::Webhooks {
+            action,
+            server,
+            token,
+        } => manage_webhooks(action, &server, &token).await,
     }
+}
+
+async fn manage_webhooks(
+    action: WebhookAction,
+    server: &ServerArgs,
+    token: &TokenArgs,
+) -> anyhow::Result<()> {
+    use crate::grpc::pb::runrate::v1::{
+        CreateWebhookRequest, DeleteWebhookRequest, ListWebhooksRequest, Webhook,
+    };
+    let bearer = token.bearer(server)?;
+    let mut client = AdminServiceClient::new(server.connect().await?);
+    let status_error =
+        |status: tonic::Status| anyhow::anyhow!("{}: {}", status.code(), status.message());
+    match action {
+        WebhookAction::Create { url, secret } => {
+            let webhook = Webhook {
+                url,
+                secret: secret.unwrap_or_default(),
+                ..Webhook::default()
+            };
+            let created = client
+                .create_webhook(authorized(
+                    CreateWebhookRequest {
+                        webhook: Some(webhook),
+                    },
+                    &bearer,
+                ))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            println!("{}  {}", created.name, printable(&created.url));
+            println!("secret: {}", created.secret);
+        }
+        WebhookAction::List => {
+            let listed = client
+                .list_webhooks(authorized(ListWebhooksRequest {}, &bearer))
+                .await
+                .map_err(status_error)?
+                .into_inner();
+            for webhook in &listed.webhooks {
+                println!("{}  {}", webhook.name, printable(&webhook.url));
+            }
+        }
+        WebhookAction::Delete { webhook } => {
+            let id = webhook.strip_prefix("webhooks/").unwrap_or(&webhook);
+            let id: u64 = id.parse().with_context(|| {
+                format!("`{webhook}` is not a webhook (expected a number such as 3, or webhooks/3)")
+            })?;
+            let name = format!("webhooks/{id}");
+            client
+                .delete_webhook(authorized(
+                    DeleteWebhookRequest { name: name.clone() },
+                    &bearer,
+                ))
+                .await
+                .map_err(status_error)?;
+            println!("deleted {name}");
+        }
+    }
+    Ok(())
 }
 
 async fn check_health(server: &ServerArgs) -> anyhow::Result<()> {
@@ -370,7 +462,7 @@ async fn print_deliveries(
         .map_err(status_error)?
         .into_inner();
     println!(
-        "Update emails of {}: {} recipients",
+        "Updates of {}: {} recipients",
         report.load, report.recipients
     );
     println!(

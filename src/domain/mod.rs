@@ -8,6 +8,7 @@ mod email_address;
 mod money;
 mod quarter;
 pub mod subscribers;
+pub mod webhooks;
 
 use std::{fmt, time::SystemTime};
 

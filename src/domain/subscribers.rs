@@ -329,13 +329,30 @@ pub struct ClaimedDelivery {
     /// The channel that delivers it (`email`, ...).
     pub channel: String,
     pub kind: DeliveryKind,
-    pub subscriber_id: i64,
-    /// Where it goes, as queued (for email, the address).
+    pub recipient: Recipient,
+    /// Where it goes, as queued: for email the address, for a webhook `webhooks/{id}`.
     pub address: String,
-    /// The subscriber's state now, re-read at claim time.
-    pub subscriber_state: SubscriberState,
     /// Attempts including this one.
     pub attempts: u32,
+}
+
+/// Whom a delivery is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recipient {
+    /// A newsletter subscriber, in the state they are in now (re-read at claim time).
+    Subscriber { id: i64, state: SubscriberState },
+    /// A registered webhook endpoint, by id.
+    Webhook(i64),
+}
+
+impl ClaimedDelivery {
+    /// The subscriber it is for, if it is for one.
+    pub fn subscriber_id(&self) -> Option<i64> {
+        match self.recipient {
+            Recipient::Subscriber { id, .. } => Some(id),
+            Recipient::Webhook(_) => None,
+        }
+    }
 }
 
 /// A fresh token for the message of delivery `delivery`: a public sequence part, the

@@ -7,8 +7,14 @@ use std::time::SystemTime;
 use tonic::{Request, Response, Status, service::Interceptor};
 
 use crate::{
-    auth::AdminToken, domain::LoadId, loading::FigureLoader, mail::FeedbackDesk,
-    newsletter::Newsletter, outbox::Wakeup, store::Store,
+    auth::{AdminToken, generate_secret},
+    domain::LoadId,
+    domain::webhooks::{WebhookSecret, WebhookUrl},
+    loading::FigureLoader,
+    mail::FeedbackDesk,
+    newsletter::Newsletter,
+    outbox::Wakeup,
+    store::Store,
 };
 
 use crate::sealing::TokenSealer;
@@ -209,5 +215,59 @@ impl AdminService for AdminApi {
             previous_state: to_proto::subscriber_state(previous) as i32,
             state: to_proto::subscriber_state(now) as i32,
         }))
+    }
+
+    async fn create_webhook(
+        &self,
+        request: Request<api::CreateWebhookRequest>,
+    ) -> Result<Response<api::Webhook>, Status> {
+        let requested = request.into_inner().webhook.unwrap_or_default();
+        let url = WebhookUrl::parse(&requested.url)
+            .map_err(|err| ApiError::invalid("webhook.url", err.to_string()))?;
+        let secret = if requested.secret.is_empty() {
+            generate_secret().map_err(ApiError::Internal)?
+        } else {
+            requested.secret
+        };
+        let secret = WebhookSecret::parse(&secret)
+            .map_err(|err| ApiError::invalid("webhook.secret", err.to_string()))?;
+        let webhook = self
+            .store
+            .create_webhook(&url, &secret, SystemTime::now())
+            .await
+            .map_err(ApiError::from)?;
+        tracing::info!(webhook = webhook.id, origin = %url.origin(), "registered a webhook");
+        Ok(Response::new(api::Webhook {
+            secret: secret.expose().to_owned(),
+            ..to_proto::webhook(&webhook)
+        }))
+    }
+
+    async fn list_webhooks(
+        &self,
+        _: Request<api::ListWebhooksRequest>,
+    ) -> Result<Response<api::ListWebhooksResponse>, Status> {
+        let webhooks = self.store.list_webhooks().await.map_err(ApiError::from)?;
+        Ok(Response::new(api::ListWebhooksResponse {
+            webhooks: webhooks.iter().map(to_proto::webhook).collect(),
+        }))
+    }
+
+    async fn delete_webhook(
+        &self,
+        request: Request<api::DeleteWebhookRequest>,
+    ) -> Result<Response<()>, Status> {
+        let name = request.into_inner().name;
+        let id = from_proto::parse_webhook_name("name", &name)?;
+        let deleted = self
+            .store
+            .delete_webhook(id, SystemTime::now())
+            .await
+            .map_err(ApiError::from)?;
+        if !deleted {
+            return Err(ApiError::not_found("runrate.v1.Webhook", name).into());
+        }
+        tracing::info!(webhook = id, "deleted a webhook");
+        Ok(Response::new(()))
     }
 }

@@ -6,7 +6,10 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 
 use crate::{
-    loading::LoadError, mail::FeedbackError, newsletter::NewsletterError, store::StoreError,
+    loading::LoadError,
+    mail::FeedbackError,
+    newsletter::NewsletterError,
+    store::{CreateWebhookError, StoreError},
 };
 use tonic_types::{ErrorDetails, StatusExt};
 
@@ -209,6 +212,15 @@ impl From<LoadError> for ApiError {
                 errors: errors.iter().map(ToString::to_string).collect(),
             },
             LoadError::Store(err) => err.into(),
+        }
+    }
+}
+
+impl From<CreateWebhookError> for ApiError {
+    fn from(err: CreateWebhookError) -> Self {
+        match err {
+            CreateWebhookError::TooMany => ApiError::ResourceExhausted(err.to_string()),
+            CreateWebhookError::Store(err) => err.into(),
         }
     }
 }

@@ -7,6 +7,7 @@ mod error;
 mod from_proto;
 mod metrics_service;
 mod newsletter_service;
+pub mod proto_json;
 mod to_proto;
 mod watch;
 

@@ -5,6 +5,7 @@ use crate::{
     catalog::ReadSnapshot,
     catalog::derived::{Derivation, DerivedFact},
     domain::subscribers::{DeliveryReport, Subscriber, SubscriberState},
+    domain::webhooks::{Webhook, webhook_name},
     domain::{
         self, FactBody, FactKey, FactRevision, FactStatus, FactValue, LoadId, LoadRecord, Metric,
         MetricKind, Provider, Quarter, ResourceId, RevisionReason, Source,
@@ -287,6 +288,16 @@ pub fn subscriber_state(state: SubscriberState) -> api::SubscriberState {
         SubscriberState::Unsubscribed => api::SubscriberState::Unsubscribed,
         SubscriberState::Bounced => api::SubscriberState::Bounced,
         SubscriberState::Complained => api::SubscriberState::Complained,
+    }
+}
+
+/// A registered endpoint, without its secret.
+pub fn webhook(webhook: &Webhook) -> api::Webhook {
+    api::Webhook {
+        name: webhook_name(webhook.id),
+        url: webhook.url.as_str().to_owned(),
+        secret: String::new(),
+        create_time: Some(webhook.created_at.into()),
     }
 }
 

@@ -16,14 +16,14 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use prost::Message;
 use prost_reflect::{
-    DescriptorPool, DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, MethodDescriptor,
+    DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, MethodDescriptor,
     SerializeOptions, Value,
 };
 use tonic::{Code, body::Body};
 use tower_service::Service;
 
 use crate::grpc::{
-    ApiError, MetricsApi, pb, pb::runrate::v1::metrics_service_server::MetricsServiceServer,
+    ApiError, MetricsApi, pb::runrate::v1::metrics_service_server::MetricsServiceServer, proto_json,
 };
 
 use super::WebState;
@@ -70,7 +70,7 @@ pub struct RuleError {
 
 impl JsonApi {
     pub fn new(service: Transcoded) -> anyhow::Result<JsonApi> {
-        let pool = descriptor_pool()?;
+        let pool = proto_json::descriptor_pool()?;
         let rule_extension = pool
             .get_extension_by_name("google.api.http")
             .ok_or_else(|| anyhow::anyhow!("the protos do not define google.api.http"))?;
@@ -200,15 +200,6 @@ pub async fn handle(
     RawQuery(query): RawQuery,
 ) -> Response {
     state.json_api.answer(uri.path(), query.as_deref()).await
-}
-
-/// The API's descriptors with google.rpc's, whose Status and error details the errors
-/// carry. Decoded by prost-reflect itself: prost's own descriptor types drop the
-/// `google.api.http` option, an extension they do not know.
-fn descriptor_pool() -> anyhow::Result<DescriptorPool> {
-    let mut pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET)?;
-    pool.decode_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)?;
-    Ok(pool)
 }
 
 fn json_response(status: StatusCode, message: &DynamicMessage) -> Response {

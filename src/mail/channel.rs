@@ -21,7 +21,8 @@ use crate::{
     domain::{
         LoadId,
         subscribers::{
-            ClaimedDelivery, DeliveryKind, NewToken, TokenPurpose, new_token, token_digest,
+            ClaimedDelivery, DeliveryKind, NewToken, Recipient, TokenPurpose, new_token,
+            token_digest,
         },
     },
     outbox::{Channel, ChannelSender, EMAIL_CHANNEL, Readiness, SendFailure, SendOutcome},
@@ -111,10 +112,18 @@ impl Channel for EmailChannel {
         let mut tokens = Vec::new();
         let mut prepared = Vec::with_capacity(batch.len());
         for delivery in batch {
-            let Some(purpose) = delivery.kind.wanted_by(delivery.subscriber_state) else {
+            let Recipient::Subscriber {
+                id: subscriber_id,
+                state,
+            } = delivery.recipient
+            else {
+                prepared.push(Readiness::Skip("not sent: not for a subscriber".into()));
+                continue;
+            };
+            let Some(purpose) = delivery.kind.wanted_by(state) else {
                 prepared.push(Readiness::Skip(format!(
                     "not sent: the subscriber is {} now",
-                    delivery.subscriber_state.as_str()
+                    state.as_str()
                 )));
                 continue;
             };
@@ -127,7 +136,7 @@ impl Channel for EmailChannel {
             };
             tokens.push(NewToken {
                 digest: token_digest(&token),
-                subscriber_id: delivery.subscriber_id,
+                subscriber_id,
                 purpose,
                 expires_at: (purpose == TokenPurpose::Confirm).then(|| now + self.confirmation_ttl),
             });

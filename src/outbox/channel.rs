@@ -8,6 +8,7 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 
 use crate::{
+    domain::LoadId,
     domain::subscribers::{Audience, ClaimedDelivery},
     store::{StoreError, StoreTx},
 };
@@ -47,19 +48,26 @@ pub trait Channel: Send + Sync + 'static {
     /// The name the outbox stores with each of this channel's deliveries.
     fn name(&self) -> &'static str;
 
-    /// The subscribers this channel tells about a load, read in the load's transaction.
-    /// By default, everyone in the audience.
-    async fn update_recipients(
+    /// Queues this channel's updates about `load`, in the load's transaction, due at
+    /// `due`; returns how many. `audience` is whom the load concerns, `None` when it
+    /// changed no figures anyone follows. By default, an email-like channel: one update
+    /// for each subscriber in the audience.
+    async fn queue_update(
         &self,
         tx: &mut StoreTx,
-        audience: &Audience,
-    ) -> Result<Vec<i64>, StoreError> {
+        audience: Option<&Audience>,
+        load: LoadId,
+        due: SystemTime,
+    ) -> Result<u64, StoreError> {
+        let Some(audience) = audience else {
+            return Ok(0);
+        };
         let mut recipients = Vec::new();
         let mut after = 0;
         loop {
             let page = tx.confirmed_followers(after, FOLLOWERS_PAGE).await?;
             let Some(last) = page.last() else {
-                return Ok(recipients);
+                break;
             };
             after = last.subscriber_id;
             recipients.extend(
@@ -68,6 +76,9 @@ pub trait Channel: Send + Sync + 'static {
                     .map(|follower| follower.subscriber_id),
             );
         }
+        tx.queue_updates(self.name(), load, &recipients, due)
+            .await?;
+        Ok(recipients.len() as u64)
     }
 
     /// Gets a claimed batch ready to send, one [`Readiness`] per delivery, in order. An

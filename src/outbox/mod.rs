@@ -561,7 +561,7 @@ impl OutboxWorker {
                 return DeliveryResult::Failed {
                     id: delivery.id,
                     error,
-                    bounced: suppress.then_some(delivery.subscriber_id),
+                    bounced: delivery.subscriber_id().filter(|_| suppress),
                 };
             }
             SendFailure::Deferred { until, .. } => {

@@ -12,6 +12,7 @@ mod outbox;
 mod pace;
 mod rows;
 mod subscribers;
+mod webhooks;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,6 +24,7 @@ use crate::{
 };
 
 use backend::Backend;
+pub use webhooks::CreateWebhookError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -27,7 +27,7 @@ const MAX_REPORTED_FAILURES: i64 = 100;
 /// Recipients queued per statement.
 const QUEUE_CHUNK: usize = 10_000;
 const KIND_CONFIRMATION: &str = "confirmation";
-const KIND_UPDATE: &str = "update";
+pub(super) const KIND_UPDATE: &str = "update";
 
 impl Store {
     /// Claims up to `limit` due deliveries until `lease_until` under `claim`, counting an
@@ -48,7 +48,7 @@ impl Store {
                AND next_attempt_at_us <= $4 AND (load_id IS NULL OR load_id <= $5) \
                AND channel IN (SELECT value FROM {}) \
                ORDER BY priority, next_attempt_at_us, id LIMIT $6{}) \
-             RETURNING id, channel, kind, load_id, subscriber_id, email, attempts, \
+             RETURNING id, channel, kind, load_id, subscriber_id, endpoint_id, email, attempts, \
                (SELECT s.state FROM subscribers s WHERE s.id = deliveries.subscriber_id) AS subscriber_state",
             self.backend.json_text_elements(7),
             self.backend.skip_locked()

@@ -3,7 +3,8 @@
 use crate::domain::Named;
 use crate::{
     domain::subscribers::{
-        ClaimedDelivery, DeliveryFailure, DeliveryKind, DeliveryState, Subscriber, SubscriberState,
+        ClaimedDelivery, DeliveryFailure, DeliveryKind, DeliveryState, Recipient, Subscriber,
+        SubscriberState,
     },
     domain::{
         EmailAddress, FactKey, FactRevision, LoadRecord, Quarter, ResourceId, RevisionReason,
@@ -139,10 +140,11 @@ pub(super) struct ClaimedDeliveryRow {
     channel: String,
     kind: String,
     load_id: Option<i64>,
-    subscriber_id: i64,
+    subscriber_id: Option<i64>,
+    endpoint_id: Option<i64>,
     email: String,
     attempts: i64,
-    subscriber_state: String,
+    subscriber_state: Option<String>,
 }
 
 impl TryFrom<ClaimedDeliveryRow> for ClaimedDelivery {
@@ -154,14 +156,26 @@ impl TryFrom<ClaimedDeliveryRow> for ClaimedDelivery {
             ("confirmation", _) => DeliveryKind::Confirmation,
             (other, _) => return Err(StoreError::Corrupt(format!("delivery kind `{other}`"))),
         };
+        let recipient = match (row.subscriber_id, row.subscriber_state, row.endpoint_id) {
+            (Some(id), Some(state), None) => Recipient::Subscriber {
+                id,
+                state: subscriber_state(&state)?,
+            },
+            (None, None, Some(endpoint)) => Recipient::Webhook(endpoint),
+            _ => {
+                return Err(StoreError::Corrupt(format!(
+                    "delivery {} has neither one subscriber nor one webhook endpoint",
+                    row.id
+                )));
+            }
+        };
         Ok(ClaimedDelivery {
             id: row.id,
             channel: row.channel,
             kind,
-            subscriber_id: row.subscriber_id,
+            recipient,
             address: row.email,
             attempts: u32::try_from(row.attempts).unwrap_or(u32::MAX),
-            subscriber_state: subscriber_state(&row.subscriber_state)?,
         })
     }
 }

@@ -251,7 +251,7 @@ fn deliveries_prints_the_report_of_a_load() {
         assert!(output.status.success(), "{output:?}");
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         assert!(
-            stdout.starts_with("Update emails of loads/2: 2 recipients"),
+            stdout.starts_with("Updates of loads/2: 2 recipients"),
             "{stdout}"
         );
         if stdout.contains("sent 2, pending 0") {
@@ -276,7 +276,7 @@ fn deliveries_prints_the_report_of_a_load() {
     // With no load named: the newest load that sent updates.
     let output = run_in(dir.path(), &["deliveries", "--server", &server.url]);
     assert!(output.status.success(), "{output:?}");
-    assert!(String::from_utf8_lossy(&output.stdout).starts_with("Update emails of loads/2:"));
+    assert!(String::from_utf8_lossy(&output.stdout).starts_with("Updates of loads/2:"));
 
     let output = run_in(
         dir.path(),

@@ -32,6 +32,7 @@ mod standard_services;
 mod status_size;
 mod traces;
 mod watching;
+mod webhooks;
 
 /// This binary runs the suite on the embedded SQLite database; `api_postgres` runs the
 /// same tests on PostgreSQL.

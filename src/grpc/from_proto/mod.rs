@@ -146,6 +146,24 @@ pub fn parse_fact_revision_name(
     Ok((fact_key(field, &parts)?, revision))
 }
 
+/// `webhooks/{webhook}`.
+pub fn parse_webhook_name(field: &str, name: &str) -> Result<i64, ApiError> {
+    let parts = segments(field, name, "webhooks/{webhook}")?;
+    parts[0]
+        .parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .ok_or_else(|| {
+            ApiError::invalid(
+                field,
+                format!(
+                    "`{}` is not a webhook id (expected a positive integer)",
+                    parts[0]
+                ),
+            )
+        })
+}
+
 pub fn parse_load_name(field: &str, name: &str) -> Result<i64, ApiError> {
     let parts = segments(field, name, "loads/{load}")?;
     parts[0]
