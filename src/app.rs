@@ -34,6 +34,7 @@ use crate::{
                 newsletter_service_server::NewsletterServiceServer,
             },
         },
+        proto_json,
     },
     http::{self, JsonApi, WebState},
     loading::FigureLoader,
@@ -157,11 +158,13 @@ impl Application {
             settings.newsletter.confirmation_ttl.0,
             SendPace::new(store.clone(), &settings.delivery),
         ))];
+        let descriptors = proto_json::descriptor_pool()?;
         channels.push(Arc::new(WebhookChannel::new(
             store.clone(),
             snapshot.clone(),
             &settings.webhook,
-        )?));
+            Box::new(move |snapshot, load| proto_json::load(&descriptors, snapshot, load)),
+        )));
         channels.extend(extra_channels);
         let outbox_wakeup = Wakeup::default();
         let loader = Arc::new(FigureLoader::new(

@@ -15,19 +15,8 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use async_trait::async_trait;
-use bytes::Bytes;
-use http::{Method, Request, header};
-use http_body_util::Full;
-use hyper_rustls::HttpsConnector;
-use hyper_util::{
-    client::legacy::{Client, connect::HttpConnector},
-    rt::TokioExecutor,
-};
-use prost_reflect::DescriptorPool;
-
 use crate::{
-    catalog::SharedSnapshot,
+    catalog::{ReadSnapshot, SharedSnapshot},
     domain::{
         LoadId,
         subscribers::{Audience, ClaimedDelivery, DeliveryKind, Recipient},
@@ -36,10 +25,18 @@ use crate::{
             WebhookTarget, webhook_name,
         },
     },
-    grpc::proto_json,
     outbox::{Channel, Readiness, SendFailure},
     settings::WebhookSettings,
     store::{Store, StoreError, StoreTx},
+};
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::Full;
+use hyper_rustls::HttpsConnector;
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::TokioExecutor,
 };
 
 /// The name the outbox stores with webhook deliveries.
@@ -50,12 +47,17 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// Writes a load of a snapshot as the API's JSON resource. Given by the wiring, so that
+/// this channel shares the API's one encoder without depending on the API's layer.
+pub type LoadResource =
+    Box<dyn Fn(&ReadSnapshot, LoadId) -> anyhow::Result<serde_json::Value> + Send + Sync>;
+
 pub struct WebhookChannel {
     store: Arc<Store>,
     snapshot: SharedSnapshot,
     client: HttpsClient,
     timeout: Duration,
-    descriptors: DescriptorPool,
+    load_resource: LoadResource,
     user_agent: String,
     /// Each load's body, made on first use (loads are few and bodies small).
     bodies: Mutex<HashMap<LoadId, Bytes>>,
@@ -68,7 +70,8 @@ impl WebhookChannel {
         store: Arc<Store>,
         snapshot: SharedSnapshot,
         settings: &WebhookSettings,
-    ) -> anyhow::Result<Self> {
+        load_resource: LoadResource,
+    ) -> Self {
         let mut http = HttpConnector::new();
         http.enforce_http(false);
         http.set_connect_timeout(Some(settings.timeout.0));
@@ -82,16 +85,16 @@ impl WebhookChannel {
             .pool_max_idle_per_host(IDLE_CONNECTIONS_PER_HOST)
             .pool_idle_timeout(IDLE_TIMEOUT)
             .build(connector);
-        Ok(WebhookChannel {
+        WebhookChannel {
             store,
             snapshot,
             client,
             timeout: settings.timeout.0,
-            descriptors: proto_json::descriptor_pool()?,
+            load_resource,
             user_agent: format!("runrate/{}", env!("CARGO_PKG_VERSION")),
             bodies: Mutex::new(HashMap::new()),
             targets: Mutex::new(HashMap::new()),
-        })
+        }
     }
 
     /// The body POSTed about a load.
@@ -100,11 +103,7 @@ impl WebhookChannel {
         if let Some(body) = bodies.get(&load) {
             return Ok(body.clone());
         }
-        let snapshot = self.snapshot.load();
-        let record = snapshot
-            .load_record(load)
-            .ok_or_else(|| format!("load {load} is not in this process's snapshot yet"))?;
-        let resource = proto_json::load(&self.descriptors, record, snapshot.load_changes(load))
+        let resource = (self.load_resource)(&self.snapshot.load(), load)
             .map_err(|err| format!("cannot write load {load} as JSON: {err}"))?;
         let event = serde_json::json!({ "type": LOAD_EVENT, "load": resource });
         let body = Bytes::from(event.to_string());

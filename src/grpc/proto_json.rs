@@ -4,7 +4,7 @@
 use prost_reflect::{DescriptorPool, DynamicMessage};
 
 use super::{pb, to_proto};
-use crate::domain::{FactRevision, LoadRecord};
+use crate::{catalog::ReadSnapshot, domain::LoadId};
 
 /// The API's descriptors with google.rpc's, whose Status and error details the errors
 /// carry. Decoded by prost-reflect itself: prost's own descriptor types drop the
@@ -31,12 +31,17 @@ pub fn dynamic<M: prost::Message>(
     )?)
 }
 
-/// A load as the `runrate.v1.Load` resource, in JSON exactly as GetLoad answers it.
-pub fn load<'a>(
+/// A load of `snapshot` as the `runrate.v1.Load` resource, in JSON exactly as GetLoad
+/// answers it.
+pub fn load(
     pool: &DescriptorPool,
-    record: &LoadRecord,
-    changes: impl Iterator<Item = &'a FactRevision>,
+    snapshot: &ReadSnapshot,
+    load: LoadId,
 ) -> anyhow::Result<serde_json::Value> {
-    let message = dynamic(pool, "runrate.v1.Load", &to_proto::load(record, changes))?;
+    let record = snapshot
+        .load_record(load)
+        .ok_or_else(|| anyhow::anyhow!("load {load} is not in this snapshot"))?;
+    let resource = to_proto::load(record, snapshot.load_changes(load));
+    let message = dynamic(pool, "runrate.v1.Load", &resource)?;
     Ok(serde_json::to_value(&message)?)
 }
