@@ -35,6 +35,10 @@ pub struct ResourceId(String);
 pub struct ResourceIdError(pub String);
 
 impl ResourceId {
+    /// What [`ResourceId::parse`] accepts, as a regular expression (for the OpenAPI
+    /// document).
+    pub const PATTERN: &'static str = "^[a-z]([a-z0-9-]{0,61}[a-z0-9])?$";
+
     pub fn parse(text: &str) -> Result<Self, ResourceIdError> {
         let bytes = text.as_bytes();
         let valid = !bytes.is_empty()

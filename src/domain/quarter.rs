@@ -33,6 +33,9 @@ impl Quarter {
             .then_some(Quarter { year, quarter })
     }
 
+    /// What [`Quarter::parse`] accepts, as a regular expression (for the OpenAPI document).
+    pub const PATTERN: &'static str = "^(19|2[0-9])[0-9]{2}-[qQ][1-4]$";
+
     /// Accepts `2026-Q1` and the resource id form `2026-q1`.
     pub fn parse(text: &str) -> Result<Self, QuarterError> {
         let err = || QuarterError(text.to_owned());

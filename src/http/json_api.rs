@@ -16,7 +16,7 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http_body_util::{BodyExt, Full};
 use prost::Message;
 use prost_reflect::{
-    DeserializeOptions, DynamicMessage, Kind, MessageDescriptor, MethodDescriptor,
+    DeserializeOptions, DynamicMessage, FieldDescriptor, Kind, MessageDescriptor, MethodDescriptor,
     SerializeOptions, Value,
 };
 use tonic::{Code, body::Body};
@@ -26,7 +26,7 @@ use crate::grpc::{
     ApiError, MetricsApi, pb::runrate::v1::metrics_service_server::MetricsServiceServer, proto_json,
 };
 
-use super::WebState;
+use super::{WebState, openapi};
 
 /// The service whose annotated reads are served.
 const SERVICE: &str = "runrate.v1.MetricsService";
@@ -38,6 +38,8 @@ pub struct JsonApi {
     routes: Vec<Route>,
     service: Transcoded,
     status: MessageDescriptor,
+    /// The OpenAPI document of the routes, as served.
+    openapi: Bytes,
 }
 
 /// One annotated method: its HTTP path template, parsed.
@@ -100,10 +102,13 @@ impl JsonApi {
         let status = pool
             .get_message_by_name("google.rpc.Status")
             .ok_or_else(|| anyhow::anyhow!("the protos do not define google.rpc.Status"))?;
+        let operations: Vec<openapi::Operation> = routes.iter().map(Route::operation).collect();
+        let openapi = Bytes::from(openapi::document(&operations, &status).to_string());
         Ok(JsonApi {
             routes,
             service,
             status,
+            openapi,
         })
     }
 
@@ -192,6 +197,15 @@ impl JsonApi {
         });
         json_response(http_status(status.code()), &body)
     }
+}
+
+/// `GET /openapi.json`: the JSON API as an OpenAPI 3.0 document.
+pub async fn openapi_document(State(state): State<WebState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.json_api.openapi.clone(),
+    )
+        .into_response()
 }
 
 pub async fn handle(
@@ -291,6 +305,50 @@ impl Route {
         })
     }
 
+    /// The route in OpenAPI terms: each `*` of the template its own path parameter,
+    /// named after the collection before it (`providers/{provider}`), and the request
+    /// fields the query may set.
+    fn operation(&self) -> openapi::Operation {
+        let mut path = String::new();
+        let mut path_parameters: Vec<openapi::PathParameter> = Vec::new();
+        let mut previous = "";
+        for segment in &self.segments {
+            path.push('/');
+            match segment {
+                Segment::Literal(literal) | Segment::BoundLiteral(literal, _) => {
+                    path.push_str(literal);
+                    previous = literal;
+                }
+                Segment::Any(_) => {
+                    let mut name = previous.strip_suffix('s').unwrap_or(previous).to_owned();
+                    if name.is_empty() || path_parameters.iter().any(|known| known.name == name) {
+                        name = format!("segment{}", path_parameters.len() + 1);
+                    }
+                    path.push_str(&format!("{{{name}}}"));
+                    let wildcard = self.method.name() == "ListFacts";
+                    path_parameters.push(openapi::PathParameter { name, wildcard });
+                }
+            }
+        }
+        if let Some(verb) = &self.verb {
+            path.push(':');
+            path.push_str(verb);
+        }
+        let query_fields = self
+            .method
+            .input()
+            .fields()
+            .filter(|field| !self.variables.iter().any(|bound| bound == field.name()))
+            .filter(query_settable)
+            .collect();
+        openapi::Operation {
+            method: self.method.clone(),
+            path,
+            path_parameters,
+            query_fields,
+        }
+    }
+
     /// The variables' values when `path` fits this template.
     fn matches(&self, path: &str) -> Option<Vec<String>> {
         let path = path.strip_prefix('/')?;
@@ -360,7 +418,7 @@ impl Route {
                         ));
                     }
                 },
-                Kind::Message(message) if message.full_name() != "google.protobuf.Timestamp" => {
+                _ if !query_settable(&field) => {
                     return Err(ApiError::invalid(&key, "cannot be given in the query"));
                 }
                 _ => serde_json::Value::String(value.into_owned()),
@@ -376,4 +434,15 @@ impl Route {
         )
         .map_err(|err| ApiError::invalid("query", format!("does not make a request: {err}")))
     }
+}
+
+/// Whether the query may set a request field: any single value but a message, except a
+/// timestamp (as RFC 3339 text).
+fn query_settable(field: &FieldDescriptor) -> bool {
+    !field.is_list()
+        && !field.is_map()
+        && match field.kind() {
+            Kind::Message(message) => message.full_name() == "google.protobuf.Timestamp",
+            _ => true,
+        }
 }

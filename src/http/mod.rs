@@ -18,6 +18,7 @@ use serde::Deserialize;
 
 mod feeds;
 mod json_api;
+mod openapi;
 
 pub use feeds::FeedCache;
 pub use json_api::JsonApi;
@@ -49,6 +50,7 @@ pub struct WebState {
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(signup_page))
+        .route("/openapi.json", get(json_api::openapi_document))
         .route("/feed.atom", get(feeds::atom))
         .route("/feed.json", get(feeds::json))
         .route("/v1/{*path}", get(json_api::handle))

@@ -104,7 +104,8 @@ fn database_prefix() -> String {
     format!("runrate_test_{}_", std::process::id())
 }
 
-/// Drops the test databases earlier runs could not drop before they exited.
+/// Drops the test databases earlier runs could not drop before they exited: those of
+/// processes no longer running (another test run on the same server keeps its own).
 async fn drop_leftovers_once(connection: &mut sqlx::PgConnection) {
     static DONE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
     DONE.get_or_init(|| async {
@@ -116,7 +117,16 @@ async fn drop_leftovers_once(connection: &mut sqlx::PgConnection) {
         .fetch_all(&mut *connection)
         .await
         .unwrap_or_default();
-        for name in leftovers {
+        let owner_exited = |name: &str| {
+            let pid = name
+                .trim_start_matches("runrate_test_")
+                .split('_')
+                .next()
+                .unwrap_or_default();
+            pid.parse::<u32>()
+                .is_ok_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+        };
+        for name in leftovers.into_iter().filter(|name| owner_exited(name)) {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                 .execute(&mut *connection)
                 .await;

@@ -20,6 +20,7 @@ mod loading;
 mod logs;
 mod mail_feedback;
 mod newsletter;
+mod openapi;
 mod pagination;
 mod prometheus;
 mod python;

@@ -129,10 +129,7 @@ pub fn parse_fact_revision_name(
     let revision = match parts[3] {
         "first" => RevisionRef::First,
         "latest" => RevisionRef::Latest,
-        number => number
-            .parse::<i64>()
-            .ok()
-            .filter(|number| *number > 0)
+        number => canonical_positive(number)
             .map(RevisionRef::Number)
             .ok_or_else(|| {
                 ApiError::invalid(
@@ -146,39 +143,40 @@ pub fn parse_fact_revision_name(
     Ok((fact_key(field, &parts)?, revision))
 }
 
+/// A positive number written as a name writes it: digits only, no sign, no leading zero.
+/// One number has one name.
+fn canonical_positive(text: &str) -> Option<i64> {
+    let canonical = !text.starts_with('0') && text.bytes().all(|b| b.is_ascii_digit());
+    text.parse::<i64>()
+        .ok()
+        .filter(|number| canonical && *number > 0)
+}
+
 /// `webhooks/{webhook}`.
 pub fn parse_webhook_name(field: &str, name: &str) -> Result<i64, ApiError> {
     let parts = segments(field, name, "webhooks/{webhook}")?;
-    parts[0]
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                field,
-                format!(
-                    "`{}` is not a webhook id (expected a positive integer)",
-                    parts[0]
-                ),
-            )
-        })
+    canonical_positive(parts[0]).ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            format!(
+                "`{}` is not a webhook id (expected a positive integer)",
+                parts[0]
+            ),
+        )
+    })
 }
 
 pub fn parse_load_name(field: &str, name: &str) -> Result<i64, ApiError> {
     let parts = segments(field, name, "loads/{load}")?;
-    parts[0]
-        .parse::<i64>()
-        .ok()
-        .filter(|id| *id > 0)
-        .ok_or_else(|| {
-            ApiError::invalid(
-                field,
-                format!(
-                    "`{}` is not a load id (expected a positive integer)",
-                    parts[0]
-                ),
-            )
-        })
+    canonical_positive(parts[0]).ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            format!(
+                "`{}` is not a load id (expected a positive integer)",
+                parts[0]
+            ),
+        )
+    })
 }
 
 /// `providers/{provider}/periods/{period}`, where either may be `-` (all).
@@ -243,5 +241,28 @@ mod tests {
         let (provider, period) = parse_facts_parent("parent", "providers/aws/periods/-").unwrap();
         assert_eq!(provider.unwrap().as_str(), "aws");
         assert!(period.is_none());
+    }
+}
+
+#[cfg(test)]
+mod canonical_numbers {
+    use super::canonical_positive;
+
+    #[test]
+    fn a_number_in_a_name_has_one_spelling() {
+        assert_eq!(canonical_positive("7"), Some(7));
+        assert_eq!(canonical_positive("120"), Some(120));
+        for other in [
+            "0",
+            "07",
+            "+7",
+            "-7",
+            " 7",
+            "7 ",
+            "",
+            "99999999999999999999",
+        ] {
+            assert_eq!(canonical_positive(other), None, "{other:?}");
+        }
     }
 }
