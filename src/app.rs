@@ -304,8 +304,16 @@ impl Application {
             self.settings.database.health_check_interval.0,
             stopping.clone(),
         ));
-        let grpc = self.spawn_grpc(grpc_listener, health_service, stopping.clone())?;
-        let http = self.spawn_http(http_listener, stopping.clone())?;
+        // One watch hub for gRPC and the JSON API: its caps count both.
+        let metrics_service =
+            MetricsWithWatch::new(self.metrics_server(), self.watch_hub(&stopping));
+        let grpc = self.spawn_grpc(
+            grpc_listener,
+            health_service,
+            metrics_service.clone(),
+            stopping.clone(),
+        )?;
+        let http = self.spawn_http(http_listener, metrics_service, stopping.clone())?;
         let metrics = self.metrics_listener.take().map(|metrics| {
             tracing::info!(address = %metrics.address, "serving Prometheus metrics");
             self.spawn_metrics(metrics, stopping.clone())
@@ -359,6 +367,7 @@ impl Application {
         health_service: tonic_health::pb::health_server::HealthServer<
             impl tonic_health::pb::health_server::Health,
         >,
+        metrics: MetricsWithWatch,
         stopping: CancellationToken,
     ) -> anyhow::Result<JoinHandle<Result<(), tonic::transport::Error>>> {
         let grpc = &self.settings.grpc;
@@ -383,20 +392,6 @@ impl Application {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .context("cannot build the reflection service")?;
-        let watch = &self.settings.watch;
-        let watch = WatchHub::new(
-            self.snapshot.clone(),
-            WatchConfig {
-                heartbeat_interval: watch.heartbeat_interval.0,
-                resume_history_loads: watch.resume_history_loads,
-                shutdown: stopping.clone(),
-                tokens: self.tokens.clone(),
-                max_streams: watch.max_streams,
-                max_streams_per_connection: watch.max_streams_per_connection,
-                event_cache_bytes: watch.event_cache_bytes,
-            },
-        );
-        let metrics = MetricsWithWatch::new(self.metrics_server(), watch);
         let newsletter = NewsletterServiceServer::new(NewsletterApi::new(self.newsletter.clone()))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
@@ -457,9 +452,10 @@ impl Application {
     fn spawn_http(
         &self,
         listener: TcpListener,
+        metrics: MetricsWithWatch,
         stopping: CancellationToken,
     ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
-        let json_api = JsonApi::new(self.metrics_server())
+        let json_api = JsonApi::new(metrics)
             .context("cannot serve the JSON API from the protos' HTTP rules")?;
         let app = http::router(WebState {
             newsletter: self.newsletter.clone(),
@@ -479,6 +475,23 @@ impl Application {
         .layer(axum::middleware::from_fn(telemetry::http::record));
         let cap = self.connection_cap(self.settings.http.max_connections);
         Ok(self.spawn_web(app, listener, "HTTP", cap, stopping))
+    }
+
+    /// WatchLoads' streams, ended when `stopping` is cancelled.
+    fn watch_hub(&self, stopping: &CancellationToken) -> Arc<WatchHub> {
+        let watch = &self.settings.watch;
+        WatchHub::new(
+            self.snapshot.clone(),
+            WatchConfig {
+                heartbeat_interval: watch.heartbeat_interval.0,
+                resume_history_loads: watch.resume_history_loads,
+                shutdown: stopping.clone(),
+                tokens: self.tokens.clone(),
+                max_streams: watch.max_streams,
+                max_streams_per_connection: watch.max_streams_per_connection,
+                event_cache_bytes: watch.event_cache_bytes,
+            },
+        )
     }
 
     /// The read API's gRPC service, for the gRPC side and the JSON API alike.

@@ -7,9 +7,15 @@
 //! service in process, so that its checks, errors and limits are the API's own; an error
 //! comes back as a `google.rpc.Status` in JSON under the HTTP code AIP-193 gives it.
 
+use std::{
+    convert::Infallible,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
 use axum::{
     extract::{RawQuery, State},
-    http::{StatusCode, Uri, header},
+    http::{HeaderMap, StatusCode, Uri, header},
     response::{IntoResponse, Response},
 };
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -22,17 +28,16 @@ use prost_reflect::{
 use tonic::{Code, body::Body};
 use tower_service::Service;
 
-use crate::grpc::{
-    ApiError, MetricsApi, pb::runrate::v1::metrics_service_server::MetricsServiceServer, proto_json,
-};
+use crate::grpc::{ApiError, MetricsWithWatch, proto_json};
 
 use super::{WebState, openapi};
 
 /// The service whose annotated reads are served.
 const SERVICE: &str = "runrate.v1.MetricsService";
 
-/// The gRPC service the JSON API calls, with the gRPC side's message limits.
-type Transcoded = MetricsServiceServer<MetricsApi>;
+/// The gRPC service the JSON API calls, with the gRPC side's message limits, and its
+/// watch hub.
+type Transcoded = MetricsWithWatch;
 
 pub struct JsonApi {
     routes: Vec<Route>,
@@ -112,7 +117,12 @@ impl JsonApi {
         })
     }
 
-    async fn answer(&self, path: &str, query: Option<&str>) -> Response {
+    async fn answer(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        last_event_id: Option<&str>,
+    ) -> Response {
         let Some((route, bound)) = self
             .routes
             .iter()
@@ -120,22 +130,66 @@ impl JsonApi {
         else {
             return self.error(Code::NotFound, format!("no API method is at `{path}`"));
         };
-        let request = match route.request(bound, query) {
+        let mut request = match route.request(bound, query) {
             Ok(request) => request,
             Err(invalid) => return self.status_response(&invalid.into()),
         };
+        if route.method.is_server_streaming() {
+            if let Some(id) = last_event_id
+                && request
+                    .get_field_by_name(RESUME_TOKEN)
+                    .and_then(|token| token.as_str().map(str::is_empty))
+                    == Some(true)
+            {
+                request.set_field_by_name(RESUME_TOKEN, Value::String(id.to_owned()));
+            }
+            return match self.open_stream(route, request).await {
+                Ok(events) => events,
+                Err(status) => self.status_response(&status),
+            };
+        }
         match self.call(route, request).await {
             Ok(answer) => json_response(StatusCode::OK, &answer),
             Err(status) => self.status_response(&status),
         }
     }
 
-    /// Sends the request through the gRPC service and reads its answer.
-    async fn call(
+    /// Opens a server-streaming call and answers with its messages as server-sent
+    /// events, read from the call only as the client takes them.
+    async fn open_stream(
         &self,
         route: &Route,
         request: DynamicMessage,
-    ) -> Result<DynamicMessage, tonic::Status> {
+    ) -> Result<Response, tonic::Status> {
+        let (head, body) = self.send(route, request).await?.into_parts();
+        if let Some(status) = tonic::Status::from_header_map(&head.headers)
+            && status.code() != Code::Ok
+        {
+            return Err(status);
+        }
+        let events = EventStream {
+            grpc: body,
+            buffer: BytesMut::new(),
+            output: route.method.output(),
+            status: self.status.clone(),
+            ended: false,
+        };
+        Ok((
+            [
+                (header::CONTENT_TYPE, "text/event-stream"),
+                (header::CACHE_CONTROL, "no-cache"),
+            ],
+            axum::body::Body::new(events),
+        )
+            .into_response())
+    }
+
+    /// Sends the request through the gRPC service; the answer as it comes.
+    async fn send(
+        &self,
+        route: &Route,
+        request: DynamicMessage,
+    ) -> Result<http::Response<Body>, tonic::Status> {
         let encoded = request.encode_to_vec();
         let mut framed = BytesMut::with_capacity(5 + encoded.len());
         framed.put_u8(0);
@@ -150,7 +204,16 @@ impl JsonApi {
             .map_err(|err| tonic::Status::internal(err.to_string()))?;
         let mut service = self.service.clone();
         let Ok(response) = service.call(call).await;
-        let (head, body) = response.into_parts();
+        Ok(response)
+    }
+
+    /// Sends the request through the gRPC service and reads its answer.
+    async fn call(
+        &self,
+        route: &Route,
+        request: DynamicMessage,
+    ) -> Result<DynamicMessage, tonic::Status> {
+        let (head, body) = self.send(route, request).await?.into_parts();
         // A trailers-only answer carries its status in the headers.
         if let Some(status) = tonic::Status::from_header_map(&head.headers)
             && status.code() != Code::Ok
@@ -212,8 +275,135 @@ pub async fn handle(
     State(state): State<WebState>,
     uri: Uri,
     RawQuery(query): RawQuery,
+    headers: HeaderMap,
 ) -> Response {
-    state.json_api.answer(uri.path(), query.as_deref()).await
+    let last_event_id = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok());
+    state
+        .json_api
+        .answer(uri.path(), query.as_deref(), last_event_id)
+        .await
+}
+
+/// The request field a browser's `Last-Event-ID` fills in.
+const RESUME_TOKEN: &str = "resume_token";
+
+/// A server-streaming call's gRPC answer as server-sent events: each message one event,
+/// `data` its proto3 JSON and `id` its resume token; a status that ends the call in
+/// error, an `error` event whose data is the `google.rpc.Status`. One message is held at
+/// a time: the call is read only as the client reads.
+struct EventStream {
+    grpc: Body,
+    /// Bytes of the call not yet made into events.
+    buffer: BytesMut,
+    output: MessageDescriptor,
+    status: MessageDescriptor,
+    ended: bool,
+}
+
+impl EventStream {
+    /// The next whole gRPC message in the buffer, as its event.
+    fn next_event(&mut self) -> Option<Result<Bytes, tonic::Status>> {
+        let length = self.buffer.get(1..5)?;
+        let length = u32::from_be_bytes(length.try_into().ok()?) as usize;
+        if self.buffer.len() < 5 + length {
+            return None;
+        }
+        self.buffer.advance(5);
+        let message = self.buffer.split_to(length);
+        Some(
+            DynamicMessage::decode(self.output.clone(), message.freeze())
+                .map_err(|err| tonic::Status::internal(err.to_string()))
+                .map(|message| {
+                    let id = message
+                        .get_field_by_name(RESUME_TOKEN)
+                        .and_then(|token| token.as_str().map(str::to_owned))
+                        .unwrap_or_default();
+                    server_sent_event(None, &id, &message)
+                }),
+        )
+    }
+
+    fn error_event(&self, status: &tonic::Status) -> Bytes {
+        let mut body = DynamicMessage::new(self.status.clone());
+        if let Ok(carried) = DynamicMessage::decode(self.status.clone(), status.details())
+            && !status.details().is_empty()
+        {
+            body = carried;
+        } else {
+            body.set_field_by_name("code", Value::I32(status.code() as i32));
+            body.set_field_by_name("message", Value::String(status.message().to_owned()));
+        }
+        server_sent_event(Some("error"), "", &body)
+    }
+}
+
+/// One event: `event` (when not the default), `id` (when any), and the message's JSON as
+/// its one `data` line (proto3 JSON, written compact, has no line breaks).
+fn server_sent_event(event: Option<&str>, id: &str, message: &DynamicMessage) -> Bytes {
+    let mut text = Vec::new();
+    if let Some(event) = event {
+        text.extend_from_slice(format!("event: {event}\n").as_bytes());
+    }
+    if !id.is_empty() {
+        text.extend_from_slice(format!("id: {id}\n").as_bytes());
+    }
+    text.extend_from_slice(b"data: ");
+    let mut serializer = serde_json::Serializer::new(&mut text);
+    if message
+        .serialize_with_options(&mut serializer, &SerializeOptions::new())
+        .is_err()
+    {
+        text.extend_from_slice(b"{}");
+    }
+    text.extend_from_slice(b"\n\n");
+    Bytes::from(text)
+}
+
+impl http_body::Body for EventStream {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+        let this = self.get_mut();
+        loop {
+            if this.ended {
+                return Poll::Ready(None);
+            }
+            match this.next_event() {
+                Some(Ok(event)) => return Poll::Ready(Some(Ok(http_body::Frame::data(event)))),
+                Some(Err(status)) => {
+                    this.ended = true;
+                    let event = this.error_event(&status);
+                    return Poll::Ready(Some(Ok(http_body::Frame::data(event))));
+                }
+                None => {}
+            }
+            let ending = match std::task::ready!(Pin::new(&mut this.grpc).poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        this.buffer.extend_from_slice(&data);
+                        continue;
+                    }
+                    Err(frame) => frame
+                        .into_trailers()
+                        .ok()
+                        .and_then(|trailers| tonic::Status::from_header_map(&trailers)),
+                },
+                Some(Err(status)) => Some(status),
+                None => None,
+            };
+            this.ended = true;
+            if let Some(status) = ending.filter(|status| status.code() != Code::Ok) {
+                let event = this.error_event(&status);
+                return Poll::Ready(Some(Ok(http_body::Frame::data(event))));
+            }
+        }
+    }
 }
 
 fn json_response(status: StatusCode, message: &DynamicMessage) -> Response {

@@ -59,16 +59,27 @@ pub fn document(operations: &[Operation], status: &MessageDescriptor) -> Value {
             }
             json!({ "name": field.name(), "in": "query", "schema": schema })
         }));
+        let answer = if operation.method.is_server_streaming() {
+            json!({
+                "description": format!(
+                    "Server-sent events: each event's `data` is a {} in JSON, its `id` the resume token; an `error` event carries a google.rpc.Status",
+                    operation.method.output().full_name()
+                ),
+                "content": { "text/event-stream": { "schema": { "type": "string" } } },
+            })
+        } else {
+            json!({
+                "description": "OK",
+                "content": { "application/json": { "schema": reference(operation.method.output().full_name()) } },
+            })
+        };
         let item = json!({
             "get": {
                 "operationId": operation.method.name(),
                 "tags": [operation.method.parent_service().name()],
                 "parameters": parameters,
                 "responses": {
-                    "200": {
-                        "description": "OK",
-                        "content": { "application/json": { "schema": reference(operation.method.output().full_name()) } },
-                    },
+                    "200": answer,
                     "default": {
                         "description": "An error, as a google.rpc.Status with its details",
                         "content": { "application/json": { "schema": reference(STATUS) } },

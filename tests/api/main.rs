@@ -32,6 +32,7 @@ mod smtp_server;
 mod standard_services;
 mod status_size;
 mod traces;
+mod watch_over_http;
 mod watching;
 mod webhooks;
 
