@@ -187,6 +187,15 @@ impl Application {
                 facts = summary.facts_added,
                 "loaded the seed figures into the new store"
             );
+        } else if let Some(summary) = loader
+            .correct_seed()
+            .await
+            .context("cannot correct the seed figures")?
+        {
+            tracing::info!(
+                facts = summary.facts_revised + summary.facts_added,
+                "corrected the figures an earlier version of the seed loaded"
+            );
         }
         let admin_token = Arc::new(AdminToken::resolve(
             settings.admin.token.expose(),

@@ -138,6 +138,24 @@ impl FigureLoader {
         Ok(Some(summary))
     }
 
+    /// Brings a store that loaded an earlier version of the embedded seed up to this one,
+    /// as one load: each seed fact that no other load has revised since, and that the seed
+    /// now states differently, gets a revision with reason `corrected`. Subscribers are not
+    /// emailed for it (the software fixed its own data; no figures were published), but
+    /// the load is in the history, the feeds and the webhooks like any other. Nothing
+    /// when nothing differs, so every start may call it.
+    pub async fn correct_seed(&self) -> Result<Option<LoadSummary>, LoadError> {
+        let summary = self
+            .load_as(
+                figures_file::SEED_FILE_NAME,
+                figures_file::SEED.as_bytes(),
+                false,
+                LoadKind::SeedCorrection,
+            )
+            .await?;
+        Ok(summary.load.is_some().then_some(summary))
+    }
+
     /// Every error `bytes` has as a figures file against the figures as they are now;
     /// empty when it could be loaded.
     pub fn check(&self, file_name: &str, bytes: &[u8]) -> Vec<FileError> {
@@ -153,10 +171,21 @@ impl FigureLoader {
         bytes: &[u8],
         dry_run: bool,
     ) -> Result<LoadSummary, LoadError> {
+        self.load_as(file_name, bytes, dry_run, LoadKind::File)
+            .await
+    }
+
+    async fn load_as(
+        &self,
+        file_name: &str,
+        bytes: &[u8],
+        dry_run: bool,
+        kind: LoadKind,
+    ) -> Result<LoadSummary, LoadError> {
         let started = std::time::Instant::now();
         let span = tracing::info_span!("load", file = %file_name, dry_run);
         let result = self
-            .load_once(file_name, bytes, dry_run)
+            .load_once(file_name, bytes, dry_run, kind)
             .instrument(span)
             .await;
         let outcome = match &result {
@@ -183,6 +212,7 @@ impl FigureLoader {
         file_name: &str,
         bytes: &[u8],
         dry_run: bool,
+        kind: LoadKind,
     ) -> Result<LoadSummary, LoadError> {
         let _guard = self.one_at_a_time.lock().await;
         let mut attempts = 0;
@@ -190,7 +220,14 @@ impl FigureLoader {
             let snapshot = self.snapshot.load_full();
             let figures = figures_file::parse(file_name, bytes, snapshot.as_ref(), self.limits)
                 .map_err(LoadError::Rejected)?;
-            let plan = plan_load(&snapshot, figures);
+            let plan = match kind {
+                LoadKind::File => plan_load(&snapshot, figures),
+                LoadKind::SeedCorrection => {
+                    let mut plan = plan_load(&snapshot, seed_corrections(&snapshot, figures));
+                    plan.notify_providers.clear();
+                    plan
+                }
+            };
             let mut summary = LoadSummary {
                 load: None,
                 facts_added: plan.facts_added,
@@ -284,6 +321,42 @@ impl FigureLoader {
         tx.commit().await?;
         Ok(record)
     }
+}
+
+/// What a load is.
+#[derive(Clone, Copy)]
+enum LoadKind {
+    /// A figures file, as an operator loads it.
+    File,
+    /// The embedded seed, correcting what an earlier version of it loaded.
+    SeedCorrection,
+}
+
+/// The seed's facts that correct what an earlier seed load stored: those whose current
+/// revision a seed load recorded and whose body differs, each with reason `corrected`, and
+/// those the store does not have yet. A fact another load revised since keeps that
+/// revision: it was restated or corrected on purpose. Of the definitions, only those the
+/// store lacks: one it has may have been redefined by a later file.
+fn seed_corrections(snapshot: &ReadSnapshot, mut seed: FiguresFile) -> FiguresFile {
+    seed.providers
+        .retain(|provider| snapshot.provider(&provider.id).is_none());
+    seed.metrics
+        .retain(|metric| snapshot.metric(&metric.id).is_none());
+    let from_seed = |load: LoadId| {
+        snapshot
+            .load_record(load)
+            .is_some_and(|record| record.file_name == figures_file::SEED_FILE_NAME)
+    };
+    seed.facts
+        .retain_mut(|stated| match snapshot.fact(&stated.key, None) {
+            None => true,
+            Some(current) if from_seed(current.load_id) && current.body != stated.body => {
+                stated.revision_reason = Some(RevisionReason::Corrected);
+                true
+            }
+            Some(_) => false,
+        });
+    seed
 }
 
 /// Compares a checked file with the snapshot: new and changed definitions, and for each

@@ -107,12 +107,17 @@ fn article_table() -> Vec<Cell> {
             List(&["TPU v5p", "Axion"]),
             "TPU v5p, Axion",
         ),
-        at_least(cell(
-            "aws",
-            "custom-chip-revenue-run-rate",
-            Usd(20 * B),
-            "over $20B",
-        )),
+        // The article: the business "includes Graviton processors for general compute and
+        // Trainium chips for AI".
+        Cell {
+            note: "incl. Graviton",
+            ..at_least(cell(
+                "aws",
+                "custom-chip-revenue-run-rate",
+                Usd(20 * B),
+                "over $20B (incl. Graviton)",
+            ))
+        },
         not_disclosed("azure", "custom-chip-revenue-run-rate"),
         not_disclosed("google-cloud", "custom-chip-revenue-run-rate"),
         cell(
@@ -351,4 +356,106 @@ async fn an_as_of_read_before_the_seed_finds_nothing() {
         .await
         .expect_err("nothing was known in 2001");
     assert_eq!(status.code(), tonic::Code::NotFound);
+}
+
+/// The figures an earlier version of the embedded seed loaded (before its sources and the
+/// chip run rate's scope were corrected).
+fn earlier_seed() -> Vec<u8> {
+    std::fs::read(crate::helpers::figures_file("seed-before-corrections.toml"))
+        .expect("the fixture")
+}
+
+#[tokio::test]
+async fn a_store_of_an_earlier_seed_is_corrected_at_start_in_one_load_that_emails_nobody() {
+    use runrate::api::{GetFactRevisionRequest, GetLoadRequest, RevisionReason};
+    let server = TestServer::start().await;
+    let token = server.admin_token();
+    // As if this store had loaded the earlier seed: its facts as that seed stated them, by
+    // a load of the seed's name; then a restatement of AWS's cloud revenue.
+    server
+        .load_with_token("2026-q1-seed.toml", earlier_seed(), false, Some(&token))
+        .await
+        .expect("the earlier seed loads");
+    server
+        .load_example("2026-q1-restatement-example.toml")
+        .await
+        .expect("the restatement loads");
+    server.seed_confirmed_subscribers(2).await;
+
+    let server = server.restart().await;
+    let mut metrics = server.metrics().await;
+    let latest = |metric: &str| GetFactRevisionRequest {
+        name: format!("providers/aws/periods/2026-q1/facts/{metric}/revisions/latest"),
+    };
+    let chips = metrics
+        .get_fact_revision(latest("custom-chip-revenue-run-rate"))
+        .await
+        .expect("the chip run rate")
+        .into_inner();
+    assert_eq!(chips.load, "loads/4", "one correcting load after the three");
+    assert_eq!(chips.revision_reason(), RevisionReason::Corrected);
+    assert!(chips.note.contains("Graviton"), "{:?}", chips.note);
+    let cited: Vec<&str> = chips.sources.iter().map(|s| s.title.as_str()).collect();
+    assert!(
+        !cited.contains(&"Amazon Q1 2026 Earnings Release"),
+        "{cited:?}"
+    );
+    // The AI run rate keeps the earnings release, as the article ties it to it.
+    let ai = metrics
+        .get_fact_revision(latest("ai-revenue-run-rate"))
+        .await
+        .expect("the AI run rate")
+        .into_inner();
+    assert!(
+        ai.sources
+            .iter()
+            .any(|s| s.title == "Amazon Q1 2026 Earnings Release")
+    );
+    // The restated figure is left as restated.
+    let cloud = metrics
+        .get_fact_revision(latest("cloud-revenue"))
+        .await
+        .expect("the cloud revenue")
+        .into_inner();
+    assert_eq!(
+        (cloud.load.as_str(), cloud.revision_reason()),
+        ("loads/3", RevisionReason::Restated)
+    );
+    let load = metrics
+        .get_load(GetLoadRequest {
+            name: "loads/4".into(),
+        })
+        .await
+        .expect("the correcting load")
+        .into_inner();
+    assert_eq!(load.file_name, "2026-q1-seed.toml");
+    assert!(
+        load.changes
+            .iter()
+            .all(|change| change.fact.starts_with("providers/aws/")),
+        "{load:?}"
+    );
+    // Nobody is emailed about it.
+    let report = server
+        .admin()
+        .await
+        .get_delivery_report(
+            server.admin_request(runrate::api::GetDeliveryReportRequest {
+                load: "loads/4".into(),
+            }),
+        )
+        .await;
+    assert_eq!(report.unwrap_err().code(), tonic::Code::NotFound);
+
+    // A further start has nothing to correct.
+    let server = server.restart().await;
+    let loads = server
+        .metrics()
+        .await
+        .list_loads(runrate::api::ListLoadsRequest::default())
+        .await
+        .expect("loads")
+        .into_inner()
+        .loads;
+    assert_eq!(loads.len(), 4);
 }
