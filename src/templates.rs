@@ -25,6 +25,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         "unsubscribe.html",
         include_str!("templates/unsubscribe.html"),
     ),
+    ("privacy.html", include_str!("templates/privacy.html")),
     (
         "confirmation_email.txt",
         include_str!("templates/confirmation_email.txt"),

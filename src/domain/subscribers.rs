@@ -181,6 +181,8 @@ pub enum TokenRequest {
     Unsubscribe,
     /// Change which providers to follow (with an unsubscribe token).
     SetPreferences,
+    /// Unsubscribe and erase what is kept about the subscriber (with an unsubscribe token).
+    Forget,
 }
 
 /// What a token request does: its outcome, and the state the subscriber moves to.
@@ -195,7 +197,9 @@ impl TokenRequest {
     pub fn purpose(self) -> TokenPurpose {
         match self {
             TokenRequest::Confirm => TokenPurpose::Confirm,
-            TokenRequest::Unsubscribe | TokenRequest::SetPreferences => TokenPurpose::Unsubscribe,
+            TokenRequest::Unsubscribe | TokenRequest::SetPreferences | TokenRequest::Forget => {
+                TokenPurpose::Unsubscribe
+            }
         }
     }
 
@@ -220,6 +224,11 @@ impl TokenRequest {
             // Unsubscribed already, or suppressed: nothing more to stop.
             (TokenRequest::Unsubscribe, _) => decision(TokenOutcome::AlreadyApplied, None),
             (TokenRequest::SetPreferences, _) => decision(TokenOutcome::Applied, None),
+            // Erased in any state; one who still got emails stops getting them.
+            (TokenRequest::Forget, Pending | Confirmed) => {
+                decision(TokenOutcome::Applied, Some(Unsubscribed))
+            }
+            (TokenRequest::Forget, _) => decision(TokenOutcome::Applied, None),
         }
     }
 }
@@ -598,6 +607,11 @@ mod tests {
             (Unsubscribe, Complained, AlreadyApplied, None),
             (SetPreferences, Confirmed, Applied, None),
             (SetPreferences, Unsubscribed, Applied, None),
+            // Forgetting stops the emails and erases, in any state.
+            (Forget, Pending, Applied, Some(Unsubscribed)),
+            (Forget, Confirmed, Applied, Some(Unsubscribed)),
+            (Forget, Unsubscribed, Applied, None),
+            (Forget, Bounced, Applied, None),
         ];
         for (request, state, outcome, new_state) in cases {
             let decided = request.decide(Some(&holder(state, None)), NOW);
@@ -623,6 +637,7 @@ mod tests {
             TokenRequest::SetPreferences.purpose(),
             TokenPurpose::Unsubscribe
         );
+        assert_eq!(TokenRequest::Forget.purpose(), TokenPurpose::Unsubscribe);
         assert_eq!(TokenRequest::Confirm.purpose(), TokenPurpose::Confirm);
     }
 

@@ -57,6 +57,8 @@ pub fn router(state: WebState) -> Router {
         .route("/subscribe", post(subscribe))
         .route("/confirm", get(confirm_page).post(confirm))
         .route("/unsubscribe", get(unsubscribe_page).post(unsubscribe))
+        .route("/forget", post(forget))
+        .route("/privacy", get(privacy_page))
         .route(
             "/admin/mail-feedback",
             post(mail_feedback).layer(DefaultBodyLimit::max(MAX_FEEDBACK_BYTES)),
@@ -243,6 +245,23 @@ async fn unsubscribe(
         ),
         Err(err) => newsletter_error(err),
     }
+}
+
+/// The unsubscribe page's second button: unsubscribe, and erase the address.
+async fn forget(State(state): State<WebState>, body: Bytes) -> Response {
+    let token = form_value(&body, "token").unwrap_or_default();
+    match state.newsletter.forget(&token).await {
+        Ok(_) => message(
+            StatusCode::OK,
+            "You're forgotten",
+            "Your address, your choices and the record of the emails sent to you are erased. You will get no more emails from runrate.",
+        ),
+        Err(err) => newsletter_error(err),
+    }
+}
+
+async fn privacy_page() -> Response {
+    page(StatusCode::OK, "privacy.html", context! {})
 }
 
 /// A bounce or abuse report, POSTed as the raw message by a mail system (a Postfix pipe

@@ -220,6 +220,9 @@ impl Newsletter {
                 tx.set_followed_providers(holder.subscriber_id, providers, now)
                     .await?;
             }
+            if request == TokenRequest::Forget {
+                tx.erase_subscriber(holder.subscriber_id, now).await?;
+            }
         }
         tx.commit().await?;
         match decision.outcome {
@@ -236,6 +239,12 @@ impl Newsletter {
     /// Idempotent: unsubscribing twice answers the same as once.
     pub async fn unsubscribe(&self, token: &str) -> Result<TokenOutcome, NewsletterError> {
         self.use_token(TokenRequest::Unsubscribe, token, None).await
+    }
+
+    /// Unsubscribes and erases the address everywhere it is kept (the subscriber, their
+    /// choices, their links, the record of each email sent to them).
+    pub async fn forget(&self, token: &str) -> Result<TokenOutcome, NewsletterError> {
+        self.use_token(TokenRequest::Forget, token, None).await
     }
 
     pub async fn update_preferences(

@@ -177,6 +177,41 @@ impl StoreTx {
         state.as_deref().map(subscriber_state).transpose()
     }
 
+    /// Erases a subscriber's address wherever it is kept, and their choices and links:
+    /// the rows stay (delivery reports still count them) under a placeholder address that
+    /// cannot be delivered to (`.invalid`, RFC 2606).
+    pub async fn erase_subscriber(
+        &mut self,
+        subscriber_id: i64,
+        now: SystemTime,
+    ) -> Result<(), StoreError> {
+        let placeholder = format!("forgotten-{subscriber_id}@forgotten.invalid");
+        sqlx::query(
+            "UPDATE subscribers SET email = $1, created_at_us = $2, updated_at_us = $2, \
+             confirmation_queued_at_us = NULL WHERE id = $3",
+        )
+        .bind(&placeholder)
+        .bind(to_micros(now))
+        .bind(subscriber_id)
+        .execute(&mut *self.tx)
+        .await?;
+        for statement in [
+            "DELETE FROM subscriber_providers WHERE subscriber_id = $1",
+            "DELETE FROM subscription_tokens WHERE subscriber_id = $1",
+        ] {
+            sqlx::query(statement)
+                .bind(subscriber_id)
+                .execute(&mut *self.tx)
+                .await?;
+        }
+        sqlx::query("UPDATE deliveries SET email = $1 WHERE subscriber_id = $2")
+            .bind(&placeholder)
+            .bind(subscriber_id)
+            .execute(&mut *self.tx)
+            .await?;
+        Ok(())
+    }
+
     async fn delete_tokens(
         &mut self,
         subscriber_id: i64,

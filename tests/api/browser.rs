@@ -155,3 +155,65 @@ async fn a_page_on_an_allowed_origin_reads_get_fact_over_grpc_web_and_json_and_a
         );
     }
 }
+
+/// Audits each URL at 1280 and 390 px (`audit_pages.js`), writing screenshots under
+/// `target/`: one finding per page and width.
+fn audit_pages(chromium: &Path, urls: &[String]) -> Vec<serde_json::Value> {
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    std::fs::create_dir_all(&screenshots).expect("the screenshot directory");
+    let output = Command::new("node")
+        .arg(browser_dir().join("audit_pages.js"))
+        .args(urls)
+        .env("RUNRATE_NODE_MODULES", node_modules())
+        .env("CHROMIUM", chromium)
+        .env("SCREENSHOTS", &screenshots)
+        .output()
+        .expect("run node");
+    assert!(
+        output.status.success(),
+        "audit_pages.js failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("audit_pages.js prints JSON")
+}
+
+#[tokio::test]
+async fn every_page_passes_axe_and_fits_a_phone_without_sideways_scrolling() {
+    let Some(chromium) = chromium() else {
+        eprintln!("skipped: no Chromium (apt-get install chromium, or set RUNRATE_TEST_CHROMIUM)");
+        return;
+    };
+    let server = TestServer::start().await;
+    for file in ["2026-q2-example.toml", "2026-q1-restatement-example.toml"] {
+        server.load_example(file).await.expect("load");
+    }
+    let base = format!("http://{}", server.http_address);
+    let urls: Vec<String> = [
+        "/",
+        "/privacy",
+        "/confirm?token=from-an-email",
+        "/unsubscribe?token=from-an-email",
+        // A message page (the link's token is missing).
+        "/unsubscribe",
+    ]
+    .iter()
+    .map(|path| format!("{base}{path}"))
+    .collect();
+    let findings = tokio::task::spawn_blocking(move || audit_pages(&chromium, &urls))
+        .await
+        .expect("the browser run");
+    assert_eq!(findings.len(), 10, "five pages at two widths");
+    for finding in &findings {
+        let page = format!("{} at {}", finding["url"], finding["viewport"]);
+        assert_eq!(finding["violations"], json!([]), "axe-core on {page}");
+        assert!(
+            finding["scrollWidth"].as_u64() <= finding["innerWidth"].as_u64(),
+            "{page} scrolls sideways: {finding}"
+        );
+        assert_eq!(
+            finding["smallTargets"],
+            json!([]),
+            "touch targets under 24 px on {page}"
+        );
+    }
+}

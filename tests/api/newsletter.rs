@@ -513,7 +513,8 @@ async fn the_sign_up_page_shows_the_latest_table_and_the_form() {
         "~$13B (est.)",
         "Not disclosed",
         "TPU v5p, Axion",
-        "Get notified when new quarterly figures are published. No spam, unsubscribe anytime.",
+        "Get notified when new quarterly figures are published. No spam, unsubscribe anytime;",
+        "<a href=\"/privacy\">",
         "<form method=\"post\" action=\"/subscribe\">",
     ] {
         assert!(page.body.contains(expected), "{expected} missing");
@@ -624,4 +625,67 @@ async fn a_confirmation_goes_out_ahead_of_a_fan_out_already_queued() {
     );
     server.settle_outbox().await;
     assert_eq!(smtp.received().len(), 51);
+}
+
+#[tokio::test]
+async fn forget_me_erases_the_address_everywhere_and_sends_nothing_more() {
+    let smtp = SmtpServer::start().await;
+    let server = TestServer::start_with_smtp(smtp.address).await;
+    let (reader, other) = ("forget.me@example.com", "stays@example.com");
+    subscribe_and_confirm(&server, &smtp, reader).await;
+    subscribe_and_confirm(&server, &smtp, other).await;
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load");
+    server.settle_outbox().await;
+    let link = update_unsubscribe_link(&smtp, reader);
+
+    // The unsubscribe page offers it; the privacy page says what it erases.
+    let page = request(server.http_address, "GET", &path_of(&link), None).await;
+    assert!(
+        page.body
+            .contains("<form method=\"post\" action=\"/forget\">"),
+        "{}",
+        page.body
+    );
+    let privacy = request(server.http_address, "GET", "/privacy", None).await;
+    assert_eq!(privacy.status, 200);
+    assert!(privacy.body.contains("Unsubscribe and forget me"));
+    assert!(server.dump().await.contains(reader), "kept before");
+
+    let token = format!("token={}", token_of(&link));
+    let forgotten = request(server.http_address, "POST", "/forget", Some(&token)).await;
+    assert_eq!(forgotten.status, 200, "{}", forgotten.body);
+    assert!(
+        forgotten
+            .body
+            .contains("Your address, your choices and the record")
+    );
+    let dump = server.dump().await;
+    assert!(
+        !dump.contains(reader),
+        "the address is erased from every table"
+    );
+    assert!(!dump.contains("forget.me"), "and no part of it is left");
+    assert!(dump.contains(other), "others are kept");
+    // The delivery report still counts the email that went out.
+    let report = server.delivery_report("loads/2").await;
+    assert_eq!(report.sent, 2, "{report:?}");
+
+    // Nothing more goes to the address, and its link no longer works.
+    let before = smtp.received_by(reader).len();
+    server
+        .load_example("2026-q1-restatement-example.toml")
+        .await
+        .expect("load");
+    server.settle_outbox().await;
+    assert_eq!(smtp.received_by(reader).len(), before);
+    assert_eq!(
+        smtp.received_by(other).len(),
+        before + 1,
+        "the other reader got it"
+    );
+    let again = request(server.http_address, "POST", "/forget", Some(&token)).await;
+    assert_eq!(again.status, 404, "{}", again.body);
 }
