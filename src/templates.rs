@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::{
     catalog::ReadSnapshot,
-    domain::{LoadId, Quarter, display_value},
+    domain::{FactRevision, FactStatus, LoadId, Quarter, Source, display_value},
     text_table::{column_title, render_aligned},
 };
 
@@ -90,13 +90,108 @@ pub struct ComparisonTable {
     pub title: String,
     pub columns: Vec<String>,
     pub rows: Vec<TableRow>,
+    /// Where the figures come from and what the table's marks mean, for the web page.
+    pub provenance: Provenance,
+}
+
+/// What a reader needs to trust a table: when its figures were recorded, each source
+/// with the figures it is cited for, and whose estimates the estimates are.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct Provenance {
+    /// The day the newest figure in the table was recorded (UTC), `YYYY-MM-DD`.
+    pub as_of: String,
+    pub sources: Vec<SourceNote>,
+    /// One sentence per estimated figure, naming who estimated it.
+    pub estimates: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SourceNote {
+    pub title: String,
+    pub publisher: Option<String>,
+    pub date: Option<String>,
+    /// A link, when the source gives one as a URL.
+    pub url: Option<String>,
+    /// Where in the source the figures stand, when it says so in words.
+    pub locator: Option<String>,
+    /// The figures citing it (`AWS AI run rate`), or `every figure`.
+    pub cited_for: String,
+}
+
+impl Provenance {
+    fn of(cells: &[(String, String, &FactRevision)]) -> Provenance {
+        let as_of = cells
+            .iter()
+            .map(|(_, _, fact)| fact.recorded_at)
+            .max()
+            .map(|at| humantime::format_rfc3339_seconds(at).to_string()[..10].to_owned())
+            .unwrap_or_default();
+        let mut sources: Vec<(&Source, Vec<String>)> = Vec::new();
+        let mut estimates = Vec::new();
+        for (provider, metric, fact) in cells {
+            let figure = format!("{provider} {metric}");
+            for source in &fact.body.sources {
+                match sources.iter_mut().find(|(known, _)| *known == source) {
+                    Some((_, figures)) => figures.push(figure.clone()),
+                    None => sources.push((source, vec![figure.clone()])),
+                }
+            }
+            if fact.body.status == FactStatus::Estimated {
+                let by = fact
+                    .body
+                    .estimated_by
+                    .as_deref()
+                    .unwrap_or("an unnamed source");
+                estimates.push(format!(
+                    "{figure} ({}) is an estimate by {by}, not a reported figure.",
+                    display_value(&fact.body)
+                ));
+            }
+        }
+        let sources = sources
+            .into_iter()
+            .map(|(source, figures)| {
+                let uri = source.uri.clone();
+                let is_link = uri
+                    .as_deref()
+                    .is_some_and(|uri| uri.starts_with("https://") || uri.starts_with("http://"));
+                SourceNote {
+                    title: source.title.clone(),
+                    publisher: source.publisher.clone(),
+                    date: source.date.map(|date| date.to_string()),
+                    url: uri.clone().filter(|_| is_link),
+                    locator: uri.filter(|_| !is_link),
+                    cited_for: if figures.len() == cells.len() {
+                        "every figure".to_owned()
+                    } else {
+                        figures.join(", ")
+                    },
+                }
+            })
+            .collect();
+        Provenance {
+            as_of,
+            sources,
+            estimates,
+        }
+    }
 }
 
 impl ComparisonTable {
     /// The comparison for `period` as known at `read_time` (now when `None`).
     pub fn build(snapshot: &ReadSnapshot, period: Quarter, read_time: Option<SystemTime>) -> Self {
         let comparison = snapshot.comparison(period, read_time);
+        let mut cells = Vec::new();
+        for (metric, facts) in &comparison.rows {
+            for (provider, fact) in comparison.providers.iter().zip(facts) {
+                if let Some(fact) = fact {
+                    let label = metric.display_name.clone();
+                    cells.push((provider.display_name.clone(), label, *fact));
+                }
+            }
+        }
         ComparisonTable {
+            provenance: Provenance::of(&cells),
             title: format!("The AI business of the cloud hyperscalers, {period}"),
             columns: comparison
                 .providers

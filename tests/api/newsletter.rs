@@ -516,9 +516,24 @@ async fn the_sign_up_page_shows_the_latest_table_and_the_form() {
         "Get notified when new quarterly figures are published. No spam, unsubscribe anytime;",
         "<a href=\"/privacy\">",
         "<form method=\"post\" action=\"/subscribe\">",
+        // Where the figures come from, when they were recorded, whose estimates they are.
+        "<h2 id=\"about-figures\">About these figures</h2>",
+        "Azure AI run rate (~$13B (est.)) is an estimate by the article",
+        "<cite>Amazon Q1 2026 Earnings Release</cite>, Amazon",
+        "cited for AWS AI run rate.",
+        ": cited for every figure.",
     ] {
         assert!(page.body.contains(expected), "{expected} missing");
     }
+    // The day the seed was recorded: today, or yesterday just after midnight.
+    let day = |at: std::time::SystemTime| {
+        humantime::format_rfc3339_seconds(at).to_string()[..10].to_owned()
+    };
+    let now = std::time::SystemTime::now();
+    let recorded = [day(now), day(now - std::time::Duration::from_secs(60))]
+        .iter()
+        .any(|day| page.body.contains(&format!("Recorded up to {day}.")));
+    assert!(recorded, "the seed's recording day");
     assert!(!page.body.contains("<script"), "usable without JavaScript");
 }
 
