@@ -23,7 +23,7 @@ mod openapi;
 pub use feeds::FeedCache;
 pub use json_api::JsonApi;
 
-use crate::domain::Named;
+use crate::domain::{Named, Quarter};
 use crate::{
     auth::AdminToken,
     catalog::SharedSnapshot,
@@ -141,16 +141,44 @@ fn form_value(body: &[u8], name: &str) -> Option<String> {
     form_values(body, name).into_iter().next()
 }
 
-async fn signup_page(State(state): State<WebState>) -> Response {
+#[derive(Deserialize)]
+struct PeriodQuery {
+    period: Option<String>,
+}
+
+/// The front page: the comparison of the latest quarter, or of the one `?period=` names
+/// (any quarter with figures; another is a 404 page that lists them), and the sign-up form.
+async fn signup_page(State(state): State<WebState>, Query(query): Query<PeriodQuery>) -> Response {
     let snapshot = state.snapshot.load();
     let providers: Vec<_> = snapshot
         .providers()
         .map(|p| context! { id => p.id.as_str(), name => p.display_name.as_str() })
         .collect();
+    let period = match query.period.as_deref().map(Quarter::parse) {
+        None => snapshot.latest_period(),
+        Some(Ok(period)) if snapshot.has_period(&period) => Some(period),
+        Some(_) => {
+            return message(
+                StatusCode::NOT_FOUND,
+                "No such quarter",
+                "runrate has no figures for that quarter; the front page links every quarter it has.",
+            );
+        }
+    };
+    let periods: Vec<_> = snapshot
+        .periods()
+        .iter()
+        .rev()
+        .map(|p| context! { id => p.id(), name => p.to_string(), current => Some(*p) == period })
+        .collect();
     page(
         StatusCode::OK,
         "signup.html",
-        context! { table => ComparisonTable::latest(&snapshot), providers => providers },
+        context! {
+            table => period.map(|period| ComparisonTable::build(&snapshot, period, None)),
+            periods => periods,
+            providers => providers,
+        },
     )
 }
 

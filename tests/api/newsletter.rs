@@ -704,3 +704,40 @@ async fn forget_me_erases_the_address_everywhere_and_sends_nothing_more() {
     let again = request(server.http_address, "POST", "/forget", Some(&token)).await;
     assert_eq!(again.status, 404, "{}", again.body);
 }
+
+#[tokio::test]
+async fn the_front_page_shows_any_loaded_quarter_and_links_them_all() {
+    let server = TestServer::start().await;
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load");
+    let latest = request(server.http_address, "GET", "/", None).await;
+    assert!(
+        latest.body.contains("hyperscalers, 2026-Q2</caption>"),
+        "the latest by default"
+    );
+    assert!(
+        latest
+            .body
+            .contains("<a aria-current=\"page\" href=\"/?period=2026-q2\">2026-Q2</a>")
+    );
+    assert!(
+        latest
+            .body
+            .contains("<a href=\"/?period=2026-q1\">2026-Q1</a>")
+    );
+    let first = request(server.http_address, "GET", "/?period=2026-q1", None).await;
+    assert_eq!(first.status, 200);
+    assert!(first.body.contains("hyperscalers, 2026-Q1</caption>"));
+    assert!(
+        first
+            .body
+            .contains("<a aria-current=\"page\" href=\"/?period=2026-q1\">")
+    );
+    for missing in ["/?period=2031-q1", "/?period=next"] {
+        let page = request(server.http_address, "GET", missing, None).await;
+        assert_eq!(page.status, 404, "{missing}");
+        assert!(page.body.contains("No such quarter"));
+    }
+}
