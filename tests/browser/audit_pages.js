@@ -1,18 +1,20 @@
 // Audits each URL in Debian's headless chromium at a desktop and a phone width: axe-core's
 // WCAG 2.2 A/AA rules and best practices, whether the page is wider than the window
-// (sideways scrolling), and the touch targets under 24 px. Writes a full-page screenshot of each into SCREENSHOTS
-// (a directory) and prints one JSON array of findings.
+// (sideways scrolling), and the touch targets under 24 px. Writes a full-page screenshot
+// of each into SCREENSHOTS (a directory) and prints one JSON array of findings.
 //
 //   node audit_pages.js URL...
 //
-// playwright-core and axe-core come from RUNRATE_NODE_MODULES; the browser is CHROMIUM.
+// axe-core comes from RUNRATE_NODE_MODULES; the browser as chromium.js launches it.
 
 const fs = require("fs");
-const os = require("os");
 const path = require("path");
-const modules = process.env.RUNRATE_NODE_MODULES;
-const { chromium } = require(path.join(modules, "playwright-core"));
-const axeSource = fs.readFileSync(path.join(modules, "axe-core", "axe.min.js"), "utf8");
+const { withChromium, run } = require("./chromium");
+
+const axeSource = fs.readFileSync(
+  path.join(process.env.RUNRATE_NODE_MODULES, "axe-core", "axe.min.js"),
+  "utf8",
+);
 
 const VIEWPORTS = [
   { name: "desktop", width: 1280, height: 900 },
@@ -20,65 +22,51 @@ const VIEWPORTS = [
 ];
 const RULES = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22aa", "best-practice"];
 
-async function main() {
+async function audit(browser) {
   const screenshots = process.env.SCREENSHOTS;
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), "runrate-chromium-"));
-  const browser = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-      "--disable-component-update", "--disable-sync"],
-  });
   const findings = [];
-  try {
-    for (const [index, url] of process.argv.slice(2).entries()) {
-      for (const viewport of VIEWPORTS) {
-        const page = await browser.newPage();
-        await page.setViewportSize({ width: viewport.width, height: viewport.height });
-        const response = await page.goto(url);
-        await page.addScriptTag({ content: axeSource });
-        const violations = await page.evaluate(async (tags) => {
-          const result = await window.axe.run(document, { runOnly: { type: "tag", values: tags } });
-          return result.violations.map((v) => ({
-            id: v.id,
-            impact: v.impact,
-            help: v.help,
-            targets: v.nodes.slice(0, 5).map((node) => node.target.join(" ")),
-          }));
-        }, RULES);
-        const layout = await page.evaluate(() => {
-          // A link inside a sentence is exempt (WCAG 2.5.8, inline targets).
-          const inline = (element) => element.tagName === "A" && element.closest("p, li") !== null;
-          const targets = [...document.querySelectorAll("a, button, input, select, textarea")]
-            .filter((element) => element.offsetParent !== null && element.type !== "hidden")
-            .filter((element) => !inline(element))
-            .map((element) => {
-              const box = element.getBoundingClientRect();
-              return { what: element.outerHTML.slice(0, 80), width: box.width, height: box.height };
-            });
-          return {
-            scrollWidth: document.documentElement.scrollWidth,
-            innerWidth: window.innerWidth,
-            smallTargets: targets.filter((t) => t.width < 24 || t.height < 24),
-          };
-        });
-        if (screenshots) {
-          const slug = new URL(url).pathname.replace(/[^a-z0-9]+/gi, "-").replace(/^-|-$/g, "") || "home";
-          const name = `${String(index + 1).padStart(2, "0")}-${slug}-${viewport.name}.png`;
-          await page.screenshot({ path: path.join(screenshots, name), fullPage: true });
-        }
-        findings.push({ url, viewport: viewport.name, status: response.status(), violations, ...layout });
-        await page.close();
+  for (const [index, url] of process.argv.slice(2).entries()) {
+    for (const viewport of VIEWPORTS) {
+      const page = await browser.newPage();
+      await page.setViewportSize({ width: viewport.width, height: viewport.height });
+      const response = await page.goto(url);
+      await page.addScriptTag({ content: axeSource });
+      const violations = await page.evaluate(async (tags) => {
+        const result = await window.axe.run(document, { runOnly: { type: "tag", values: tags } });
+        return result.violations.map((v) => ({
+          id: v.id,
+          impact: v.impact,
+          help: v.help,
+          targets: v.nodes.slice(0, 5).map((node) => node.target.join(" ")),
+        }));
+      }, RULES);
+      const layout = await page.evaluate(() => {
+        // A link inside a sentence is exempt (WCAG 2.5.8, inline targets).
+        const inline = (element) =>
+          element.tagName === "A" && element.closest("p, li") !== null && element.closest("nav") === null;
+        const targets = [...document.querySelectorAll("a, button, input, select, textarea")]
+          .filter((element) => element.offsetParent !== null && element.type !== "hidden")
+          .filter((element) => !inline(element))
+          .map((element) => {
+            const box = element.getBoundingClientRect();
+            return { what: element.outerHTML.slice(0, 80), width: box.width, height: box.height };
+          });
+        return {
+          scrollWidth: document.documentElement.scrollWidth,
+          innerWidth: window.innerWidth,
+          smallTargets: targets.filter((t) => t.width < 24 || t.height < 24),
+        };
+      });
+      if (screenshots) {
+        const slug = new URL(url).pathname.replace(/[^a-z0-9]+/gi, "-").replace(/^-|-$/g, "") || "home";
+        const name = `${String(index + 1).padStart(2, "0")}-${slug}-${viewport.name}.png`;
+        await page.screenshot({ path: path.join(screenshots, name), fullPage: true });
       }
+      findings.push({ url, viewport: viewport.name, status: response.status(), violations, ...layout });
+      await page.close();
     }
-  } finally {
-    await browser.close();
-    fs.rmSync(profile, { recursive: true, force: true });
   }
-  process.stdout.write(JSON.stringify(findings));
+  return findings;
 }
 
-main().catch((error) => {
-  process.stderr.write(`${error.stack || error}\n`);
-  process.exit(1);
-});
+run(() => withChromium(audit));

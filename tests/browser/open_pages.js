@@ -3,30 +3,13 @@
 //
 //   node open_pages.js URL...
 //
-// playwright-core comes from RUNRATE_NODE_MODULES (the tests install it there); the
-// browser is CHROMIUM, /usr/bin/chromium by default: never a downloaded one.
+// The browser as chromium.js launches it.
 
-const fs = require("fs");
-const os = require("os");
-const path = require("path");
-const { chromium } = require(path.join(process.env.RUNRATE_NODE_MODULES, "playwright-core"));
+const { withChromium, run } = require("./chromium");
 
-async function main() {
-  const profile = fs.mkdtempSync(path.join(os.tmpdir(), "runrate-chromium-"));
-  const context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
-  });
-  const results = [];
-  try {
+run(() =>
+  withChromium(async (context) => {
+    const results = [];
     for (const url of process.argv.slice(2)) {
       const page = await context.newPage();
       const console = [];
@@ -40,14 +23,6 @@ async function main() {
       }
       await page.close();
     }
-  } finally {
-    await context.close();
-    fs.rmSync(profile, { recursive: true, force: true });
-  }
-  process.stdout.write(JSON.stringify(results));
-}
-
-main().catch((error) => {
-  process.stderr.write(`${error.stack || error}\n`);
-  process.exit(1);
-});
+    return results;
+  }),
+);

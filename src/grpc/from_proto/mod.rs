@@ -154,27 +154,21 @@ fn canonical_positive(text: &str) -> Option<i64> {
 
 /// `webhooks/{webhook}`.
 pub fn parse_webhook_name(field: &str, name: &str) -> Result<i64, ApiError> {
-    let parts = segments(field, name, "webhooks/{webhook}")?;
-    canonical_positive(parts[0]).ok_or_else(|| {
-        ApiError::invalid(
-            field,
-            format!(
-                "`{}` is not a webhook id (expected a positive integer)",
-                parts[0]
-            ),
-        )
-    })
+    numbered_name(field, name, "webhooks/{webhook}", "a webhook id")
 }
 
+/// `loads/{load}`.
 pub fn parse_load_name(field: &str, name: &str) -> Result<i64, ApiError> {
-    let parts = segments(field, name, "loads/{load}")?;
+    numbered_name(field, name, "loads/{load}", "a load id")
+}
+
+/// A collection's resource named by a positive number, such as `loads/{load}`.
+fn numbered_name(field: &str, name: &str, pattern: &str, what: &str) -> Result<i64, ApiError> {
+    let parts = segments(field, name, pattern)?;
     canonical_positive(parts[0]).ok_or_else(|| {
         ApiError::invalid(
             field,
-            format!(
-                "`{}` is not a load id (expected a positive integer)",
-                parts[0]
-            ),
+            format!("`{}` is not {what} (expected a positive integer)", parts[0]),
         )
     })
 }
