@@ -41,6 +41,8 @@ use hyper_util::{
 
 /// The name the outbox stores with webhook deliveries.
 pub const WEBHOOK_CHANNEL: &str = "webhook";
+/// Bodies of the newest loads kept for their POSTs.
+const KEPT_BODIES: usize = 4;
 /// Idle connections kept per endpoint host, and for how long.
 const IDLE_CONNECTIONS_PER_HOST: usize = 2;
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -59,7 +61,7 @@ pub struct WebhookChannel {
     timeout: Duration,
     load_resource: LoadResource,
     user_agent: String,
-    /// Each load's body, made on first use (loads are few and bodies small).
+    /// The bodies of the newest loads, each made on first use.
     bodies: Mutex<HashMap<LoadId, Bytes>>,
     /// The endpoints of the deliveries prepared, for signing them as they are sent.
     targets: Mutex<HashMap<i64, WebhookTarget>>,
@@ -108,6 +110,13 @@ impl WebhookChannel {
         let event = serde_json::json!({ "type": LOAD_EVENT, "load": resource });
         let body = Bytes::from(event.to_string());
         bodies.insert(load, body.clone());
+        // Retries of older loads make their body again: a load's body can be megabytes.
+        while bodies.len() > KEPT_BODIES {
+            let Some(oldest) = bodies.keys().min().copied() else {
+                break;
+            };
+            bodies.remove(&oldest);
+        }
         Ok(body)
     }
 
