@@ -26,6 +26,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/unsubscribe.html"),
     ),
     ("privacy.html", include_str!("templates/privacy.html")),
+    ("history.html", include_str!("templates/history.html")),
     (
         "confirmation_email.txt",
         include_str!("templates/confirmation_email.txt"),
@@ -80,6 +81,8 @@ pub fn render(name: &str, context: impl Serialize) -> Result<String, minijinja::
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct TableRow {
+    /// The metric's id, for a link to its history.
+    pub metric: String,
     pub label: String,
     pub cells: Vec<String>,
 }
@@ -202,6 +205,7 @@ impl ComparisonTable {
                 .rows
                 .iter()
                 .map(|(metric, cells)| TableRow {
+                    metric: metric.id.as_str().to_owned(),
                     label: metric.display_name.clone(),
                     cells: cells
                         .iter()

@@ -17,6 +17,7 @@ use minijinja::context;
 use serde::Deserialize;
 
 mod feeds;
+mod history;
 mod json_api;
 mod openapi;
 
@@ -59,6 +60,7 @@ pub fn router(state: WebState) -> Router {
         .route("/unsubscribe", get(unsubscribe_page).post(unsubscribe))
         .route("/forget", post(forget))
         .route("/privacy", get(privacy_page))
+        .route("/metrics/{metric}", get(history::metric_page))
         .route(
             "/admin/mail-feedback",
             post(mail_feedback).layer(DefaultBodyLimit::max(MAX_FEEDBACK_BYTES)),
@@ -178,6 +180,7 @@ async fn signup_page(State(state): State<WebState>, Query(query): Query<PeriodQu
             table => period.map(|period| ComparisonTable::build(&snapshot, period, None)),
             periods => periods,
             providers => providers,
+            link_metrics => true,
         },
     )
 }

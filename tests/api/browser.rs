@@ -160,6 +160,8 @@ async fn a_page_on_an_allowed_origin_reads_get_fact_over_grpc_web_and_json_and_a
 /// `target/`: one finding per page and width.
 fn audit_pages(chromium: &Path, urls: &[String]) -> Vec<serde_json::Value> {
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+    // This run's screenshots only.
+    let _ = std::fs::remove_dir_all(&screenshots);
     std::fs::create_dir_all(&screenshots).expect("the screenshot directory");
     let output = Command::new("node")
         .arg(browser_dir().join("audit_pages.js"))
@@ -191,6 +193,8 @@ async fn every_page_passes_axe_and_fits_a_phone_without_sideways_scrolling() {
     let urls: Vec<String> = [
         "/",
         "/?period=2026-q1",
+        "/metrics/cloud-revenue",
+        "/metrics/custom-ai-chips",
         "/privacy",
         "/confirm?token=from-an-email",
         "/unsubscribe?token=from-an-email",
@@ -203,7 +207,7 @@ async fn every_page_passes_axe_and_fits_a_phone_without_sideways_scrolling() {
     let findings = tokio::task::spawn_blocking(move || audit_pages(&chromium, &urls))
         .await
         .expect("the browser run");
-    assert_eq!(findings.len(), 12, "six pages at two widths");
+    assert_eq!(findings.len(), 16, "eight pages at two widths");
     for finding in &findings {
         let page = format!("{} at {}", finding["url"], finding["viewport"]);
         assert_eq!(finding["violations"], json!([]), "axe-core on {page}");

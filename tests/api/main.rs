@@ -14,6 +14,7 @@ mod disk_full;
 mod emails;
 mod feeds;
 mod helpers;
+mod history;
 mod http_client;
 mod json_api;
 mod loading;
