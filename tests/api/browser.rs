@@ -222,3 +222,67 @@ async fn every_page_passes_axe_and_fits_a_phone_without_sideways_scrolling() {
         );
     }
 }
+
+/// One step of `journey.js` as a reader at `address` on a phone; the headings it saw.
+fn journey_step(
+    chromium: &Path,
+    step: &str,
+    base: &str,
+    maildir: &Path,
+    address: &str,
+) -> serde_json::Value {
+    let output = Command::new("node")
+        .arg(browser_dir().join("journey.js"))
+        .args([step, base])
+        .arg(maildir)
+        .arg(address)
+        .env("RUNRATE_NODE_MODULES", node_modules())
+        .env("CHROMIUM", chromium)
+        .output()
+        .expect("run node");
+    assert!(
+        output.status.success(),
+        "journey.js {step} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("journey.js prints JSON")
+}
+
+#[tokio::test]
+async fn a_reader_signs_up_confirms_and_is_forgotten_by_taps_on_a_phone() {
+    let Some(chromium) = chromium() else {
+        eprintln!("skipped: no Chromium (apt-get install chromium, or set RUNRATE_TEST_CHROMIUM)");
+        return;
+    };
+    let dir = TestDir::new().await;
+    let settings = dir.settings();
+    // Its outbox at work, writing each email as a file for the browser to open.
+    let server = TestServer::start_in_with_lanes(dir, settings).await;
+    let base = format!("http://{}", server.http_address);
+    let maildir = server.data_dir.join("mail");
+    let address = "phone.reader@example.com";
+
+    let (chromium_path, base_url, mail) = (chromium.clone(), base.clone(), maildir.clone());
+    let seen = tokio::task::spawn_blocking(move || {
+        journey_step(&chromium_path, "sign-up", &base_url, &mail, address)
+    })
+    .await
+    .expect("the browser run");
+    assert_eq!(seen["signedUp"], "Check your inbox");
+    assert_eq!(seen["confirmed"], "You're subscribed");
+
+    server
+        .load_example("2026-q2-example.toml")
+        .await
+        .expect("load");
+    let seen = tokio::task::spawn_blocking(move || {
+        journey_step(&chromium, "forget", &base, &maildir, address)
+    })
+    .await
+    .expect("the browser run");
+    assert_eq!(seen["forgotten"], "You're forgotten");
+    assert!(
+        !server.dump().await.contains(address),
+        "the address is erased"
+    );
+}

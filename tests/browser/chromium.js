@@ -1,13 +1,14 @@
 // Debian's headless chromium (CHROMIUM, /usr/bin/chromium by default: never a downloaded
 // one) on a fresh profile, driven by playwright-core from RUNRATE_NODE_MODULES. Runs
-// `use(context)`, then closes the browser and removes the profile.
+// `use(context)`, then closes the browser and removes the profile. `options` go to
+// playwright's launchPersistentContext (a phone's touch and screen, say).
 
 const fs = require("fs");
 const os = require("os");
 const path = require("path");
 const { chromium } = require(path.join(process.env.RUNRATE_NODE_MODULES, "playwright-core"));
 
-async function withChromium(use) {
+async function withChromium(use, options = {}) {
   const profile = fs.mkdtempSync(path.join(os.tmpdir(), "runrate-chromium-"));
   const context = await chromium.launchPersistentContext(profile, {
     executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
@@ -20,6 +21,7 @@ async function withChromium(use) {
       "--disable-component-update",
       "--disable-sync",
     ],
+    ...options,
   });
   try {
     return await use(context);
