@@ -27,6 +27,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("privacy.html", include_str!("templates/privacy.html")),
     ("history.html", include_str!("templates/history.html")),
+    ("provider.html", include_str!("templates/provider.html")),
     (
         "confirmation_email.txt",
         include_str!("templates/confirmation_email.txt"),
@@ -92,6 +93,8 @@ pub struct TableRow {
 pub struct ComparisonTable {
     pub title: String,
     pub columns: Vec<String>,
+    /// The providers' ids, column by column, for links to their pages.
+    pub providers: Vec<String>,
     pub rows: Vec<TableRow>,
     /// Where the figures come from and what the table's marks mean, for the web page.
     pub provenance: Provenance,
@@ -200,6 +203,11 @@ impl ComparisonTable {
                 .providers
                 .iter()
                 .map(|p| column_title(&p.display_name, &p.parent_company))
+                .collect(),
+            providers: comparison
+                .providers
+                .iter()
+                .map(|p| p.id.as_str().to_owned())
                 .collect(),
             rows: comparison
                 .rows

@@ -1,6 +1,7 @@
-//! A metric's page: its history across every loaded quarter, drawn as an SVG chart
-//! rendered here (no JavaScript), with a text alternative stating the same numbers, the
-//! figures as a table beside it, and every restatement listed as old → new.
+//! The history pages. A metric's: its history across every loaded quarter, drawn as an
+//! SVG chart rendered here (no JavaScript), with a text alternative stating the same
+//! numbers, the figures as a table beside it, and every restatement listed as old → new.
+//! A provider's: every metric across the quarters, and its restatements.
 
 use axum::{
     extract::{Path, State},
@@ -81,6 +82,77 @@ pub async fn metric_page(State(state): State<WebState>, Path(metric): Path<Strin
     page(StatusCode::OK, "history.html", history(&snapshot, metric))
 }
 
+pub async fn provider_page(
+    State(state): State<WebState>,
+    Path(provider): Path<String>,
+) -> Response {
+    let snapshot = state.snapshot.load();
+    let Some(provider) = ResourceId::parse(&provider)
+        .ok()
+        .and_then(|id| snapshot.provider(&id))
+    else {
+        return message(
+            StatusCode::NOT_FOUND,
+            "No such provider",
+            "runrate has no provider of that name; the front page links every provider it has.",
+        );
+    };
+    let periods = snapshot.periods();
+    let mut metrics: Vec<&Metric> = snapshot.metrics().collect();
+    metrics.sort_by_key(|metric| (metric.comparison_row.unwrap_or(u32::MAX), metric.id.clone()));
+    let mut restatements = Vec::new();
+    let rows: Vec<_> = metrics
+        .iter()
+        .filter_map(|metric| {
+            let keys: Vec<FactKey> = periods
+                .iter()
+                .map(|period| FactKey {
+                    provider: provider.id.clone(),
+                    period: *period,
+                    metric: metric.id.clone(),
+                })
+                .collect();
+            let facts: Vec<_> = keys.iter().map(|key| snapshot.fact(key, None)).collect();
+            if facts.iter().all(Option::is_none) {
+                return None;
+            }
+            for key in &keys {
+                restatements.extend(restatements_of(&snapshot, &provider.display_name, key));
+            }
+            let cells: Vec<String> = facts
+                .iter()
+                .map(|fact| fact.map_or("—".to_owned(), |f| display_value(&f.body)))
+                .collect();
+            Some(context! { id => metric.id.as_str(), name => metric.display_name.as_str(), cells => cells })
+        })
+        .collect();
+    page(
+        StatusCode::OK,
+        "provider.html",
+        context! {
+            provider => context! {
+                name => provider.display_name.as_str(),
+                parent => provider.parent_company.as_str(),
+            },
+            periods => periods.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            rows => rows,
+            restatements => restatements,
+        },
+    )
+}
+
+/// Each revision of a fact after its first, in words.
+fn restatements_of<'a>(
+    snapshot: &'a ReadSnapshot,
+    provider: &'a str,
+    key: &'a FactKey,
+) -> impl Iterator<Item = String> + 'a {
+    snapshot
+        .revisions(key)
+        .windows(2)
+        .map(move |pair| restatement(snapshot, provider, key.period, &pair[0], &pair[1]))
+}
+
 /// Everything the page shows of `metric`.
 fn history(snapshot: &ReadSnapshot, metric: &Metric) -> minijinja::Value {
     let periods: Vec<Quarter> = snapshot.periods().to_vec();
@@ -106,28 +178,17 @@ fn history(snapshot: &ReadSnapshot, metric: &Metric) -> minijinja::Value {
             context! { period => period.to_string(), cells => cells }
         })
         .collect();
-    let restatements: Vec<String> = providers
-        .iter()
-        .flat_map(|provider| {
-            periods.iter().flat_map(move |period| {
-                let key = FactKey {
-                    provider: provider.id.clone(),
-                    period: *period,
-                    metric: metric.id.clone(),
-                };
-                let revisions = snapshot.revisions(&key);
-                revisions.windows(2).map(move |pair| {
-                    restatement(
-                        snapshot,
-                        &provider.display_name,
-                        *period,
-                        &pair[0],
-                        &pair[1],
-                    )
-                })
-            })
-        })
-        .collect();
+    let mut restatements = Vec::new();
+    for provider in &providers {
+        for period in &periods {
+            let key = FactKey {
+                provider: provider.id.clone(),
+                period: *period,
+                metric: metric.id.clone(),
+            };
+            restatements.extend(restatements_of(snapshot, &provider.display_name, &key));
+        }
+    }
     let chart = chartable(&metric.unit).then(|| {
         let values: Vec<Vec<Option<(f64, &FactRevision)>>> = providers
             .iter()

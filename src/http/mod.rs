@@ -61,6 +61,7 @@ pub fn router(state: WebState) -> Router {
         .route("/forget", post(forget))
         .route("/privacy", get(privacy_page))
         .route("/metrics/{metric}", get(history::metric_page))
+        .route("/providers/{provider}", get(history::provider_page))
         .route(
             "/admin/mail-feedback",
             post(mail_feedback).layer(DefaultBodyLimit::max(MAX_FEEDBACK_BYTES)),

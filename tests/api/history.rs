@@ -60,3 +60,36 @@ async fn a_metric_of_words_has_its_table_and_an_unknown_one_is_a_404() {
         assert_eq!(page.status, 404, "{missing}");
     }
 }
+
+#[tokio::test]
+async fn a_provider_s_page_has_every_metric_by_quarter_and_its_restatements() {
+    let server = with_history().await;
+    let page = request(server.http_address, "GET", "/providers/aws", None).await;
+    assert_eq!(page.status, 200);
+    let body = &page.body;
+    assert!(body.contains("<h1>AWS (Amazon)</h1>"));
+    assert!(
+        body.contains(
+            "<th scope=\"row\"><a href=\"/metrics/cloud-revenue\">Total cloud revenue</a></th>\
+         <td data-label=\"2026-Q1\">$29.3B</td><td data-label=\"2026-Q2\">~$31.5B</td>"
+        ),
+        "{body}"
+    );
+    assert!(body.contains("<li>AWS 2026-Q1: ~$29B → $29.3B, restated by load 3 on "));
+    // Azure's own restatement is on Azure's page, not this one.
+    assert!(!body.contains("Azure 2026-Q1"));
+    let azure = request(server.http_address, "GET", "/providers/azure", None).await;
+    assert!(
+        azure
+            .body
+            .contains("Azure 2026-Q1: ~$13B (est.) → $13.2B, estimate-replaced by load 3")
+    );
+    let front = request(server.http_address, "GET", "/", None).await;
+    assert!(
+        front
+            .body
+            .contains("<a href=\"/providers/aws\">AWS (Amazon)</a>")
+    );
+    let missing = request(server.http_address, "GET", "/providers/nobody", None).await;
+    assert_eq!(missing.status, 404);
+}
