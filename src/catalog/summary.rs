@@ -194,7 +194,7 @@ fn change_on(
 }
 
 /// "AWS 2026-Q1 cloud revenue restated from ~$29B to $29.3B."
-fn revision_sentence(snapshot: &ReadSnapshot, change: &FactRevision) -> String {
+pub fn revision_sentence(snapshot: &ReadSnapshot, change: &FactRevision) -> String {
     let label = fact_label(snapshot, &change.key, true);
     let before = snapshot
         .revisions(&change.key)

@@ -13,10 +13,8 @@ use serde::Serialize;
 
 use super::{WebState, message, page};
 use crate::{
-    catalog::ReadSnapshot,
-    domain::{
-        FactKey, FactRevision, FactValue, Metric, Named, Quarter, ResourceId, Unit, display_value,
-    },
+    catalog::{ReadSnapshot, summary::revision_sentence},
+    domain::{FactKey, FactRevision, FactValue, Metric, Quarter, ResourceId, Unit, display_value},
 };
 
 /// The chart's drawing area, in SVG user units.
@@ -117,7 +115,7 @@ pub async fn provider_page(
                 return None;
             }
             for key in &keys {
-                restatements.extend(restatements_of(&snapshot, &provider.display_name, key));
+                restatements.extend(restatements_of(&snapshot, key));
             }
             let cells: Vec<String> = facts
                 .iter()
@@ -144,13 +142,13 @@ pub async fn provider_page(
 /// Each revision of a fact after its first, in words.
 fn restatements_of<'a>(
     snapshot: &'a ReadSnapshot,
-    provider: &'a str,
     key: &'a FactKey,
 ) -> impl Iterator<Item = String> + 'a {
     snapshot
         .revisions(key)
-        .windows(2)
-        .map(move |pair| restatement(snapshot, provider, key.period, &pair[0], &pair[1]))
+        .iter()
+        .skip(1)
+        .map(move |revision| restatement(snapshot, revision))
 }
 
 /// Everything the page shows of `metric`.
@@ -186,7 +184,7 @@ fn history(snapshot: &ReadSnapshot, metric: &Metric) -> minijinja::Value {
                 period: *period,
                 metric: metric.id.clone(),
             };
-            restatements.extend(restatements_of(snapshot, &provider.display_name, &key));
+            restatements.extend(restatements_of(snapshot, &key));
         }
     }
     let chart = chartable(&metric.unit).then(|| {
@@ -232,28 +230,22 @@ fn plotted(value: &FactValue) -> Option<f64> {
     }
 }
 
-/// `AWS 2026-Q1: ~$29B → $29.3B, restated by load 3 on 2026-05-01.`
-fn restatement(
-    snapshot: &ReadSnapshot,
-    provider: &str,
-    period: Quarter,
-    before: &FactRevision,
-    after: &FactRevision,
-) -> String {
-    let reason = after.reason.map_or("revised", |reason| reason.as_str());
+/// `AWS 2026-Q1 total cloud revenue restated from ~$29B to $29.3B (load 3, 2026-05-01).`:
+/// the sentence the update email and feed give it, with the load that brought it.
+fn restatement(snapshot: &ReadSnapshot, revision: &FactRevision) -> String {
+    let sentence = revision_sentence(snapshot, revision);
     let day = snapshot
-        .load_record(after.load_id)
+        .load_record(revision.load_id)
         .map_or(String::new(), |record| {
             format!(
-                " on {}",
+                ", {}",
                 &humantime::format_rfc3339_seconds(record.recorded_at).to_string()[..10]
             )
         });
     format!(
-        "{provider} {period}: {} → {}, {reason} by load {}{day}.",
-        display_value(&before.body),
-        display_value(&after.body),
-        after.load_id
+        "{} (load {}{day}).",
+        sentence.trim_end_matches('.'),
+        revision.load_id
     )
 }
 

@@ -34,7 +34,11 @@ async fn the_chart_has_a_point_per_quarter_per_provider_and_rings_the_restated_o
     }
     // And the table beside it, and the restatement in words.
     assert!(body.contains("<th scope=\"row\">2026-Q2</th><td data-label=\"AWS\">~$31.5B</td>"));
-    assert!(body.contains("<li>AWS 2026-Q1: ~$29B → $29.3B, restated by load 3 on "));
+    assert!(
+        body.contains(
+            "<li>AWS 2026-Q1 total cloud revenue restated from ~$29B to $29.3B (load 3, "
+        )
+    );
 }
 
 #[tokio::test]
@@ -75,15 +79,17 @@ async fn a_provider_s_page_has_every_metric_by_quarter_and_its_restatements() {
         ),
         "{body}"
     );
-    assert!(body.contains("<li>AWS 2026-Q1: ~$29B → $29.3B, restated by load 3 on "));
+    assert!(
+        body.contains(
+            "<li>AWS 2026-Q1 total cloud revenue restated from ~$29B to $29.3B (load 3, "
+        )
+    );
     // Azure's own restatement is on Azure's page, not this one.
     assert!(!body.contains("Azure 2026-Q1"));
     let azure = request(server.http_address, "GET", "/providers/azure", None).await;
-    assert!(
-        azure
-            .body
-            .contains("Azure 2026-Q1: ~$13B (est.) → $13.2B, estimate-replaced by load 3")
-    );
+    assert!(azure.body.contains(
+        "Azure 2026-Q1 AI run rate reported as $13.2B, replacing the estimate of ~$13B (load 3, "
+    ));
     let front = request(server.http_address, "GET", "/", None).await;
     assert!(
         front
