@@ -27,6 +27,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("privacy.html", include_str!("templates/privacy.html")),
     ("history.html", include_str!("templates/history.html")),
+    (
+        "restatements.html",
+        include_str!("templates/restatements.html"),
+    ),
     ("provider.html", include_str!("templates/provider.html")),
     (
         "confirmation_email.txt",

@@ -64,24 +64,39 @@ fn node_modules() -> PathBuf {
         .clone()
 }
 
-/// Opens each URL in Chromium; what each page put in `window.result`.
-fn open_pages(chromium: &Path, urls: &[String]) -> Vec<serde_json::Value> {
+/// Runs `script` from `tests/browser/` with `args` in node, with playwright-core and
+/// axe-core and the Chromium to drive; what it printed, as JSON.
+fn run_node(
+    script: &str,
+    chromium: &Path,
+    args: &[&std::ffi::OsStr],
+    extra_env: &[(&str, &Path)],
+) -> serde_json::Value {
     let output = Command::new("node")
-        .arg(browser_dir().join("open_pages.js"))
-        .args(urls)
+        .arg(browser_dir().join(script))
+        .args(args)
         .env("RUNRATE_NODE_MODULES", node_modules())
         .env("CHROMIUM", chromium)
+        .envs(extra_env.iter().map(|(key, value)| (*key, *value)))
         .output()
         .expect("run node");
     assert!(
         output.status.success(),
-        "open_pages.js failed:\n{}",
+        "{script} failed:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let pages: Vec<serde_json::Value> =
-        serde_json::from_slice(&output.stdout).expect("open_pages.js prints JSON");
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|err| panic!("{script} prints JSON: {err}"))
+}
+
+/// Opens each URL in Chromium; what each page put in `window.result`.
+fn open_pages(chromium: &Path, urls: &[String]) -> Vec<serde_json::Value> {
+    let args: Vec<&std::ffi::OsStr> = urls.iter().map(|url| url.as_ref()).collect();
+    let pages = run_node("open_pages.js", chromium, &args, &[]);
     pages
-        .into_iter()
+        .as_array()
+        .expect("an array of pages")
+        .iter()
         .map(|page| page["result"].clone())
         .collect()
 }
@@ -163,20 +178,14 @@ fn audit_pages(chromium: &Path, urls: &[String]) -> Vec<serde_json::Value> {
     // This run's screenshots only.
     let _ = std::fs::remove_dir_all(&screenshots);
     std::fs::create_dir_all(&screenshots).expect("the screenshot directory");
-    let output = Command::new("node")
-        .arg(browser_dir().join("audit_pages.js"))
-        .args(urls)
-        .env("RUNRATE_NODE_MODULES", node_modules())
-        .env("CHROMIUM", chromium)
-        .env("SCREENSHOTS", &screenshots)
-        .output()
-        .expect("run node");
-    assert!(
-        output.status.success(),
-        "audit_pages.js failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+    let args: Vec<&std::ffi::OsStr> = urls.iter().map(|url| url.as_ref()).collect();
+    let findings = run_node(
+        "audit_pages.js",
+        chromium,
+        &args,
+        &[("SCREENSHOTS", &screenshots)],
     );
-    serde_json::from_slice(&output.stdout).expect("audit_pages.js prints JSON")
+    findings.as_array().expect("an array of findings").clone()
 }
 
 #[tokio::test]
@@ -232,21 +241,13 @@ fn journey_step(
     maildir: &Path,
     address: &str,
 ) -> serde_json::Value {
-    let output = Command::new("node")
-        .arg(browser_dir().join("journey.js"))
-        .args([step, base])
-        .arg(maildir)
-        .arg(address)
-        .env("RUNRATE_NODE_MODULES", node_modules())
-        .env("CHROMIUM", chromium)
-        .output()
-        .expect("run node");
-    assert!(
-        output.status.success(),
-        "journey.js {step} failed:\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    serde_json::from_slice(&output.stdout).expect("journey.js prints JSON")
+    let args = [
+        step.as_ref(),
+        base.as_ref(),
+        maildir.as_os_str(),
+        address.as_ref(),
+    ];
+    run_node("journey.js", chromium, &args, &[])
 }
 
 #[tokio::test]
