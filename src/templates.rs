@@ -7,7 +7,7 @@ use minijinja::Environment;
 use serde::Serialize;
 
 use crate::{
-    catalog::ReadSnapshot,
+    catalog::{ReadSnapshot, summary::sentence_case},
     domain::{FactRevision, FactStatus, LoadId, Quarter, Source, display_value},
     text_table::{column_title, render_aligned},
 };
@@ -105,14 +105,16 @@ pub struct ComparisonTable {
 }
 
 /// What a reader needs to trust a table: when its figures were recorded, each source
-/// with the figures it is cited for, and whose estimates the estimates are.
+/// with the figures it is cited for, and a footnote for every figure that is not a plain
+/// reported value.
 #[derive(Debug, Clone, Serialize, PartialEq, Default)]
 pub struct Provenance {
     /// The day the newest figure in the table was recorded (UTC), `YYYY-MM-DD`.
     pub as_of: String,
     pub sources: Vec<SourceNote>,
-    /// One sentence per estimated figure, naming who estimated it.
-    pub estimates: Vec<String>,
+    /// A sentence per estimate (whose), per bound (what the source wrote), and one naming
+    /// the figures that are not disclosed.
+    pub footnotes: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -137,7 +139,8 @@ impl Provenance {
             .map(|at| humantime::format_rfc3339_seconds(at).to_string()[..10].to_owned())
             .unwrap_or_default();
         let mut sources: Vec<(&Source, Vec<String>)> = Vec::new();
-        let mut estimates = Vec::new();
+        let mut footnotes = Vec::new();
+        let mut undisclosed = Vec::new();
         for (provider, metric, fact) in cells {
             let figure = format!("{provider} {metric}");
             for source in &fact.body.sources {
@@ -146,17 +149,42 @@ impl Provenance {
                     None => sources.push((source, vec![figure.clone()])),
                 }
             }
-            if fact.body.status == FactStatus::Estimated {
-                let by = fact
-                    .body
-                    .estimated_by
-                    .as_deref()
-                    .unwrap_or("an unnamed source");
-                estimates.push(format!(
-                    "{figure} ({}) is an estimate by {by}, not a reported figure.",
-                    display_value(&fact.body)
+            let body = &fact.body;
+            let shown = display_value(body);
+            if body.status == FactStatus::Estimated {
+                let by = body.estimated_by.as_deref().unwrap_or("an unnamed source");
+                footnotes.push(format!(
+                    "{figure} ({shown}) is an estimate by {by}, not a reported figure."
                 ));
             }
+            if body.status == FactStatus::NotDisclosed {
+                undisclosed.push(figure.clone());
+            }
+            let bound = if body.lower_bound {
+                Some(("a lower bound", "at least"))
+            } else if body.upper_bound {
+                Some(("an upper bound", "at most"))
+            } else {
+                None
+            };
+            if let Some((kind, limit)) = bound {
+                let words = match &body.quote {
+                    Some(quote) => format!("the source wrote \u{201c}{quote}\u{201d}"),
+                    None => format!("the source gives only that it is {limit} this"),
+                };
+                footnotes.push(format!("{figure} ({shown}) is {kind}: {words}."));
+            }
+        }
+        if !undisclosed.is_empty() {
+            let by = if undisclosed.len() == 1 {
+                "the company"
+            } else {
+                "the companies"
+            };
+            footnotes.push(format!(
+                "Not disclosed by {by}: {}.",
+                undisclosed.join(", ")
+            ));
         }
         let sources = sources
             .into_iter()
@@ -182,7 +210,7 @@ impl Provenance {
         Provenance {
             as_of,
             sources,
-            estimates,
+            footnotes,
         }
     }
 }
@@ -195,7 +223,7 @@ impl ComparisonTable {
         for (metric, facts) in &comparison.rows {
             for (provider, fact) in comparison.providers.iter().zip(facts) {
                 if let Some(fact) = fact {
-                    let label = metric.display_name.clone();
+                    let label = sentence_case(&metric.display_name);
                     cells.push((provider.display_name.clone(), label, *fact));
                 }
             }

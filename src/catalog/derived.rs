@@ -201,6 +201,7 @@ fn derived_fact(
             upper_bound: false,
             precision: Some(PERCENT_SCALE as i32),
             estimated_by: None,
+            quote: None,
             note: None,
             sources,
         },

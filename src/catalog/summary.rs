@@ -141,7 +141,7 @@ fn provider_name(snapshot: &ReadSnapshot, key: &FactKey) -> String {
 
 /// A display name inside a sentence: "Cloud revenue" → "cloud revenue", but "AI revenue
 /// run rate" keeps its acronym.
-fn sentence_case(name: &str) -> String {
+pub fn sentence_case(name: &str) -> String {
     let mut chars = name.chars();
     match (chars.next(), chars.next()) {
         (Some(first), Some(second)) if first.is_uppercase() && second.is_lowercase() => {
@@ -205,6 +205,13 @@ pub fn revision_sentence(snapshot: &ReadSnapshot, change: &FactRevision) -> Stri
         return format!("{label} revised to {after}.");
     };
     let before_text = display_value(&before.body);
+    if before_text == after {
+        // Only what the value rests on changed: its sources, quote or precision.
+        let reason = change.reason.map_or("revised".to_owned(), |reason| {
+            reason.as_str().replace('-', " ")
+        });
+        return format!("{label} {after}: its sources or wording {reason}, the value unchanged.");
+    }
     match change.reason {
         Some(RevisionReason::EstimateReplaced) => {
             let estimate = if before.body.status == FactStatus::Estimated {

@@ -93,6 +93,7 @@ fn cell_json(cell: &api::ComparisonCell) -> Value {
         "lower_bound": fact.lower_bound,
         "upper_bound": fact.upper_bound,
         "estimated_by": fact.estimated_by,
+        "quote": fact.quote,
         "note": fact.note,
         "sources": fact.sources.iter().map(|s| s.title.as_str()).collect::<Vec<_>>(),
     })

@@ -95,6 +95,7 @@ mod tests {
             upper_bound: false,
             precision: None,
             estimated_by: None,
+            quote: None,
             note: None,
             sources: vec![],
         }

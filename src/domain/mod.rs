@@ -225,6 +225,10 @@ pub struct FactBody {
     pub estimated_by: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The source's own words for the figure, where the value shortens them: "over $15
+    /// billion in annualized revenue" for `over $15B`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quote: Option<String>,
     pub sources: Vec<Source>,
 }
 

@@ -229,6 +229,7 @@ struct RawFact {
     upper_bound: bool,
     estimated_by: Option<String>,
     note: Option<String>,
+    quote: Option<String>,
     sources: Option<Spanned<Vec<String>>>,
     revision_reason: Option<Spanned<String>>,
 }
@@ -660,6 +661,7 @@ impl Checker<'_> {
             [
                 ("estimated_by", fact.estimated_by.as_deref()),
                 ("note", fact.note.as_deref()),
+                ("quote", fact.quote.as_deref()),
             ],
         );
         if fact.lower_bound && fact.upper_bound {
@@ -729,6 +731,7 @@ impl Checker<'_> {
             precision,
             estimated_by: fact.estimated_by,
             note: fact.note,
+            quote: fact.quote,
             sources: resolved_sources,
         };
         Some(StatedFact {

@@ -159,6 +159,7 @@ fn fact_message(key: &FactKey, body: &FactBody) -> api::Fact {
         upper_bound: body.upper_bound,
         precision: body.precision,
         estimated_by: body.estimated_by.clone().unwrap_or_default(),
+        quote: body.quote.clone().unwrap_or_default(),
         note: body.note.clone().unwrap_or_default(),
         sources: body.sources.iter().map(source).collect(),
         display_value: domain::display_value(body),

@@ -16,7 +16,12 @@ use std::{
 use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::helpers::{TestDir, TestServer};
+use runrate::api::SubscribeRequest;
+
+use crate::{
+    helpers::{TestDir, TestServer},
+    smtp_server::SmtpServer,
+};
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
@@ -70,7 +75,7 @@ fn run_node(
     script: &str,
     chromium: &Path,
     args: &[&std::ffi::OsStr],
-    extra_env: &[(&str, &Path)],
+    extra_env: &[(&str, &std::ffi::OsStr)],
 ) -> serde_json::Value {
     let output = Command::new("node")
         .arg(browser_dir().join(script))
@@ -173,8 +178,17 @@ async fn a_page_on_an_allowed_origin_reads_get_fact_over_grpc_web_and_json_and_a
 
 /// Audits each URL at 1280 and 390 px (`audit_pages.js`), writing screenshots under
 /// `target/`: one finding per page and width.
-fn audit_pages(chromium: &Path, urls: &[String]) -> Vec<serde_json::Value> {
-    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("screenshots");
+/// Audits each URL with `audit_pages.js` without the axe-core rules `disabled`
+/// (comma-separated), its screenshots in `screenshots/{what}`.
+fn audit_pages(
+    chromium: &Path,
+    urls: &[String],
+    what: &str,
+    disabled: &str,
+) -> Vec<serde_json::Value> {
+    let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("screenshots")
+        .join(what);
     // This run's screenshots only.
     let _ = std::fs::remove_dir_all(&screenshots);
     std::fs::create_dir_all(&screenshots).expect("the screenshot directory");
@@ -183,7 +197,10 @@ fn audit_pages(chromium: &Path, urls: &[String]) -> Vec<serde_json::Value> {
         "audit_pages.js",
         chromium,
         &args,
-        &[("SCREENSHOTS", &screenshots)],
+        &[
+            ("SCREENSHOTS", screenshots.as_os_str()),
+            ("AXE_DISABLED", disabled.as_ref()),
+        ],
     );
     findings.as_array().expect("an array of findings").clone()
 }
@@ -214,11 +231,17 @@ async fn every_page_passes_axe_and_fits_a_phone_without_sideways_scrolling() {
     .iter()
     .map(|path| format!("{base}{path}"))
     .collect();
-    let findings = tokio::task::spawn_blocking(move || audit_pages(&chromium, &urls))
+    let findings = tokio::task::spawn_blocking(move || audit_pages(&chromium, &urls, "pages", ""))
         .await
         .expect("the browser run");
     assert_eq!(findings.len(), 18, "nine pages at two widths");
-    for finding in &findings {
+    assert_accessible(&findings);
+}
+
+/// No axe-core violation, no sideways scrolling and no touch target under 24 px in any
+/// of `audit_pages`' findings.
+fn assert_accessible(findings: &[serde_json::Value]) {
+    for finding in findings {
         let page = format!("{} at {}", finding["url"], finding["viewport"]);
         assert_eq!(finding["violations"], json!([]), "axe-core on {page}");
         assert!(
@@ -231,6 +254,61 @@ async fn every_page_passes_axe_and_fits_a_phone_without_sideways_scrolling() {
             "touch targets under 24 px on {page}"
         );
     }
+}
+
+#[tokio::test]
+async fn every_email_passes_axe_and_fits_a_phone_without_sideways_scrolling() {
+    let Some(chromium) = chromium() else {
+        eprintln!("skipped: no Chromium (apt-get install chromium, or set RUNRATE_TEST_CHROMIUM)");
+        return;
+    };
+    let smtp = SmtpServer::start().await;
+    let server = TestServer::start_with_smtp(smtp.address).await;
+    server
+        .newsletter()
+        .await
+        .subscribe(SubscribeRequest {
+            email: "new.reader@example.com".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("subscribe");
+    server.seed_confirmed_subscribers(1).await;
+    for file in ["2026-q2-example.toml", "2026-q1-restatement-example.toml"] {
+        server.load_example(file).await.expect("load");
+        server.settle_outbox().await;
+    }
+    let mut emails = smtp.received_by("new.reader@example.com");
+    emails.extend(smtp.received_by("reader1@example.com"));
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("emails");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("the email directory");
+    let names = ["confirmation", "update-new-quarter", "update-restatement"];
+    assert_eq!(
+        emails.len(),
+        names.len(),
+        "one confirmation and two updates"
+    );
+    let urls: Vec<String> = emails
+        .iter()
+        .zip(names)
+        .map(|(email, name)| {
+            let (html, _) = email.part("text/html").expect("an HTML part");
+            let path = dir.join(format!("{name}.html"));
+            std::fs::write(&path, html).expect("write the email's HTML");
+            format!("file://{}", path.display())
+        })
+        .collect();
+    // A message is read inside a mail client's page, which has the landmarks: an email
+    // holds none of its own (it is one `role="article"`), so axe-core's landmark rules
+    // are left out; every WCAG rule and the heading rule still apply.
+    let findings = tokio::task::spawn_blocking(move || {
+        audit_pages(&chromium, &urls, "emails", "landmark-one-main,region")
+    })
+    .await
+    .expect("the browser run");
+    assert_eq!(findings.len(), 6, "three emails at two widths");
+    assert_accessible(&findings);
 }
 
 /// One step of `journey.js` as a reader at `address` on a phone; the headings it saw.

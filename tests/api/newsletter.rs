@@ -519,6 +519,9 @@ async fn the_sign_up_page_shows_the_latest_table_and_the_form() {
         // Where the figures come from, when they were recorded, whose estimates they are.
         "<h2 id=\"about-figures\">About these figures</h2>",
         "Azure AI run rate (~$13B (est.)) is an estimate by the article",
+        // Bounds in the source's words, and the cells no company discloses.
+        "AWS AI run rate (over $15B) is a lower bound: the source wrote \u{201c}over $15 billion in annualized revenue\u{201d}.",
+        "Not disclosed by the companies: Azure custom chip run rate, Google Cloud custom chip run rate.",
         "<cite>Amazon Q1 2026 Earnings Release</cite>, Amazon",
         "cited for AWS AI run rate.",
         ": cited for every figure.",

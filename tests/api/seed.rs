@@ -411,6 +411,9 @@ async fn a_store_of_an_earlier_seed_is_corrected_at_start_in_one_load_that_email
             .iter()
             .any(|s| s.title == "Amazon Q1 2026 Earnings Release")
     );
+    // A bound keeps the article's own words.
+    assert_eq!(ai.quote, "over $15 billion in annualized revenue");
+    assert_eq!(ai.revision_reason(), RevisionReason::Corrected);
     // The restated figure is left as restated.
     let cloud = metrics
         .get_fact_revision(latest("cloud-revenue"))
