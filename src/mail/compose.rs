@@ -176,8 +176,8 @@ fn seven_bit(text: &str) -> Option<bool> {
     if !text.is_ascii() || text.contains('\0') {
         return None;
     }
-    // Every copy of a confirmation goes through here: searches that skip ahead
-    // (memchr), not a loop over each byte.
+    // Every email lettre builds goes through here: searches that skip ahead (memchr),
+    // not a loop over each byte.
     let mut bare_newline = false;
     let mut lines = text.split('\n').peekable();
     while let Some(line) = lines.next() {
@@ -354,7 +354,8 @@ impl EmailComposer {
         to: &str,
         url: &str,
     ) -> Option<Result<OutgoingEmail, ComposeError>> {
-        if !written_as_is(to) || url.len() > MAX_TEMPLATE_URL || !url.is_ascii() {
+        let url_as_is = url.bytes().all(|byte| byte.is_ascii_graphic());
+        if !written_as_is(to) || url.len() > MAX_TEMPLATE_URL || !url_as_is {
             return None;
         }
         let recipient = match Address::from_str(to) {
