@@ -27,13 +27,17 @@ fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
 
-/// The Chromium to drive, or `None` (the test is then skipped) when none is installed
-/// and `.ci/run` did not ask for one.
+/// The Chromium to drive, or `None` (the test is then skipped, saying so) when none is
+/// installed and `.ci/run` did not ask for one.
 fn chromium() -> Option<PathBuf> {
-    match std::env::var_os("RUNRATE_TEST_CHROMIUM") {
+    let found = match std::env::var_os("RUNRATE_TEST_CHROMIUM") {
         Some(path) => Some(PathBuf::from(path)),
         None => Some(PathBuf::from("/usr/bin/chromium")).filter(|path| path.exists()),
+    };
+    if found.is_none() {
+        eprintln!("skipped: no Chromium (apt-get install chromium, or set RUNRATE_TEST_CHROMIUM)");
     }
+    found
 }
 
 /// playwright-core's `node_modules`, installed once from the lock file.
@@ -126,7 +130,6 @@ async fn page_origin() -> (TcpListener, SocketAddr) {
 #[tokio::test]
 async fn a_page_on_an_allowed_origin_reads_get_fact_over_grpc_web_and_json_and_another_cannot() {
     let Some(chromium) = chromium() else {
-        eprintln!("skipped: no Chromium (apt-get install chromium, or set RUNRATE_TEST_CHROMIUM)");
         return;
     };
     let (allowed, allowed_address) = page_origin().await;
@@ -208,7 +211,6 @@ fn audit_pages(
 #[tokio::test]
 async fn every_page_passes_axe_and_fits_a_phone_without_sideways_scrolling() {
     let Some(chromium) = chromium() else {
-        eprintln!("skipped: no Chromium (apt-get install chromium, or set RUNRATE_TEST_CHROMIUM)");
         return;
     };
     let server = TestServer::start().await;
@@ -259,7 +261,6 @@ fn assert_accessible(findings: &[serde_json::Value]) {
 #[tokio::test]
 async fn every_email_passes_axe_and_fits_a_phone_without_sideways_scrolling() {
     let Some(chromium) = chromium() else {
-        eprintln!("skipped: no Chromium (apt-get install chromium, or set RUNRATE_TEST_CHROMIUM)");
         return;
     };
     let smtp = SmtpServer::start().await;
@@ -331,7 +332,6 @@ fn journey_step(
 #[tokio::test]
 async fn a_reader_signs_up_confirms_and_is_forgotten_by_taps_on_a_phone() {
     let Some(chromium) = chromium() else {
-        eprintln!("skipped: no Chromium (apt-get install chromium, or set RUNRATE_TEST_CHROMIUM)");
         return;
     };
     let dir = TestDir::new().await;
