@@ -354,6 +354,17 @@ pub enum Recipient {
     Webhook(i64),
 }
 
+/// Its resource name, as the admin API spells it (`subscribers/7`, `webhooks/2`): what
+/// logs say instead of an address, which a reader may later ask to have forgotten.
+impl std::fmt::Display for Recipient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recipient::Subscriber { id, .. } => write!(f, "subscribers/{id}"),
+            Recipient::Webhook(id) => write!(f, "webhooks/{id}"),
+        }
+    }
+}
+
 impl ClaimedDelivery {
     /// The subscriber it is for, if it is for one.
     pub fn subscriber_id(&self) -> Option<i64> {

@@ -278,7 +278,7 @@ impl FeedbackDesk {
         }
         tracing::info!(
             delivery,
-            to = %address,
+            subscriber = subscriber_id,
             kind = ?feedback.kind,
             suppressed = ?suppressed_as,
             "mail feedback taken"

@@ -195,7 +195,11 @@ impl Newsletter {
         tx.move_subscriber(known.subscriber_id, lifted, SystemTime::now())
             .await?;
         tx.commit().await?;
-        tracing::info!(to = %email, from = known.state.as_str(), "suppression lifted");
+        tracing::info!(
+            subscriber = known.subscriber_id,
+            from = known.state.as_str(),
+            "suppression lifted"
+        );
         Ok((known.state, lifted))
     }
 

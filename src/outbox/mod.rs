@@ -555,7 +555,7 @@ impl OutboxWorker {
         let retry_at = match failure {
             SendFailure::Refused { suppress, .. } => {
                 tracing::warn!(
-                    delivery = delivery.id, load, to = %delivery.address, channel = %delivery.channel,
+                    delivery = delivery.id, load, recipient = %delivery.recipient, channel = %delivery.channel,
                     %error, suppress, "a delivery was refused for good"
                 );
                 return DeliveryResult::Failed {
@@ -575,7 +575,7 @@ impl OutboxWorker {
         };
         let Some(next_attempt_at) = retry_at else {
             tracing::warn!(
-                delivery = delivery.id, load, to = %delivery.address, attempts = delivery.attempts,
+                delivery = delivery.id, load, recipient = %delivery.recipient, attempts = delivery.attempts,
                 %error, "giving up on a delivery"
             );
             return DeliveryResult::Failed {
@@ -587,7 +587,7 @@ impl OutboxWorker {
         tracing::warn!(
             delivery = delivery.id,
             load,
-            to = %delivery.address,
+            recipient = %delivery.recipient,
             attempt = delivery.attempts,
             retry_in = ?next_attempt_at.duration_since(now).unwrap_or_default(),
             %error,
