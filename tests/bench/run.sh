@@ -15,9 +15,10 @@ mode=full
 [ "${1:-}" = "--smoke" ] && mode=smoke
 [ "${1:-}" = "--reads" ] && mode=reads
 if [ "$mode" = smoke ]; then
-  read_seconds=1; pairs=3; fanouts=(1000); big=1000; huge=2000; over_latency=200
+  read_seconds=1; read_pairs=3; pairs=3; fanouts=(1000); big=1000; huge=2000; over_latency=200
 else
-  read_seconds=10; pairs=3; fanouts=(10000 100000); big=100000; huge=1000000; over_latency=5000
+  # Reads: more and shorter pairs than the fan-outs, since each pair is its own ratio.
+  read_seconds=4; read_pairs=7; pairs=3; fanouts=(10000 100000); big=100000; huge=1000000; over_latency=5000
 fi
 # Sign-ups during the big fan-out, whose confirmations must not wait for it.
 signups=20
@@ -182,13 +183,23 @@ for call in GetFact:get-fact CompareProviders:compare; do
   method=${call%%:*}; body=${call##*:}
   servers=(floor runrate)
   [ "$method" = GetFact ] && servers+=(observed all_traced)
-  for pair in $(seq 1 "$pairs"); do
+  for pair in $(seq 1 "$read_pairs"); do
     # Each pair starts one server further on, so that none always runs in one position.
+    declare -A this_pair=()
     for i in "${!servers[@]}"; do
       server=${servers[$(( (i + pair - 1) % ${#servers[@]} ))]}
       read -r r p50 p99 < <(h2load_run "${port_of[$server]}" "$method" "$body")
       reads[$method,$server,rps]+="$r "; reads[$method,$server,p50]+="$p50 "; reads[$method,$server,p99]+="$p99 "
+      this_pair[$server,rps]=$r; this_pair[$server,p50]=$p50; this_pair[$server,p99]=$p99
     done
+    # The machine's speed drifts within minutes: a server is compared with the floor of
+    # its own pair, seconds apart, and the table gives the median of those ratios.
+    for server in "${servers[@]}"; do
+      for what in rps p50 p99; do
+        reads[$method,$server,$what/floor]+="$(ratio "${this_pair[$server,$what]}" "${this_pair[floor,$what]}") "
+      done
+    done
+    unset this_pair
   done
 done
 stop_runrate
@@ -210,29 +221,30 @@ fi
 
 print_header() {
   echo
-  echo "runrate benchmarks ($mode run, $(nproc) cores, $(date -u +%Y-%m-%d), medians of $pairs interleaved pairs)"
+  echo "runrate benchmarks ($mode run, $(nproc) cores, $(date -u +%Y-%m-%d))"
+  echo "reads: medians of $read_pairs interleaved pairs, each ratio the median of the pairs' own;"
+  echo "fan-outs: medians of $pairs interleaved pairs"
   echo
   row "measurement" "runrate" "floor" "ratio" "goal"
   row "--------------------------------------------------" "------------" "------------" "------" "----------"
 }
+# One read row: label, method, server, measurement (rps, p50, p99), goal.
+read_row() {
+  local label=$1 method=$2 server=$3 what=$4 goal=$5
+  row "$label" "$(m "${reads[$method,$server,$what]}")" "$(m "${reads[$method,floor,$what]}")" \
+    "$(m "${reads[$method,$server,$what/floor]}")" "$goal"
+}
 print_reads() {
-  for method in GetFact CompareProviders; do
-    goal=">= 0.9"; [ "$method" = CompareProviders ] && goal=">= 0.75"
-    rr=$(m "${reads[$method,runrate,rps]}"); fr=$(m "${reads[$method,floor,rps]}")
-    row "$method requests/s (h2load -c50 -m10)" "$rr" "$fr" "$(ratio "$rr" "$fr")" "$goal"
-    rp=$(m "${reads[$method,runrate,p50]}"); fp=$(m "${reads[$method,floor,p50]}")
-    row "$method p50 latency, ms" "$rp" "$fp" "$(ratio "$rp" "$fp")" ""
-    rp=$(m "${reads[$method,runrate,p99]}"); fp=$(m "${reads[$method,floor,p99]}")
-    pgoal=""; [ "$method" = GetFact ] && pgoal="<= 1.2"
-    row "$method p99 latency, ms" "$rp" "$fp" "$(ratio "$rp" "$fp")" "$pgoal"
-  done
-  or=$(m "${reads[GetFact,observed,rps]}"); fr=$(m "${reads[GetFact,floor,rps]}")
-  row "GetFact requests/s, metrics on, traces at $sample_ratio" "$or" "$fr" "$(ratio "$or" "$fr")" ">= 0.9"
-  op=$(m "${reads[GetFact,observed,p99]}"); fp=$(m "${reads[GetFact,floor,p99]}")
-  row "GetFact p99, metrics on, traces at $sample_ratio, ms" "$op" "$fp" "$(ratio "$op" "$fp")" "<= 1.2"
-  ar=$(m "${reads[GetFact,all_traced,rps]}"); ap=$(m "${reads[GetFact,all_traced,p99]}")
-  row "GetFact requests/s, every trace exported" "$ar" "$fr" "$(ratio "$ar" "$fr")" ""
-  row "GetFact p99, every trace exported, ms" "$ap" "$fp" "$(ratio "$ap" "$fp")" ""
+  read_row "GetFact requests/s (h2load -c50 -m10)" GetFact runrate rps ">= 0.9"
+  read_row "GetFact p50 latency, ms" GetFact runrate p50 ""
+  read_row "GetFact p99 latency, ms" GetFact runrate p99 "<= 1.2"
+  read_row "CompareProviders requests/s (h2load -c50 -m10)" CompareProviders runrate rps ">= 0.75"
+  read_row "CompareProviders p50 latency, ms" CompareProviders runrate p50 ""
+  read_row "CompareProviders p99 latency, ms" CompareProviders runrate p99 ""
+  read_row "GetFact requests/s, metrics on, traces at $sample_ratio" GetFact observed rps ">= 0.9"
+  read_row "GetFact p99, metrics on, traces at $sample_ratio, ms" GetFact observed p99 "<= 1.2"
+  read_row "GetFact requests/s, every trace exported" GetFact all_traced rps ""
+  read_row "GetFact p99, every trace exported, ms" GetFact all_traced p99 ""
   row "  (calls counted at $sample_ratio / exports taken)" "$observed_calls / $exports_taken" "" "" ""
 }
 if [ "$mode" = reads ]; then
