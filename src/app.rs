@@ -388,13 +388,16 @@ impl Application {
                 // So that tools can decode the error details runrate sends.
                 .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         };
-        let grpc_metrics = GrpcMetricsLayer::new(&[
-            pb::FILE_DESCRIPTOR_SET,
-            tonic_health::pb::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
-            tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
-        ])
-        .context("cannot read the served methods for their metrics")?;
+        let grpc_metrics = match self.settings.metrics.listen.0 {
+            Some(_) => GrpcMetricsLayer::new(&[
+                pb::FILE_DESCRIPTOR_SET,
+                tonic_health::pb::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
+                tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
+            ])
+            .context("cannot read the served methods for their metrics")?,
+            None => GrpcMetricsLayer::off(),
+        };
         let reflection_v1 = reflection()
             .build_v1()
             .context("cannot build the reflection service")?;

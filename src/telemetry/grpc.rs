@@ -132,16 +132,23 @@ impl MethodTable {
     }
 }
 
+/// The layer, or with no `/metrics` to read them, a pass-through: no clock read, method
+/// lookup or body wrapped per call for series nobody renders.
 #[derive(Clone)]
-pub struct GrpcMetricsLayer(Arc<MethodTable>);
+pub struct GrpcMetricsLayer(Option<Arc<MethodTable>>);
 
 impl GrpcMetricsLayer {
     /// Series for every method of these encoded `FileDescriptorSet`s. Build it after
     /// [`super::prometheus`], or it records nothing.
     pub fn new(descriptor_sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
-        Ok(GrpcMetricsLayer(Arc::new(MethodTable::new(
+        Ok(GrpcMetricsLayer(Some(Arc::new(MethodTable::new(
             descriptor_sets,
-        )?)))
+        )?))))
+    }
+
+    /// Counts nothing.
+    pub fn off() -> Self {
+        GrpcMetricsLayer(None)
     }
 }
 
@@ -159,7 +166,7 @@ impl<S> tower_layer::Layer<S> for GrpcMetricsLayer {
 #[derive(Clone)]
 pub struct GrpcMetrics<S> {
     inner: S,
-    methods: Arc<MethodTable>,
+    methods: Option<Arc<MethodTable>>,
 }
 
 impl<S, ResBody> Service<Request<Body>> for GrpcMetrics<S>
@@ -177,7 +184,11 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let method = self.methods.get(request.uri().path());
+        let Some(methods) = &self.methods else {
+            let response = self.inner.call(request);
+            return Box::pin(async move { Ok(response.await?.map(MeteredBody::unmetered)) });
+        };
+        let method = methods.get(request.uri().path());
         method.started.increment(1);
         let received = method.received.clone();
         let request = request.map(|body| {
@@ -295,6 +306,18 @@ pub struct MeteredBody<B> {
     framing: Framing,
     messages: Counter,
     call: Option<Call>,
+}
+
+impl<B> MeteredBody<B> {
+    /// A body passed through uncounted.
+    fn unmetered(inner: B) -> Self {
+        MeteredBody {
+            inner,
+            framing: Framing::default(),
+            messages: Counter::noop(),
+            call: None,
+        }
+    }
 }
 
 impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for MeteredBody<B> {
