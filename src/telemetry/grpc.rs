@@ -194,7 +194,7 @@ where
         let request = request.map(|body| {
             Body::new(MeteredBody {
                 inner: body,
-                framing: Framing::default(),
+                framing: Some(Framing::default()),
                 messages: received,
                 call: None,
             })
@@ -217,7 +217,7 @@ where
             let messages = call.method.sent.clone();
             Ok(response.map(|body| MeteredBody {
                 inner: body,
-                framing: Framing::default(),
+                framing: Some(Framing::default()),
                 messages,
                 call: Some(call),
             }))
@@ -303,7 +303,8 @@ impl Framing {
 /// the call's status from the trailers.
 pub struct MeteredBody<B> {
     inner: B,
-    framing: Framing,
+    /// `None` when uncounted.
+    framing: Option<Framing>,
     messages: Counter,
     call: Option<Call>,
 }
@@ -313,7 +314,7 @@ impl<B> MeteredBody<B> {
     fn unmetered(inner: B) -> Self {
         MeteredBody {
             inner,
-            framing: Framing::default(),
+            framing: None,
             messages: Counter::noop(),
             call: None,
         }
@@ -333,7 +334,9 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for MeteredBody<B> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    this.messages.increment(this.framing.count(data));
+                    if let Some(framing) = &mut this.framing {
+                        this.messages.increment(framing.count(data));
+                    }
                 } else if let (Some(trailers), Some(call)) = (frame.trailers_ref(), &mut this.call)
                 {
                     call.code = grpc_status(trailers).or(call.code);
