@@ -262,29 +262,24 @@ smtp-sink -c -u "$(id -un)" "127.0.0.1:$sink_port" 1024 >"$sink_count" &
 pids+=($!)
 wait_for_port "$sink_port" $! smtp-sink
 
-# Messages smtp-sink has accepted so far.
+# Messages smtp-sink has accepted so far. With $1 and $2, first waits until it has
+# accepted $1 in all, checking every 5 ms from one process, and fails after $2 ms (an
+# epoch time).
 sink_messages() {
-  python3 - "$sink_count" <<'PY'
-import re, sys
-counts = re.findall(rb"mesg=(\d+)", open(sys.argv[1], "rb").read()[-256:])
-print(int(counts[-1]) if counts else 0)
-PY
-}
-# Waits until smtp-sink has accepted $1 messages in all, checking every 5 ms from one
-# process; fails after $2 ms (an epoch time).
-wait_for_sink() {
-  python3 - "$sink_count" "$1" "$2" <<'PY'
+  python3 - "$sink_count" "${1:-0}" "${2:-0}" <<'PY'
 import os, re, sys, time
 path, wanted, deadline = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]) / 1000
 with open(path, "rb") as counter:
     while True:
         counter.seek(max(0, os.fstat(counter.fileno()).st_size - 256))
         counts = re.findall(rb"mesg=(\d+)", counter.read())
-        if counts and int(counts[-1]) >= wanted:
+        accepted = int(counts[-1]) if counts else 0
+        if accepted >= wanted:
             break
         if time.time() > deadline:
-            sys.exit(f"smtp-sink accepted {counts[-1].decode() if counts else 0} of {wanted} messages in time")
+            sys.exit(f"smtp-sink accepted {accepted} of {wanted} messages in time")
         time.sleep(0.005)
+print(accepted)
 PY
 }
 
@@ -342,7 +337,7 @@ fan_out() {
   local deadline=$(( start + fan_out_deadline_s * 1000 ))
   # Sign-ups' confirmations count too, but go first: when as many messages as updates
   # have arrived, at most that many updates (a few ms of sending) are still to come.
-  if ! wait_for_sink $(( accepted_before + count )) "$deadline"; then
+  if ! sink_messages $(( accepted_before + count )) "$deadline" >/dev/null; then
     echo "error: the fan-out to $count did not finish in ${fan_out_deadline_s} s" >&2
     stop_runrate; return 1
   fi
