@@ -126,6 +126,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err("usage: bench-floor LISTEN RUNRATE_URL FACT_NAME".into());
     };
     let listen: SocketAddr = listen.parse()?;
+    // With no subscriber at all, `tracing` (built with its `log` feature, which sqlx turns
+    // on) hands every span of h2 and tonic to `log`: work a minimal server does not do and
+    // runrate, which always installs a subscriber, does not either.
+    tracing::subscriber::set_global_default(tracing::subscriber::NoSubscriber::default())?;
     let mut client = MetricsServiceClient::connect(source.clone()).await?;
     let fact = client
         .get_fact(GetFactRequest {
