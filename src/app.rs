@@ -436,7 +436,9 @@ impl Application {
             .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
             .timeout(grpc.request_timeout.0)
             .trace_fn(telemetry::traces::grpc_span)
-            .layer(cors::layer(&self.settings.http.cors_allowed_origins))
+            .layer(cors::CrossOriginOnlyLayer::new(
+                &self.settings.http.cors_allowed_origins,
+            ))
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside gRPC-Web, so that it sees every call as gRPC.
             .layer(grpc_metrics)

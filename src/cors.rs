@@ -3,10 +3,17 @@
 //! trailers included; a page on any other origin is refused by its browser, because no
 //! `Access-Control-Allow-Origin` comes back for it.
 
-use std::time::Duration;
+use std::{
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
-use http::{HeaderName, HeaderValue, Method};
-use tower_http::cors::{AllowOrigin, CorsLayer};
+use futures_util::future::Either;
+use http::{HeaderName, HeaderValue, Method, Request, Response, header::ORIGIN};
+use tower_http::cors::{self, AllowOrigin, CorsLayer};
+use tower_layer::Layer;
+use tower_service::Service;
 
 use crate::settings::CorsOrigins;
 
@@ -50,4 +57,60 @@ pub fn layer(origins: &CorsOrigins) -> CorsLayer {
         .allow_headers(ALLOWED_HEADERS.map(HeaderName::from_static))
         .expose_headers(EXPOSED_HEADERS.map(HeaderName::from_static))
         .max_age(PREFLIGHT_MAX_AGE)
+}
+
+/// CORS for requests that name an `Origin` (a browser's cross-origin ones), on a
+/// listener whose answers no cache keeps: gRPC and gRPC-Web are POSTs. Every other
+/// caller's answer passes untouched, sparing it the `Vary` headers and the copy of the
+/// whole CORS configuration that `tower_http`'s layer makes on each call (the server
+/// clones its service stack per request).
+#[derive(Clone)]
+pub struct CrossOriginOnlyLayer(Arc<CorsLayer>);
+
+impl CrossOriginOnlyLayer {
+    pub fn new(origins: &CorsOrigins) -> Self {
+        CrossOriginOnlyLayer(Arc::new(layer(origins)))
+    }
+}
+
+impl<S> Layer<S> for CrossOriginOnlyLayer {
+    type Service = CrossOriginOnly<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CrossOriginOnly {
+            inner,
+            cors: self.0.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct CrossOriginOnly<S> {
+    inner: S,
+    cors: Arc<CorsLayer>,
+}
+
+impl<S, B, ResBody> Service<Request<B>> for CrossOriginOnly<S>
+where
+    S: Service<Request<B>, Response = Response<ResBody>> + Clone,
+    ResBody: Default,
+{
+    type Response = Response<ResBody>;
+    type Error = S::Error;
+    type Future = Either<cors::ResponseFuture<S::Future>, S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        if request.headers().contains_key(ORIGIN) {
+            // The service made ready goes to the CORS wrapper; a clone stays for the next.
+            let spare = self.inner.clone();
+            let ready = std::mem::replace(&mut self.inner, spare);
+            Either::Left(self.cors.layer(ready).call(request))
+        } else {
+            Either::Right(self.inner.call(request))
+        }
+    }
 }

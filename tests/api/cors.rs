@@ -42,6 +42,11 @@ async fn preflight(server: &TestServer, origin: &str) -> HttpResponse {
 
 /// A gRPC-Web (text) GetFact from a page on `origin`, as grpc-web's text mode frames it.
 async fn get_fact_from(server: &TestServer, origin: &str, name: &str) -> HttpResponse {
+    get_fact_with(server, &[("Origin", origin)], name).await
+}
+
+/// A gRPC-Web (text) GetFact with these headers besides gRPC-Web's own.
+async fn get_fact_with(server: &TestServer, headers: &[(&str, &str)], name: &str) -> HttpResponse {
     let message = GetFactRequest {
         name: name.into(),
         read_time: None,
@@ -55,7 +60,7 @@ async fn get_fact_from(server: &TestServer, origin: &str, name: &str) -> HttpRes
         server.address,
         "POST",
         "/runrate.v1.MetricsService/GetFact",
-        &[("Origin", origin), ("X-Grpc-Web", "1")],
+        &[headers, &[("X-Grpc-Web", "1")]].concat(),
         Some(("application/grpc-web-text", &body)),
     )
     .await
@@ -177,4 +182,21 @@ async fn no_origin_is_allowed_unless_configured_and_any_with_a_star() {
     let answer = get_fact_from(&open, "https://anyone.example", FACT).await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.header("access-control-allow-origin"), Some("*"));
+}
+
+#[tokio::test]
+async fn a_caller_that_names_no_origin_gets_no_cors_headers_on_the_grpc_side() {
+    let server = server_allowing("*").await;
+    let answer = get_fact_with(&server, &[], FACT).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    assert!(answer.body.contains(FACT), "{answer:?}");
+    let cors_headers: Vec<_> = answer
+        .headers
+        .iter()
+        .filter(|(name, _)| {
+            let name = name.to_ascii_lowercase();
+            name.starts_with("access-control-") || name == "vary"
+        })
+        .collect();
+    assert!(cors_headers.is_empty(), "{answer:?}");
 }
