@@ -7,12 +7,12 @@ use std::{
     io::IsTerminal,
     sync::{
         OnceLock,
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
     },
 };
 
 use anyhow::Context as _;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use opentelemetry::{
     Context, KeyValue,
     propagation::{Extractor, TextMapPropagator},
@@ -46,6 +46,12 @@ const UNTRACED: &str = "runrate::untraced";
 static SAMPLE_RATIO: OnceLock<f64> = OnceLock::new();
 /// Requests decided so far, for sampling an exact share of them.
 static REQUESTS_SEEN: AtomicU64 = AtomicU64::new(0);
+/// Whether log lines may show a request span's fields, its trace id among them: not
+/// when the log filter stops above INFO. Then a span is only exported, and the trace id
+/// it is exported under needs no copy in a field.
+static LOGS_SEE_REQUEST_SPANS: AtomicBool = AtomicBool::new(true);
+
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// What must outlive serving: the exporter, flushed at the end.
 pub struct Tracing {
@@ -70,6 +76,12 @@ pub fn init(log: &LogSettings, traces: &TracingSettings) -> anyhow::Result<Traci
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.filter))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    LOGS_SEE_REQUEST_SPANS.store(
+        filter
+            .max_level_hint()
+            .is_none_or(|most| most >= LevelFilter::INFO),
+        Ordering::Relaxed,
+    );
     let logs = tracing_subscriber::fmt::layer();
     let logs = match log.format {
         LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).boxed(),
@@ -142,23 +154,31 @@ macro_rules! request_span {
 }
 
 /// The span of one gRPC call, named `package.Service/Method` as OpenTelemetry's RPC
-/// conventions name it.
+/// conventions name it. Its fields are worked out only if a layer wants the span.
 pub fn grpc_span(request: &http::Request<()>) -> Span {
-    let path = bounded(request.uri().path().trim_start_matches('/'));
-    let (service, method) = path.split_once('/').unwrap_or((path, ""));
+    let path = request.uri().path();
     let incoming = incoming_trace(request.headers());
     let span = request_span!(
         is_traced(&incoming),
         "grpc",
-        otel.name = %path,
+        otel.name = rpc_name(path),
         otel.kind = "server",
         rpc.system = "grpc",
-        rpc.service = %service,
-        rpc.method = %method,
+        rpc.service = rpc_name(path)
+            .split_once('/')
+            .map_or("", |(service, _)| service),
+        rpc.method = rpc_name(path)
+            .split_once('/')
+            .map_or("", |(_, method)| method),
         trace_id = tracing::field::Empty,
     );
     continue_trace(&span, incoming);
     span
+}
+
+/// `package.Service/Method` from a call's path, bounded: a client picks the path.
+fn rpc_name(path: &str) -> &str {
+    bounded(path.trim_start_matches('/'))
 }
 
 /// The span of one web request, named by its route template.
@@ -180,7 +200,7 @@ pub fn http_span(method: &str, route: &str, headers: &HeaderMap) -> Span {
 /// The trace a request's `traceparent` names, if it has a valid one.
 fn incoming_trace(headers: &HeaderMap) -> Context {
     // Most requests carry none: spare them the propagator's work.
-    if !headers.contains_key("traceparent") {
+    if !headers.contains_key(TRACEPARENT) {
         return Context::new();
     }
     TraceContextPropagator::new().extract(&HeaderExtractor(headers))
@@ -243,14 +263,19 @@ fn bounded(text: &str) -> &str {
 }
 
 /// Makes `span` a child of the request's `traceparent`, if it has a valid one, and
-/// records the trace id it belongs to: the incoming one, or the one the exporter began.
+/// records the trace id it belongs to for the log lines inside it: the incoming one, or
+/// the one the exporter began.
 fn continue_trace(span: &Span, parent: Context) {
     let incoming: SpanContext = parent.span().span_context().clone();
-    if span.is_disabled() && !incoming.is_valid() {
+    if incoming.is_valid() {
+        let _ = span.set_parent(parent);
+    } else if span.is_disabled() {
         // Neither logged nor exported, and no trace to name.
         return;
     }
-    let _ = span.set_parent(parent);
+    if !LOGS_SEE_REQUEST_SPANS.load(Ordering::Relaxed) {
+        return;
+    }
     let own = span.context().span().span_context().clone();
     let trace_id = if own.is_valid() {
         own.trace_id()
