@@ -395,7 +395,7 @@ impl Application {
                 tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             ])
-            .context("cannot read the served methods for their metrics")?,
+            .context("cannot serve the gRPC methods' metrics")?,
             None => GrpcMetricsLayer::off(),
         };
         let reflection_v1 = reflection()

@@ -6,15 +6,14 @@
 //! the trailers (or from the headers of a trailers-only answer).
 
 use std::{
-    collections::HashMap,
     pin::Pin,
-    sync::{Arc, OnceLock},
+    sync::OnceLock,
     task::{Context, Poll},
     time::Instant,
 };
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response};
+use http::{HeaderMap, HeaderName, Request, Response};
 use http_body::{Body as HttpBody, Frame, SizeHint};
 use metrics::{Counter, Histogram, Label};
 use prost::Message;
@@ -25,6 +24,13 @@ use super::{GRPC_HANDLED, GRPC_HANDLING_SECONDS, GRPC_MSG_RECEIVED, GRPC_MSG_SEN
 
 /// Every code a status can carry, in wire order.
 const CODES: usize = 17;
+
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+
+/// The series of every served method. The methods are compiled in and the recorder
+/// the series live in is process-wide, so one table serves every server of the process,
+/// and a call borrows its method's series with no reference count to keep.
+static METHODS: OnceLock<MethodTable> = OnceLock::new();
 
 /// One method's series, registered once; `handled` by code as codes occur.
 struct MethodMetrics {
@@ -89,14 +95,16 @@ fn code_name(code: Code) -> &'static str {
 /// The served methods by path (`/package.Service/Method`), read from the descriptor
 /// sets the server registers for reflection, so the table cannot drift from the API.
 /// A path that names no method shares one series: a scanner cannot mint labels.
+/// (foldhash rather than SipHash: the table is filled once from the descriptors, so a
+/// client's paths can only look it up, never crowd it.)
 struct MethodTable {
-    by_path: HashMap<String, Arc<MethodMetrics>>,
-    unknown: Arc<MethodMetrics>,
+    by_path: foldhash::HashMap<String, MethodMetrics>,
+    unknown: MethodMetrics,
 }
 
 impl MethodTable {
     fn new(descriptor_sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
-        let mut by_path = HashMap::new();
+        let mut by_path = foldhash::HashMap::default();
         for encoded in descriptor_sets {
             let set = prost_types::FileDescriptorSet::decode(*encoded)?;
             for file in set.file {
@@ -115,7 +123,7 @@ impl MethodTable {
                         };
                         by_path.insert(
                             format!("/{service_name}/{}", method.name()),
-                            Arc::new(MethodMetrics::new(grpc_type, &service_name, method.name())),
+                            MethodMetrics::new(grpc_type, &service_name, method.name()),
                         );
                     }
                 }
@@ -123,27 +131,31 @@ impl MethodTable {
         }
         Ok(MethodTable {
             by_path,
-            unknown: Arc::new(MethodMetrics::new("unary", "unknown", "unknown")),
+            unknown: MethodMetrics::new("unary", "unknown", "unknown"),
         })
     }
 
-    fn get(&self, path: &str) -> Arc<MethodMetrics> {
-        self.by_path.get(path).unwrap_or(&self.unknown).clone()
+    fn get(&self, path: &str) -> &MethodMetrics {
+        self.by_path.get(path).unwrap_or(&self.unknown)
     }
 }
 
 /// The layer, or with no `/metrics` to read them, a pass-through: no clock read, method
 /// lookup or body wrapped per call for series nobody renders.
-#[derive(Clone)]
-pub struct GrpcMetricsLayer(Option<Arc<MethodTable>>);
+#[derive(Clone, Copy)]
+pub struct GrpcMetricsLayer(Option<&'static MethodTable>);
 
 impl GrpcMetricsLayer {
-    /// Series for every method of these encoded `FileDescriptorSet`s. Build it after
-    /// [`super::prometheus`], or it records nothing.
-    pub fn new(descriptor_sets: &[&[u8]]) -> Result<Self, prost::DecodeError> {
-        Ok(GrpcMetricsLayer(Some(Arc::new(MethodTable::new(
-            descriptor_sets,
-        )?))))
+    /// Series for every method of these encoded `FileDescriptorSet`s, in the recorder
+    /// of [`super::prometheus`] (installed now if it is not yet). The first server of the
+    /// process decides the table; every server serves the same compiled-in methods.
+    pub fn new(descriptor_sets: &[&[u8]]) -> anyhow::Result<Self> {
+        super::prometheus()?;
+        if let Some(table) = METHODS.get() {
+            return Ok(GrpcMetricsLayer(Some(table)));
+        }
+        let table = MethodTable::new(descriptor_sets)?;
+        Ok(GrpcMetricsLayer(Some(METHODS.get_or_init(|| table))))
     }
 
     /// Counts nothing.
@@ -158,7 +170,7 @@ impl<S> tower_layer::Layer<S> for GrpcMetricsLayer {
     fn layer(&self, inner: S) -> Self::Service {
         GrpcMetrics {
             inner,
-            methods: self.0.clone(),
+            methods: self.0,
         }
     }
 }
@@ -166,7 +178,7 @@ impl<S> tower_layer::Layer<S> for GrpcMetricsLayer {
 #[derive(Clone)]
 pub struct GrpcMetrics<S> {
     inner: S,
-    methods: Option<Arc<MethodTable>>,
+    methods: Option<&'static MethodTable>,
 }
 
 impl<S, ResBody> Service<Request<Body>> for GrpcMetrics<S>
@@ -184,18 +196,16 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let Some(methods) = &self.methods else {
+        let Some(methods) = self.methods else {
             let response = self.inner.call(request);
             return Box::pin(async move { Ok(response.await?.map(MeteredBody::unmetered)) });
         };
         let method = methods.get(request.uri().path());
         method.started.increment(1);
-        let received = method.received.clone();
         let request = request.map(|body| {
             Body::new(MeteredBody {
                 inner: body,
-                framing: Some(Framing::default()),
-                messages: received,
+                counting: Some((Framing::default(), &method.received)),
                 call: None,
             })
         });
@@ -214,11 +224,9 @@ where
                 }
             };
             call.code = grpc_status(response.headers());
-            let messages = call.method.sent.clone();
             Ok(response.map(|body| MeteredBody {
                 inner: body,
-                framing: Some(Framing::default()),
-                messages,
+                counting: Some((Framing::default(), &call.method.sent)),
                 call: Some(call),
             }))
         })
@@ -227,7 +235,7 @@ where
 
 fn grpc_status(headers: &HeaderMap) -> Option<Code> {
     let value = headers
-        .get("grpc-status")?
+        .get(GRPC_STATUS)?
         .to_str()
         .ok()?
         .parse::<i32>()
@@ -238,7 +246,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<Code> {
 /// One call in flight; counted as handled when its status is known, or as cancelled
 /// when its answer is dropped unfinished (the client went away).
 struct Call {
-    method: Arc<MethodMetrics>,
+    method: &'static MethodMetrics,
     started: Instant,
     code: Option<Code>,
 }
@@ -303,9 +311,8 @@ impl Framing {
 /// the call's status from the trailers.
 pub struct MeteredBody<B> {
     inner: B,
-    /// `None` when uncounted.
-    framing: Option<Framing>,
-    messages: Counter,
+    /// Where the messages stand and the counter they go to; `None` when uncounted.
+    counting: Option<(Framing, &'static Counter)>,
     call: Option<Call>,
 }
 
@@ -314,8 +321,7 @@ impl<B> MeteredBody<B> {
     fn unmetered(inner: B) -> Self {
         MeteredBody {
             inner,
-            framing: None,
-            messages: Counter::noop(),
+            counting: None,
             call: None,
         }
     }
@@ -334,8 +340,8 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for MeteredBody<B> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    if let Some(framing) = &mut this.framing {
-                        this.messages.increment(framing.count(data));
+                    if let Some((framing, messages)) = &mut this.counting {
+                        messages.increment(framing.count(data));
                     }
                 } else if let (Some(trailers), Some(call)) = (frame.trailers_ref(), &mut this.call)
                 {
