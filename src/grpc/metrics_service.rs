@@ -1,6 +1,6 @@
 //! `runrate.v1.MetricsService`: reads, all answered from the read snapshot.
 
-use std::{borrow::Borrow, collections::HashMap, hash::Hash, sync::Arc, time::SystemTime};
+use std::{borrow::Borrow, hash::Hash, sync::Arc, time::SystemTime};
 
 use arc_swap::ArcSwap;
 
@@ -46,14 +46,15 @@ impl MetricsApi {
 /// same thing: an answer is the same until the next load, and building one (a fact with
 /// its sources and display values, or a comparison of 21 of them) costs more than
 /// answering with it. Only answers the snapshot holds are kept, so the entries are bounded
-/// by what was loaded, not by what clients ask for.
+/// by what was loaded, not by what clients ask for (and a client's keys can only look
+/// the map up, never crowd it, so it hashes with foldhash rather than SipHash).
 struct AnswerCache<K, V> {
     current: ArcSwap<CachedAnswers<K, V>>,
 }
 
 struct CachedAnswers<K, V> {
     head: LoadId,
-    answers: HashMap<K, Arc<V>>,
+    answers: foldhash::HashMap<K, Arc<V>>,
 }
 
 impl<K, V> Default for AnswerCache<K, V> {
@@ -61,22 +62,26 @@ impl<K, V> Default for AnswerCache<K, V> {
         AnswerCache {
             current: ArcSwap::from_pointee(CachedAnswers {
                 head: LoadId::default(),
-                answers: HashMap::new(),
+                answers: foldhash::HashMap::default(),
             }),
         }
     }
 }
 
-impl<K: Hash + Eq + Clone, V> AnswerCache<K, V> {
-    fn get<Q>(&self, snapshot: &ReadSnapshot, key: &Q) -> Option<Arc<V>>
+impl<K: Hash + Eq + Clone, V: Clone> AnswerCache<K, V> {
+    /// A copy of the answer for `key`, taken while the cache is borrowed: every worker
+    /// asks for the same few answers, and counting references to them would make the
+    /// workers contend for one cache line.
+    fn get<Q>(&self, snapshot: &ReadSnapshot, key: &Q) -> Option<V>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
         let cached = self.current.load();
-        (cached.head == snapshot.head())
-            .then(|| cached.answers.get(key).cloned())
-            .flatten()
+        if cached.head != snapshot.head() {
+            return None;
+        }
+        cached.answers.get(key).map(|answer| V::clone(answer))
     }
 
     fn insert(&self, snapshot: &ReadSnapshot, key: K, answer: Arc<V>) {
@@ -85,19 +90,19 @@ impl<K: Hash + Eq + Clone, V> AnswerCache<K, V> {
             let mut answers = if current.head == head {
                 current.answers.clone()
             } else {
-                HashMap::new()
+                foldhash::HashMap::default()
             };
             answers.insert(key.clone(), answer.clone());
             CachedAnswers { head, answers }
         });
     }
 
-    fn get_or_build(&self, snapshot: &ReadSnapshot, key: K, build: impl FnOnce() -> V) -> Arc<V> {
+    fn get_or_build(&self, snapshot: &ReadSnapshot, key: K, build: impl FnOnce() -> V) -> V {
         if let Some(answer) = self.get(snapshot, &key) {
             return answer;
         }
-        let built = Arc::new(build());
-        self.insert(snapshot, key, built.clone());
+        let built = build();
+        self.insert(snapshot, key, Arc::new(built.clone()));
         built
     }
 }
@@ -386,7 +391,7 @@ impl MetricsService for MetricsApi {
         let snapshot = self.snapshot.load();
         let as_of_now = read_time.is_none();
         if as_of_now && let Some(fact) = self.facts.get(&snapshot, request.name.as_str()) {
-            return Ok(Response::new(api::Fact::clone(&fact)));
+            return Ok(Response::new(fact));
         }
         let key: FactKey = from_proto::parse_fact_name("name", &request.name)?;
         require_provider(&snapshot, &key.provider)?;
@@ -422,7 +427,7 @@ impl MetricsService for MetricsApi {
         let comparison = self.comparisons.get_or_build(&snapshot, period, || {
             to_proto::comparison(&snapshot, period)
         });
-        Ok(Response::new(comparison.as_ref().clone()))
+        Ok(Response::new(comparison))
     }
 
     async fn list_fact_revisions(
