@@ -256,6 +256,10 @@ impl ShouldSample for RequestsDecided {
 }
 
 fn bounded(text: &str) -> &str {
+    // No more bytes than the bound, so no more characters: nothing to count.
+    if text.len() <= MAX_SPAN_NAME {
+        return text;
+    }
     match text.char_indices().nth(MAX_SPAN_NAME) {
         Some((end, _)) => &text[..end],
         None => text,
@@ -302,6 +306,24 @@ impl Extractor for HeaderExtractor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn span_names_are_bounded_in_characters() {
+        assert_eq!(
+            rpc_name("/runrate.v1.MetricsService/GetFact"),
+            "runrate.v1.MetricsService/GetFact"
+        );
+        let ascii = "a".repeat(MAX_SPAN_NAME);
+        assert_eq!(bounded(&ascii), ascii, "exactly at the bound");
+        let long = "é".repeat(MAX_SPAN_NAME + 1);
+        assert_eq!(bounded(&long).chars().count(), MAX_SPAN_NAME);
+        let short_in_characters = "é".repeat(MAX_SPAN_NAME - 1);
+        assert_eq!(
+            bounded(&short_in_characters),
+            short_in_characters,
+            "more bytes than the bound, fewer characters"
+        );
+    }
 
     #[test]
     fn the_share_sampled_is_exact() {
