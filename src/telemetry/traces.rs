@@ -46,9 +46,9 @@ const UNTRACED: &str = "runrate::untraced";
 static SAMPLE_RATIO: OnceLock<f64> = OnceLock::new();
 /// Requests decided so far, for sampling an exact share of them.
 static REQUESTS_SEEN: AtomicU64 = AtomicU64::new(0);
-/// Whether log lines may show a request span's fields, its trace id among them: not
-/// when the log filter stops above INFO. Then a span is only exported, and the trace id
-/// it is exported under needs no copy in a field.
+/// Whether log lines may show a request span's fields, its trace id among them
+/// ([`logs_see_request_spans`]). When they cannot, a span is only exported, and the trace
+/// id it is exported under needs no copy in a field.
 static LOGS_SEE_REQUEST_SPANS: AtomicBool = AtomicBool::new(true);
 
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -73,15 +73,12 @@ impl Tracing {
 /// line) and, when configured, spans to an OTLP collector. Call inside the runtime: the
 /// exporter's connection lives on it.
 pub fn init(log: &LogSettings, traces: &TracingSettings) -> anyhow::Result<Tracing> {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.filter))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    LOGS_SEE_REQUEST_SPANS.store(
-        filter
-            .max_level_hint()
-            .is_none_or(|most| most >= LevelFilter::INFO),
-        Ordering::Relaxed,
-    );
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .or_else(|_| tracing_subscriber::EnvFilter::try_new(&log.filter))
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"))
+    };
+    LOGS_SEE_REQUEST_SPANS.store(logs_see_request_spans(filter()), Ordering::Relaxed);
     let logs = tracing_subscriber::fmt::layer();
     let logs = match log.format {
         LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).boxed(),
@@ -112,19 +109,21 @@ pub fn init(log: &LogSettings, traces: &TracingSettings) -> anyhow::Result<Traci
         }
     };
     // Each its own filter: quieting the logs must not stop the spans.
-    let mut layers = vec![logs.with_filter(filter).boxed()];
+    let mut layers = vec![logs.with_filter(filter()).boxed()];
     if let Some(provider) = &provider {
         layers.push(
             tracing_opentelemetry::layer()
                 .with_tracer(provider.tracer(SERVICE_NAME))
                 // What a span costs per request: busy/idle timings (two clock reads on
                 // every poll), an OpenTelemetry context made current on every poll
-                // (parents come from the span tree), thread and source location
-                // attributes; none is needed.
+                // (parents come from the span tree), thread, source location and
+                // `tracing` target attributes (in no OpenTelemetry convention); none is
+                // needed.
                 .with_tracked_inactivity(false)
                 .with_context_activation(false)
                 .with_threads(false)
                 .with_location(false)
+                .with_target(false)
                 // A static filter: each callsite is decided once, not on every span.
                 .with_filter(
                     Targets::new()
@@ -139,6 +138,20 @@ pub fn init(log: &LogSettings, traces: &TracingSettings) -> anyhow::Result<Traci
         .try_init()
         .context("cannot install the log subscriber")?;
     Ok(Tracing { provider })
+}
+
+/// Whether the log filter lets request spans through, asked once of a throwaway
+/// subscriber with that filter alone, for both targets a request span may have.
+fn logs_see_request_spans(filter: tracing_subscriber::EnvFilter) -> bool {
+    let probe = tracing_subscriber::registry().with(filter);
+    tracing::subscriber::with_default(probe, || {
+        tracing::enabled!(kind: tracing::metadata::Kind::SPAN, tracing::Level::INFO)
+            || tracing::enabled!(
+                kind: tracing::metadata::Kind::SPAN,
+                target: UNTRACED,
+                tracing::Level::INFO
+            )
+    })
 }
 
 /// A request's span, at the target the exporter reads or, when the request is not in
@@ -306,6 +319,21 @@ impl Extractor for HeaderExtractor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn request_spans_reach_the_logs_when_the_filter_lets_their_target_through() {
+        let sees = |directives: &str| {
+            logs_see_request_spans(tracing_subscriber::EnvFilter::new(directives))
+        };
+        assert!(sees("info"));
+        assert!(sees("warn,runrate=info"));
+        assert!(sees("warn,runrate::untraced=debug"));
+        assert!(!sees("warn"));
+        assert!(
+            !sees("warn,runrate::app=info"),
+            "only another module at INFO"
+        );
+    }
 
     #[test]
     fn span_names_are_bounded_in_characters() {

@@ -132,7 +132,7 @@ fn a_traceparent_is_continued_by_the_spans_exported_even_with_quiet_logs() {
     let dir = runtime.block_on(TestDir::new());
     let collector = Collector::default();
     // The log filter is for the logs (here all but where it serves are quiet): spans
-    // are exported all the same.
+    // are exported all the same, with no trace id field, since no log line shows them.
     let server = runtime.block_on(serve_exporting_to(
         &collector,
         &dir,
@@ -167,6 +167,9 @@ fn a_traceparent_is_continued_by_the_spans_exported_even_with_quiet_logs() {
             })
             .await;
         assert_eq!(hex(&read.parent_span_id), read_parent);
+        let mut attributes: Vec<&str> = read.attributes.iter().map(|kv| kv.key.as_str()).collect();
+        attributes.sort_unstable();
+        assert_eq!(attributes, ["rpc.method", "rpc.service", "rpc.system"]);
         let call = collector
             .wait_for("LoadFigures in the caller's trace", |span| {
                 span.name == "runrate.v1.AdminService/LoadFigures"
