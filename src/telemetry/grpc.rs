@@ -7,7 +7,10 @@
 
 use std::{
     pin::Pin,
-    sync::OnceLock,
+    sync::{
+        Mutex, OnceLock,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
     time::Instant,
 };
@@ -32,9 +35,39 @@ const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 /// and a call borrows its method's series with no reference count to keep.
 static METHODS: OnceLock<MethodTable> = OnceLock::new();
 
+/// How many threads count apart (more than tokio's workers on most hosts).
+const SHARDS: usize = 8;
+
+/// One thread's counts of one method, on cache lines of its own: the workers serving
+/// calls at once would otherwise contend for the exporter's counters on every call,
+/// each increment there being two atomic adds (a generation beside the value) on lines
+/// every worker writes. [`publish`] sums the shards into those counters before a scrape
+/// renders them; no crate keeps per-thread counts behind the `metrics` facade.
+#[repr(align(128))]
+#[derive(Default)]
+struct Counts {
+    started: AtomicU64,
+    received: AtomicU64,
+    sent: AtomicU64,
+    handled: [AtomicU64; CODES],
+}
+
+/// Which of a call's message counts a body adds to.
+type MessageCount = fn(&Counts) -> &AtomicU64;
+
+/// The shard of the calling thread, given out in turn as threads first count.
+fn shard() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SHARD: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;
+    }
+    SHARD.with(|shard| *shard)
+}
+
 /// One method's series, registered once; `handled` by code as codes occur.
 struct MethodMetrics {
     labels: Vec<Label>,
+    counts: [Counts; SHARDS],
     started: Counter,
     received: Counter,
     sent: Counter,
@@ -50,6 +83,7 @@ impl MethodMetrics {
             Label::new("grpc_method", method.to_owned()),
         ];
         MethodMetrics {
+            counts: Default::default(),
             started: metrics::counter!(GRPC_STARTED, labels.clone()),
             received: metrics::counter!(GRPC_MSG_RECEIVED, labels.clone()),
             sent: metrics::counter!(GRPC_MSG_SENT, labels.clone()),
@@ -59,6 +93,11 @@ impl MethodMetrics {
         }
     }
 
+    /// The calling thread's counts.
+    fn counts(&self) -> &Counts {
+        &self.counts[shard()]
+    }
+
     fn handled(&self, code: Code) -> &Counter {
         let index = (code as usize).min(CODES - 1);
         self.handled[index].get_or_init(|| {
@@ -66,6 +105,43 @@ impl MethodMetrics {
             labels.push(Label::new("grpc_code", code_name(code)));
             metrics::counter!(GRPC_HANDLED, labels)
         })
+    }
+
+    /// Sets the exporter's counters to the sums of the shards.
+    fn publish(&self) {
+        let total = |count: MessageCount| -> u64 {
+            self.counts
+                .iter()
+                .map(|counts| count(counts).load(Ordering::Relaxed))
+                .sum()
+        };
+        self.started.absolute(total(|counts| &counts.started));
+        self.received.absolute(total(|counts| &counts.received));
+        self.sent.absolute(total(|counts| &counts.sent));
+        for index in 0..CODES {
+            let handled: u64 = self
+                .counts
+                .iter()
+                .map(|counts| counts.handled[index].load(Ordering::Relaxed))
+                .sum();
+            // A code no call ended with gets no series.
+            if handled > 0 {
+                self.handled(Code::from_i32(index as i32)).absolute(handled);
+            }
+        }
+    }
+}
+
+/// Brings the exporter's gRPC counters up to date; call before rendering them. Scrapes
+/// publish one at a time, so that a later total is never overwritten by an earlier one.
+pub fn publish() {
+    static PUBLISHING: Mutex<()> = Mutex::new(());
+    let Some(table) = METHODS.get() else {
+        return;
+    };
+    let _one_at_a_time = PUBLISHING.lock().unwrap_or_else(|p| p.into_inner());
+    for method in table.by_path.values().chain([&table.unknown]) {
+        method.publish();
     }
 }
 
@@ -201,11 +277,11 @@ where
             return Box::pin(async move { Ok(response.await?.map(MeteredBody::unmetered)) });
         };
         let method = methods.get(request.uri().path());
-        method.started.increment(1);
+        method.counts().started.fetch_add(1, Ordering::Relaxed);
         let request = request.map(|body| {
             Body::new(MeteredBody {
                 inner: body,
-                counting: Some((Framing::default(), &method.received)),
+                counting: Some((Framing::default(), method, |counts| &counts.received)),
                 call: None,
             })
         });
@@ -224,9 +300,10 @@ where
                 }
             };
             call.code = grpc_status(response.headers());
+            let method = call.method;
             Ok(response.map(|body| MeteredBody {
                 inner: body,
-                counting: Some((Framing::default(), &call.method.sent)),
+                counting: Some((Framing::default(), method, |counts| &counts.sent)),
                 call: Some(call),
             }))
         })
@@ -260,7 +337,8 @@ impl Call {
 impl Drop for Call {
     fn drop(&mut self) {
         let code = self.code.unwrap_or(Code::Cancelled);
-        self.method.handled(code).increment(1);
+        let index = (code as usize).min(CODES - 1);
+        self.method.counts().handled[index].fetch_add(1, Ordering::Relaxed);
         self.method
             .handling
             .record(self.started.elapsed().as_secs_f64());
@@ -311,8 +389,9 @@ impl Framing {
 /// the call's status from the trailers.
 pub struct MeteredBody<B> {
     inner: B,
-    /// Where the messages stand and the counter they go to; `None` when uncounted.
-    counting: Option<(Framing, &'static Counter)>,
+    /// Where the messages stand, and the method and count they are counted in; `None`
+    /// when uncounted.
+    counting: Option<(Framing, &'static MethodMetrics, MessageCount)>,
     call: Option<Call>,
 }
 
@@ -340,8 +419,11 @@ impl<B: HttpBody<Data = Bytes> + Unpin> HttpBody for MeteredBody<B> {
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    if let Some((framing, messages)) = &mut this.counting {
-                        messages.increment(framing.count(data));
+                    if let Some((framing, method, messages)) = &mut this.counting {
+                        let begun = framing.count(data);
+                        if begun > 0 {
+                            messages(method.counts()).fetch_add(begun, Ordering::Relaxed);
+                        }
                     }
                 } else if let (Some(trailers), Some(call)) = (frame.trailers_ref(), &mut this.call)
                 {

@@ -139,6 +139,7 @@ async fn render(State(scrape): State<Arc<Scrape>>) -> Response {
         }
         Err(err) => tracing::warn!(error = %err, "cannot count the outbox for a scrape"),
     }
+    grpc::publish();
     let mut response = scrape.prometheus.render().into_response();
     response
         .headers_mut()
