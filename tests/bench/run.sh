@@ -3,9 +3,9 @@
 # the same run: reads against a do-nothing tonic server, fan-out against smtp-source ->
 # smtp-sink, plus the LoadFigures call, memory and start-up. Prints one table.
 #
-#   tests/bench/run.sh            the full run (about 20 minutes)
+#   tests/bench/run.sh            the full run (about 10 minutes; 20 on a slower host)
 #   tests/bench/run.sh --smoke    small counts and short runs, for CI
-#   tests/bench/run.sh --reads    the reads alone, as in the full run (about 3 minutes)
+#   tests/bench/run.sh --reads    the reads alone, as in the full run (about 5 minutes)
 #
 # Everything talks to 127.0.0.1. Set BENCH_POSTGRES_URL (a server whose user may create
 # databases) to time LoadFigures on PostgreSQL too; .ci/run's PostgreSQL is used if up.
