@@ -99,8 +99,7 @@ impl MethodMetrics {
     }
 
     fn handled(&self, code: Code) -> &Counter {
-        let index = (code as usize).min(CODES - 1);
-        self.handled[index].get_or_init(|| {
+        self.handled[code_index(code)].get_or_init(|| {
             let mut labels = self.labels.clone();
             labels.push(Label::new("grpc_code", code_name(code)));
             metrics::counter!(GRPC_HANDLED, labels)
@@ -143,6 +142,11 @@ pub fn publish() {
     for method in table.by_path.values().chain([&table.unknown]) {
         method.publish();
     }
+}
+
+/// Where a code's counts are kept: its number on the wire.
+fn code_index(code: Code) -> usize {
+    (code as usize).min(CODES - 1)
 }
 
 /// A code as go-grpc-prometheus labels it (Go's `codes.Code.String()`).
@@ -337,8 +341,7 @@ impl Call {
 impl Drop for Call {
     fn drop(&mut self) {
         let code = self.code.unwrap_or(Code::Cancelled);
-        let index = (code as usize).min(CODES - 1);
-        self.method.counts().handled[index].fetch_add(1, Ordering::Relaxed);
+        self.method.counts().handled[code_index(code)].fetch_add(1, Ordering::Relaxed);
         self.method
             .handling
             .record(self.started.elapsed().as_secs_f64());

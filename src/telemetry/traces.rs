@@ -174,24 +174,23 @@ pub fn grpc_span(request: &http::Request<()>) -> Span {
     let span = request_span!(
         is_traced(&incoming),
         "grpc",
-        otel.name = rpc_name(path),
+        otel.name = rpc_name(path).0,
         otel.kind = "server",
         rpc.system = "grpc",
-        rpc.service = rpc_name(path)
-            .split_once('/')
-            .map_or("", |(service, _)| service),
-        rpc.method = rpc_name(path)
-            .split_once('/')
-            .map_or("", |(_, method)| method),
+        rpc.service = rpc_name(path).1,
+        rpc.method = rpc_name(path).2,
         trace_id = tracing::field::Empty,
     );
     continue_trace(&span, incoming);
     span
 }
 
-/// `package.Service/Method` from a call's path, bounded: a client picks the path.
-fn rpc_name(path: &str) -> &str {
-    bounded(path.trim_start_matches('/'))
+/// `package.Service/Method` from a call's path, bounded (a client picks the path), with
+/// its service and method.
+fn rpc_name(path: &str) -> (&str, &str, &str) {
+    let name = bounded(path.trim_start_matches('/'));
+    let (service, method) = name.split_once('/').unwrap_or((name, ""));
+    (name, service, method)
 }
 
 /// The span of one web request, named by its route template.
@@ -336,11 +335,16 @@ mod tests {
     }
 
     #[test]
-    fn span_names_are_bounded_in_characters() {
+    fn rpc_span_names_are_split_and_bounded_in_characters() {
         assert_eq!(
             rpc_name("/runrate.v1.MetricsService/GetFact"),
-            "runrate.v1.MetricsService/GetFact"
+            (
+                "runrate.v1.MetricsService/GetFact",
+                "runrate.v1.MetricsService",
+                "GetFact"
+            )
         );
+        assert_eq!(rpc_name("/no-method"), ("no-method", "no-method", ""));
         let ascii = "a".repeat(MAX_SPAN_NAME);
         assert_eq!(bounded(&ascii), ascii, "exactly at the bound");
         let long = "é".repeat(MAX_SPAN_NAME + 1);

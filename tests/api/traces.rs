@@ -247,14 +247,15 @@ fn without_an_exporter_the_logs_still_name_the_callers_trace() {
         ]
         .map(|(key, value)| (key.to_owned(), value.to_owned())),
     );
-    let server = ServeProcess::start(dir.path(), environment);
+    let (process, lines) = ServeProcess::spawn(dir.path(), environment);
+    let server = process.until_serving(&lines);
     let trace = "5c1b2f3577b34da6a3ce929d0e0e4737";
     runtime.block_on(load_example_in_trace(
         &server.url,
         trace,
         "11f067aa0ba902b8",
     ));
-    assert_logged_in_trace(&server, trace);
+    assert_logged_in_trace(&server, &lines, trace);
 }
 
 /// Loads the example figures with a `traceparent` of `trace_id` and `parent`.
@@ -279,15 +280,21 @@ async fn load_example_in_trace(url: &str, trace_id: &str, parent: &str) {
     admin.load_figures(request).await.expect("loaded");
 }
 
-/// The example load's JSON log line runs in the load's span, inside the call's span
-/// with `trace_id`.
-fn assert_logged_in_trace(server: &ServeProcess, trace_id: &str) {
-    let logged = server
-        .output()
-        .lines()
-        .find(|line| line.contains("figures loaded") && line.contains("2026-q2-example.toml"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| panic!("a load line:\n{}", server.output()));
+/// The example load's JSON log line, read from `lines` as the server writes them, runs
+/// in the load's span, inside the call's span with `trace_id`.
+fn assert_logged_in_trace(
+    server: &ServeProcess,
+    lines: &std::sync::mpsc::Receiver<String>,
+    trace_id: &str,
+) {
+    let logged = loop {
+        let line = lines
+            .recv_timeout(WAIT)
+            .unwrap_or_else(|_| panic!("a load line:\n{}", server.output()));
+        if line.contains("figures loaded") && line.contains("2026-q2-example.toml") {
+            break line;
+        }
+    };
     let event: serde_json::Value = serde_json::from_str(&logged).expect("a JSON line");
     assert_eq!(event["span"]["name"], "load", "{logged}");
     let spans = event["spans"].as_array().expect("the spans it ran in");
