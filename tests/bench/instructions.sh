@@ -19,30 +19,11 @@ warm_up_calls=2000
 root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
-need=()
-command -v valgrind >/dev/null || need+=(valgrind)
-command -v h2load >/dev/null || need+=(nghttp2-client)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
-fi
-cargo build --release --quiet --bin runrate --example bench-floor --example bench-otlp-sink
-target_dir=${CARGO_TARGET_DIR:-$root/target}
-runrate="$target_dir/release/runrate"
-floor="$target_dir/release/examples/bench-floor"
-otlp_sink="$target_dir/release/examples/bench-otlp-sink"
+source "$root/tests/bench/common.sh"
+need_commands valgrind:valgrind h2load:nghttp2-client
+build_read_servers
 
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  [ -n "${KEEP_WORK:-}" ] || rm -rf "$work"
-}
-trap cleanup EXIT
-
-# Ports of their own, so that this can run beside nothing else of the benchmarks'.
+# Ports apart from run.sh's, so that the two scripts never meet on one.
 source_port=26051; source_http_port=26080; measured_port=26061; measured_http_port=26081
 metrics_port=26090
 otlp_port=26317

@@ -29,28 +29,9 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$root"
 
 # --- Tools --------------------------------------------------------------------------------
-need=()
-command -v h2load >/dev/null || need+=(nghttp2-client)
-command -v smtp-sink >/dev/null || need+=(postfix)
-if [ ${#need[@]} -gt 0 ]; then
-  echo "installing ${need[*]}" >&2
-  apt-get update -q >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}" >/dev/null
-fi
-cargo build --release --quiet --bin runrate --example bench-floor --example bench-otlp-sink
-target_dir=${CARGO_TARGET_DIR:-$root/target}
-runrate="$target_dir/release/runrate"
-floor="$target_dir/release/examples/bench-floor"
-otlp_sink="$target_dir/release/examples/bench-otlp-sink"
-
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+source "$root/tests/bench/common.sh"
+need_commands h2load:nghttp2-client smtp-sink:postfix
+build_read_servers
 
 # Fixed ports below Linux's ephemeral range (32768 and up), where no outgoing connection of
 # this run or of the tests before it can be holding one.
