@@ -24,6 +24,18 @@ build_read_servers() {
   otlp_sink="$target_dir/release/examples/bench-otlp-sink"
 }
 
+# Waits until something listens on 127.0.0.1:$1, started as process $2 (named $3), for
+# up to $4 seconds (5 unless given).
+wait_for_port() {
+  local port=$1 pid=$2 name=$3 seconds=${4:-5}
+  for _ in $(seq 1 $((seconds * 100))); do
+    kill -0 "$pid" 2>/dev/null || { echo "error: $name exited before listening on $port" >&2; return 1; }
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
+    sleep 0.01
+  done
+  echo "error: $name is not listening on $port after $seconds s" >&2; return 1
+}
+
 # A work directory, removed at exit with the processes in $pids stopped.
 work=$(mktemp -d)
 pids=()

@@ -35,17 +35,6 @@ message = b"\x0a" + bytes([len(text)]) + text
 open(sys.argv[2], "wb").write(b"\x00" + struct.pack(">I", len(message)) + message)
 PY
 
-# Waits until something listens on 127.0.0.1:$1, started as process $2; valgrind is slow
-# to start.
-wait_for_port() {
-  local port=$1 pid=$2
-  for _ in $(seq 1 1200); do
-    kill -0 "$pid" 2>/dev/null || { echo "error: process $pid exited before listening on $port" >&2; return 1; }
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "error: nothing listens on $port after 120 s" >&2; return 1
-}
 get_facts() {  # count -> fails unless every call succeeded
   local out
   out=$(h2load -c10 -m10 -n "$1" -H 'content-type: application/grpc' -H 'te: trailers' \
@@ -62,7 +51,8 @@ callgrind() {
 # per call.
 count() {
   local name=$1 pid=$2
-  wait_for_port "$measured_port" "$pid"
+  # valgrind is slow to start.
+  wait_for_port "$measured_port" "$pid" "$name" 120
   get_facts "$warm_up_calls"
   callgrind_control -i on "$pid" >/dev/null
   get_facts "$calls"
@@ -77,7 +67,7 @@ count() {
 
 "$otlp_sink" "127.0.0.1:$otlp_port" >/dev/null &
 pids+=($!)
-wait_for_port "$otlp_port" $!
+wait_for_port "$otlp_port" $! bench-otlp-sink
 
 # The floor copies its answers from a runrate at start.
 mkdir -p "$work/source"
@@ -85,7 +75,7 @@ mkdir -p "$work/source"
   RUNRATE__HTTP__LISTEN=127.0.0.1:$source_http_port RUNRATE__LOG__FILTER=warn \
   "$runrate" serve >serve.log 2>&1) &
 pids+=($!)
-wait_for_port "$source_port" $!
+wait_for_port "$source_port" $! runrate
 $(callgrind floor) "$floor" "127.0.0.1:$measured_port" "http://127.0.0.1:$source_port" "$fact" \
   >"$work/floor.log" 2>&1 &
 pids+=($!)

@@ -66,16 +66,6 @@ start_runrate_on() {
   done
   echo "runrate did not start; its log:" >&2; cat "$dir/serve.log" >&2; return 1
 }
-# Waits until something listens on 127.0.0.1:$1, started as process $2 (named $3).
-wait_for_port() {
-  local port=$1 pid=$2 name=$3
-  for _ in $(seq 1 500); do
-    kill -0 "$pid" 2>/dev/null || { echo "error: $name exited before listening on $port" >&2; return 1; }
-    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && return 0
-    sleep 0.01
-  done
-  echo "error: $name is not listening on $port after 5 s" >&2; return 1
-}
 stop_runrate() {
   kill "$runrate_pid" 2>/dev/null || true
   wait "$runrate_pid" 2>/dev/null || true
