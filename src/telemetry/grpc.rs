@@ -108,21 +108,17 @@ impl MethodMetrics {
 
     /// Sets the exporter's counters to the sums of the shards.
     fn publish(&self) {
-        let total = |count: MessageCount| -> u64 {
+        let total = |count: &dyn Fn(&Counts) -> &AtomicU64| -> u64 {
             self.counts
                 .iter()
                 .map(|counts| count(counts).load(Ordering::Relaxed))
                 .sum()
         };
-        self.started.absolute(total(|counts| &counts.started));
-        self.received.absolute(total(|counts| &counts.received));
-        self.sent.absolute(total(|counts| &counts.sent));
+        self.started.absolute(total(&|counts| &counts.started));
+        self.received.absolute(total(&|counts| &counts.received));
+        self.sent.absolute(total(&|counts| &counts.sent));
         for index in 0..CODES {
-            let handled: u64 = self
-                .counts
-                .iter()
-                .map(|counts| counts.handled[index].load(Ordering::Relaxed))
-                .sum();
+            let handled = total(&|counts| &counts.handled[index]);
             // A code no call ended with gets no series.
             if handled > 0 {
                 self.handled(Code::from_i32(index as i32)).absolute(handled);
