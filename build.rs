@@ -29,5 +29,73 @@ fn main() -> Result<(), Box<dyn Error>> {
     if env::var_os("RUNRATE_TEST_DATABASE_URL").is_some_and(|url| !url.is_empty()) {
         println!("cargo:rustc-cfg=postgres_tests");
     }
+    write_suite_modules(&out_dir)?;
+    Ok(())
+}
+
+/// The first line of a module comment that keeps an integration module to one backend's
+/// run, followed by the reason.
+const ONLY_MARKERS: [(&str, &str); 2] = [
+    ("//! SQLite only: ", "suite_modules.rs"),
+    ("//! PostgreSQL only: ", "postgres_modules.rs"),
+];
+
+/// Declares every module under `tests/api/` for the integration suite's two runs, so that
+/// no list is kept by hand: `suite_modules.rs` (SQLite) and `postgres_modules.rs` have
+/// all of them but those whose module comment begins with the other backend's
+/// [`ONLY_MARKERS`] line. Each also names its modules in `SUITE_MODULES`.
+fn write_suite_modules(out_dir: &std::path::Path) -> Result<(), Box<dyn Error>> {
+    let suite = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?).join("tests/api");
+    println!("cargo:rerun-if-changed={}", suite.display());
+    let mut modules = Vec::new();
+    for entry in std::fs::read_dir(&suite)? {
+        let path = entry?.path();
+        let Some(name) = path.file_stem().and_then(|stem| stem.to_str()) else {
+            continue;
+        };
+        let module = if path.is_dir() {
+            path.join("mod.rs")
+        } else if path.extension().is_some_and(|ext| ext == "rs") && name != "main" {
+            path.clone()
+        } else {
+            continue;
+        };
+        if !module.is_file() {
+            continue;
+        }
+        let source = std::fs::read_to_string(&module)?;
+        let first_line = source.lines().next().unwrap_or_default();
+        let mut only_in = None;
+        for (marker, run) in ONLY_MARKERS {
+            if let Some(reason) = first_line.strip_prefix(marker) {
+                if reason.trim().is_empty() {
+                    return Err(format!("{}: `{marker}` needs a reason", module.display()).into());
+                }
+                only_in = Some(run);
+            }
+        }
+        modules.push((name.to_owned(), module, only_in));
+    }
+    modules.sort();
+    for (_, run) in ONLY_MARKERS {
+        let mut code = String::new();
+        let mut names = Vec::new();
+        for (name, module, only_in) in &modules {
+            if only_in.is_some_and(|only| only != run) {
+                continue;
+            }
+            code.push_str(&format!(
+                "#[path = {:?}]\nmod {name};\n",
+                module.display().to_string()
+            ));
+            names.push(format!("{name:?}"));
+        }
+        code.push_str(&format!(
+            "/// The modules of this run, as found under `tests/api/` when it was built.\n\
+             #[allow(dead_code)]\npub const SUITE_MODULES: &[&str] = &[{}];\n",
+            names.join(", ")
+        ));
+        std::fs::write(out_dir.join(run), code)?;
+    }
     Ok(())
 }

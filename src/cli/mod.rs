@@ -63,7 +63,7 @@ enum Command {
     },
     /// Load a figures file (a new quarter, or a restatement) into a running server.
     Load {
-        /// The figures file (TOML; see the README for the format).
+        /// The figures file (TOML; docs/figures-file.md has the format).
         file: PathBuf,
         /// Check the file and show what it would change, without writing anything.
         #[arg(long)]

@@ -11,7 +11,7 @@ use std::{
 use prost::Message;
 use runrate::api::{CompareProvidersRequest, ListFactsRequest};
 
-use crate::helpers::TestServer;
+use crate::support::helpers::TestServer;
 
 async fn list_state(server: &TestServer) -> Vec<u8> {
     server

@@ -8,7 +8,7 @@ use runrate::api::{
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
-use crate::helpers::TestServer;
+use crate::support::helpers::TestServer;
 
 fn assert_invalid(status: &Status, field: &str) {
     assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");

@@ -1,3 +1,6 @@
+//! SQLite only: the pages read the in-memory snapshot on either backend, the sign-ups
+//! they make run on PostgreSQL in `newsletter`, and Chromium's minutes are spent once.
+//!
 //! Real headless Chromium (Debian's `chromium`, driven by playwright-core from npm):
 //! pages served from other origins call runrate as a dashboard would. The browser
 //! enforces CORS, so these show what a page can and cannot read.
@@ -18,10 +21,7 @@ use tokio::net::TcpListener;
 
 use runrate::api::SubscribeRequest;
 
-use crate::{
-    helpers::{TestDir, TestServer},
-    smtp_server::SmtpServer,
-};
+use crate::support::{helpers::{TestDir, TestServer}, smtp_server::SmtpServer};
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")

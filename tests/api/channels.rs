@@ -15,7 +15,7 @@ use runrate::{
     store::StoreError,
 };
 
-use crate::helpers::TestServer;
+use crate::support::helpers::TestServer;
 
 /// What the test channel does with a message to one address.
 #[derive(Clone, Copy)]

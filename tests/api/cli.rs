@@ -3,7 +3,7 @@
 
 use std::{process::Command, time::Duration};
 
-use crate::helpers::{ServeProcess, TestDir};
+use crate::support::helpers::{ServeProcess, TestDir};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_runrate");
 
@@ -124,9 +124,9 @@ fn run_in(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 fn load_sends_a_file_and_says_what_it_did() {
     let dir = TestDir::blocking_new();
     let server = serve_in(&dir);
-    let example = crate::helpers::figures_file("2026-q2-example.toml");
+    let example = crate::support::helpers::figures_file("2026-q2-example.toml");
     let example = example.to_str().expect("a UTF-8 path");
-    let restatement = crate::helpers::figures_file("2026-q1-restatement-example.toml");
+    let restatement = crate::support::helpers::figures_file("2026-q1-restatement-example.toml");
     let restatement = restatement.to_str().expect("a UTF-8 path");
 
     let output = run_in(
@@ -154,7 +154,7 @@ fn load_sends_a_file_and_says_what_it_did() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(stdout.contains("  revised providers/azure/periods/2026-q1/facts/ai-revenue-run-rate to revision 2 (estimate replaced by a reported figure)"), "{stdout}");
 
-    let bad = crate::helpers::figures_file("bad/negative-revenue.toml");
+    let bad = crate::support::helpers::figures_file("bad/negative-revenue.toml");
     let output = run_in(
         dir.path(),
         &[
@@ -213,7 +213,7 @@ fn load_finds_the_server_and_its_token_from_the_servers_own_environment() {
     // Run from elsewhere, with nothing but the server's environment.
     let elsewhere = dir.path().join("elsewhere");
     std::fs::create_dir_all(&elsewhere).expect("a working directory");
-    let example = crate::helpers::figures_file("2026-q2-example.toml");
+    let example = crate::support::helpers::figures_file("2026-q2-example.toml");
     let output = Command::new(BINARY)
         .args(["load", example.to_str().expect("UTF-8")])
         .current_dir(&elsewhere)
@@ -233,7 +233,7 @@ fn deliveries_prints_the_report_of_a_load() {
     let server = serve_in(&dir);
     let runtime = tokio::runtime::Runtime::new().expect("a runtime");
     runtime.block_on(dir.seed_confirmed_subscribers(&dir.path().join("runrate-data"), 2));
-    let example = crate::helpers::figures_file("2026-q2-example.toml");
+    let example = crate::support::helpers::figures_file("2026-q2-example.toml");
     let output = run_in(
         dir.path(),
         &[

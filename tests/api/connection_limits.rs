@@ -13,7 +13,7 @@ use runrate::{api::GetFactRequest, settings::TextDuration};
 use tonic::transport::Channel;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use crate::helpers::{ServeProcess, TestDir, TestServer};
+use crate::support::helpers::{ServeProcess, TestDir, TestServer};
 
 /// How long `stream` stays open from now, reading and discarding whatever comes; `None`
 /// if still open after `limit`.

@@ -1,7 +1,8 @@
+//! PostgreSQL only: an embedded SQLite file has no network between it and runrate.
+//!
 //! PostgreSQL unreachable or hung behind a proxy: gRPC health reports the services that
 //! need the database NOT_SERVING while reads go on from the snapshot, and everything
-//! comes back when the database does. (PostgreSQL only: an embedded SQLite file has no
-//! network between it and runrate.)
+//! comes back when the database does.
 
 use std::time::Duration;
 
@@ -14,10 +15,7 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::{
-    helpers::{TestDir, TestServer},
-    tcp_proxy::{Mode, TcpProxy},
-};
+use crate::support::{helpers::{TestDir, TestServer}, tcp_proxy::{Mode, TcpProxy}};
 
 const NEWSLETTER: &str = "runrate.v1.NewsletterService";
 const ADMIN: &str = "runrate.v1.AdminService";

@@ -4,7 +4,7 @@
 use runrate::api::{Derivation, FactStatus, GetFactRequest, ListFactsRequest, fact::Value};
 use tonic::Code;
 
-use crate::helpers::TestServer;
+use crate::support::helpers::TestServer;
 
 fn decimal(fact: &runrate::api::Fact) -> &str {
     match &fact.value {

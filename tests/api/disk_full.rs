@@ -1,4 +1,7 @@
-//! A full disk on the embedded database (SQLite only): writes fail while it is full, and
+//! SQLite only: the full disk is that of the embedded file; `database_outage` is
+//! PostgreSQL's failing database.
+//!
+//! A full disk on the embedded database: writes fail while it is full, and
 //! once space is freed every operation works again without a restart. The disk is
 //! "full" through `database.max_bytes` (SQLite's `max_page_count`), which fails writes
 //! with the same SQLITE_FULL a full file system gives.
@@ -8,7 +11,7 @@ use std::{path::Path, time::Duration};
 use runrate::api::SubscribeRequest;
 use sqlx::Connection;
 
-use crate::helpers::{TestDir, TestServer};
+use crate::support::helpers::{TestDir, TestServer};
 
 const WAIT: Duration = Duration::from_secs(20);
 

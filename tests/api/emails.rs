@@ -4,10 +4,7 @@
 
 use std::path::PathBuf;
 
-use crate::{
-    helpers::TestServer,
-    smtp_server::{Received, SmtpServer},
-};
+use crate::support::{helpers::TestServer, smtp_server::{Received, SmtpServer}};
 
 fn golden_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,7 +1,7 @@
 //! A metric's page: its history across the loaded quarters as a server-rendered SVG chart
 //! with a text alternative and a table, and its restatements listed.
 
-use crate::{helpers::TestServer, http_client::request};
+use crate::support::{helpers::TestServer, http_client::request};
 
 async fn with_history() -> TestServer {
     let server = TestServer::start().await;

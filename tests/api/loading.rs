@@ -8,7 +8,7 @@ use runrate::api::{
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestDir, TestServer, figures_file};
+use crate::support::helpers::{TestDir, TestServer, figures_file};
 
 fn usd_units(value: Option<&Value>) -> i64 {
     match value {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::helpers::{ServeProcess, TestDir};
+use crate::support::helpers::{ServeProcess, TestDir};
 
 /// Starts `runrate serve` with `extra` environment and gathers its lines until it says
 /// it serves HTTP, then stops it.

@@ -10,11 +10,7 @@ use runrate::api::{
 };
 use tonic::Code;
 
-use crate::{
-    helpers::{TestDir, TestServer},
-    http_client::{path_of, request, request_with_body, token_of},
-    smtp_server::SmtpServer,
-};
+use crate::support::{helpers::{TestDir, TestServer}, http_client::{path_of, request, request_with_body, token_of}, smtp_server::SmtpServer};
 
 async fn try_subscribe(
     server: &TestServer,
@@ -267,9 +263,9 @@ async fn unconfirmed_unsubscribed_and_bounced_addresses_are_never_emailed() {
 async fn a_refused_address_fails_is_suppressed_and_is_not_emailed_again() {
     let smtp = SmtpServer::with_faults(|to| {
         if to == "nobody@example.com" {
-            crate::smtp_server::Fault::PermanentFailure
+            crate::support::smtp_server::Fault::PermanentFailure
         } else {
-            crate::smtp_server::Fault::Accept
+            crate::support::smtp_server::Fault::Accept
         }
     })
     .await;

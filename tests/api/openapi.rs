@@ -1,10 +1,13 @@
+//! SQLite only: schemathesis's reads are answered from the in-memory snapshot on either
+//! backend, and its minutes are spent once.
+//!
 //! The JSON API's OpenAPI document: served at `/openapi.json`, describing every annotated
 //! read, and schemathesis (property-based, from the document alone) finds nothing wrong
 //! with the server's answers.
 
 use std::process::Command;
 
-use crate::{helpers::TestServer, http_client, python};
+use crate::support::{helpers::TestServer, http_client, python};
 
 async fn document(server: &TestServer) -> serde_json::Value {
     let response = http_client::request(server.http_address, "GET", "/openapi.json", None).await;

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use runrate::api::{ListFactsRequest, ListMetricsRequest, ListProvidersRequest};
 
-use crate::helpers::TestServer;
+use crate::support::helpers::TestServer;
 
 async fn all_fact_names(
     client: &mut runrate::api::metrics_service_client::MetricsServiceClient<

@@ -1,3 +1,5 @@
+//! PostgreSQL only: replicas share one database server, which SQLite is not.
+//!
 //! Two `runrate serve` processes on one PostgreSQL database: a load through either is
 //! served by both within a second and reaches the watch streams of both, and the update
 //! emails are shared between them with no address emailed twice and within one send
@@ -16,9 +18,9 @@ use runrate::{
 use sqlx::Connection;
 
 use crate::{
-    helpers::{ServeProcess, TestDir, TestServer, figures_file},
+    support::helpers::{ServeProcess, TestDir, TestServer, figures_file},
     sending::busiest_second,
-    smtp_server::SmtpServer,
+    support::smtp_server::SmtpServer,
 };
 
 const ADMIN_TOKEN: &str = "replica-test-token-0123456789-abcdef";

@@ -10,7 +10,7 @@ use runrate::api::{
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::helpers::TestServer;
+use crate::support::helpers::TestServer;
 
 const CLOUD_REVENUE: &str = "providers/aws/periods/2026-q1/facts/cloud-revenue";
 

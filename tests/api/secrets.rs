@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use runrate::api::{LoadFiguresRequest, SubscribeRequest};
 
-use crate::helpers::{ServeProcess, TestDir};
+use crate::support::helpers::{ServeProcess, TestDir};
 
 /// A secret no other text in the output could contain by chance.
 fn unique_secret(label: &str) -> String {

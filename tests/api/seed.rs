@@ -4,7 +4,7 @@ use runrate::api::{
     CompareProvidersRequest, FactStatus, GetFactRequest, ListFactsRequest, fact::Value,
 };
 
-use crate::helpers::TestServer;
+use crate::support::helpers::TestServer;
 
 #[derive(Debug, Clone, Copy)]
 enum Expect {
@@ -361,7 +361,7 @@ async fn an_as_of_read_before_the_seed_finds_nothing() {
 /// The figures an earlier version of the embedded seed loaded (before its sources and the
 /// chip run rate's scope were corrected).
 fn earlier_seed() -> Vec<u8> {
-    std::fs::read(crate::helpers::figures_file("seed-before-corrections.toml"))
+    std::fs::read(crate::support::helpers::figures_file("seed-before-corrections.toml"))
         .expect("the fixture")
 }
 

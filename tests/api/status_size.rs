@@ -9,10 +9,7 @@ use runrate::api::{CheckFiguresFileRequest, GetFactRequest, LoadFiguresRequest};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::{
-    helpers::TestServer,
-    python::{python, script},
-};
+use crate::support::{helpers::TestServer, python::{python, script}};
 
 /// Largest status message and details runrate sends, in bytes.
 const STATUS_BUDGET: usize = 4096;

@@ -21,7 +21,7 @@ use runrate::api::{
 };
 use tokio::sync::Notify;
 
-use crate::helpers::{ServeProcess, TestDir, figures_file};
+use crate::support::helpers::{ServeProcess, TestDir, figures_file};
 
 const ADMIN_TOKEN: &str = "traces-test-token-0123456789abcdef0123";
 const WAIT: Duration = Duration::from_secs(60);

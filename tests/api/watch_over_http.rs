@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 
-use crate::helpers::{TestDir, TestServer};
+use crate::support::helpers::{TestDir, TestServer};
 
 const WAIT: Duration = Duration::from_secs(20);
 
@@ -133,7 +133,7 @@ async fn a_forged_last_event_id_is_a_400_naming_the_resume_token() {
     let server = TestServer::start().await;
     let (status, content_type, _) = EventReader::open(&server, Some("forged")).await;
     assert_eq!((status, content_type.as_str()), (400, "application/json"));
-    let response = crate::http_client::request(
+    let response = crate::support::http_client::request(
         server.http_address,
         "GET",
         "/v1/loads:watch?resume_token=forged",

@@ -7,7 +7,7 @@ use runrate::api::{WatchLoadsRequest, WatchLoadsResponse, watch_loads_response::
 use tonic::{Code, Streaming};
 use tonic_types::StatusExt;
 
-use crate::helpers::{TestDir, TestServer};
+use crate::support::helpers::{TestDir, TestServer};
 
 async fn next(stream: &mut Streaming<WatchLoadsResponse>) -> WatchLoadsResponse {
     tokio::time::timeout(Duration::from_secs(10), stream.message())

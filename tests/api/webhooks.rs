@@ -25,7 +25,7 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 use tonic::Code;
 
-use crate::helpers::{ServeProcess, TestDir, TestServer, load_example_through};
+use crate::support::helpers::{ServeProcess, TestDir, TestServer, load_example_through};
 
 const WAIT: Duration = Duration::from_secs(30);
 const SECRET: &str = "a-receiver-chosen-secret-0123456789";
@@ -162,7 +162,7 @@ async fn create(server: &TestServer, url: &str, secret: &str) -> Result<Webhook,
 
 /// The JSON API's answer for `path` on `server`'s web side.
 async fn json_api(server: &TestServer, path: &str) -> serde_json::Value {
-    let response = crate::http_client::request(server.http_address, "GET", path, None).await;
+    let response = crate::support::http_client::request(server.http_address, "GET", path, None).await;
     assert_eq!(response.status, 200, "{path}: {}", response.body);
     serde_json::from_str(&response.body).expect("JSON")
 }

