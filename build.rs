@@ -22,6 +22,8 @@ fn main() -> Result<(), Box<dyn Error>> {
             &includes,
         )?;
     println!("cargo:rerun-if-changed=proto");
+    // sqlx::migrate! embeds the migrations; a new file must rebuild it.
+    println!("cargo:rerun-if-changed=src/store/migrations");
 
     // The PostgreSQL run of the integration suite is built only where a server is named.
     println!("cargo::rustc-check-cfg=cfg(postgres_tests)");

@@ -1,3 +1,6 @@
+//! The `runrate` binary: parses the command line and runs the command, printing any
+//! error without control characters.
+
 use clap::Parser;
 
 #[tokio::main]

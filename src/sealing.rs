@@ -8,7 +8,9 @@ use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use crate::store::TokenKey;
+/// The server's 256-bit secret key for its tokens, kept in the database so that every
+/// replica shares it.
+pub type TokenKey = [u8; 32];
 
 /// Longest token accepted; runrate's are well under it.
 const MAX_TOKEN_CHARS: usize = 512;

@@ -19,7 +19,8 @@ use crate::{
     catalog::{ReadSnapshot, SharedSnapshot},
     domain::{
         LoadId,
-        subscribers::{Audience, ClaimedDelivery, DeliveryKind, Recipient},
+        delivery::{ClaimedDelivery, DeliveryKind, Recipient},
+        subscribers::Audience,
         webhooks::{
             DELIVERY_HEADER, EVENT_HEADER, LOAD_EVENT, SIGNATURE_HEADER, TIMESTAMP_HEADER,
             WebhookTarget, webhook_name,

@@ -2,6 +2,7 @@
 //! qualifiers, sources and revisions. Nothing here knows about protobuf or SQL.
 
 mod decimal;
+pub mod delivery;
 mod digest;
 mod display;
 mod email_address;

@@ -99,6 +99,14 @@ impl fmt::Display for Quarter {
     }
 }
 
+impl std::str::FromStr for Quarter {
+    type Err = QuarterError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Quarter::parse(text)
+    }
+}
+
 impl TryFrom<String> for Quarter {
     type Error = QuarterError;
 

@@ -18,7 +18,7 @@ use super::{
     ApiError, from_proto,
     from_proto::RevisionRef,
     from_proto::filter::parse_fact_filter,
-    from_proto::paging::{PageRequest, fingerprint},
+    from_proto::paging::{Order, PageRequest, fingerprint},
     pb::runrate::v1::{self as api, metrics_service_server::MetricsService},
     to_proto,
 };
@@ -214,12 +214,8 @@ impl MetricsService for MetricsApi {
             &self.tokens,
         )?;
         let snapshot = self.snapshot.load();
-        let rest = snapshot.providers().filter(|p| {
-            page.after
-                .as_deref()
-                .is_none_or(|after| p.id.as_str() > after)
-        });
-        let (providers, next_page_token) = page.page(rest, |p| p.id.to_string());
+        let (providers, next_page_token) =
+            page.page_by(snapshot.providers(), Order::Ascending, |p| p.id.to_string())?;
         Ok(Response::new(api::ListProvidersResponse {
             providers: providers.into_iter().map(to_proto::provider).collect(),
             next_page_token,
@@ -250,12 +246,8 @@ impl MetricsService for MetricsApi {
             &self.tokens,
         )?;
         let snapshot = self.snapshot.load();
-        let rest = snapshot.metrics().filter(|m| {
-            page.after
-                .as_deref()
-                .is_none_or(|after| m.id.as_str() > after)
-        });
-        let (metrics, next_page_token) = page.page(rest, |m| m.id.to_string());
+        let (metrics, next_page_token) =
+            page.page_by(snapshot.metrics(), Order::Ascending, |m| m.id.to_string())?;
         Ok(Response::new(api::ListMetricsResponse {
             metrics: metrics.into_iter().map(to_proto::metric).collect(),
             next_page_token,
@@ -285,17 +277,9 @@ impl MetricsService for MetricsApi {
             fingerprint(&["periods"]),
             &self.tokens,
         )?;
-        let after = page
-            .after
-            .as_deref()
-            .map(|text| from_proto::quarter("page_token", text))
-            .transpose()?;
         let snapshot = self.snapshot.load();
-        let rest = snapshot
-            .periods()
-            .iter()
-            .filter(|q| after.is_none_or(|after| **q > after));
-        let (periods, next_page_token) = page.page(rest, |q| q.to_string());
+        let (periods, next_page_token) =
+            page.page_by(snapshot.periods().iter(), Order::Ascending, |q| **q)?;
         Ok(Response::new(api::ListPeriodsResponse {
             periods: periods.into_iter().map(to_proto::period).collect(),
             next_page_token,
@@ -442,7 +426,6 @@ impl MetricsService for MetricsApi {
             fingerprint(&["revisions", &request.parent]),
             &self.tokens,
         )?;
-        let before = page.after_number()?;
         let snapshot = self.snapshot.load();
         require_provider(&snapshot, &key.provider)?;
         require_metric(&snapshot, &key.metric, false)?;
@@ -450,11 +433,8 @@ impl MetricsService for MetricsApi {
         if revisions.is_empty() {
             return Err(ApiError::not_found("runrate.v1.Fact", to_proto::fact_name(&key)).into());
         }
-        let rest = revisions
-            .iter()
-            .rev()
-            .filter(|r| before.is_none_or(|before| r.revision < before));
-        let (page, next_page_token) = page.page(rest, |r| r.revision.to_string());
+        let (page, next_page_token) =
+            page.page_by(revisions.iter().rev(), Order::Descending, |r| r.revision)?;
         Ok(Response::new(api::ListFactRevisionsResponse {
             revisions: page
                 .into_iter()
@@ -477,16 +457,14 @@ impl MetricsService for MetricsApi {
             fingerprint(&["vintages", &request.provider, &request.metric]),
             &self.tokens,
         )?;
-        let before = page.after_number()?;
         let snapshot = self.snapshot.load();
         require_provider(&snapshot, &provider)?;
         require_metric(&snapshot, &metric, false)?;
         let table = snapshot.vintages(&provider, &metric);
-        let rest = table
-            .vintages
-            .iter()
-            .filter(|vintage| before.is_none_or(|before| vintage.load.id < before));
-        let (page, next_page_token) = page.page(rest, |vintage| vintage.load.id.to_string());
+        let (page, next_page_token) =
+            page.page_by(table.vintages.iter(), Order::Descending, |vintage| {
+                vintage.load.id
+            })?;
         Ok(Response::new(api::VintageTable {
             provider: to_proto::provider_name(&provider),
             metric: to_proto::metric_name(&metric),
@@ -540,14 +518,11 @@ impl MetricsService for MetricsApi {
             fingerprint(&["loads"]),
             &self.tokens,
         )?;
-        let before = page.after_number()?;
         let snapshot = self.snapshot.load();
-        let rest = snapshot
-            .loads()
-            .iter()
-            .rev()
-            .filter(|load| before.is_none_or(|before| load.id < before));
-        let (page, next_page_token) = page.page(rest, |load| load.id.to_string());
+        let (page, next_page_token) =
+            page.page_by(snapshot.loads().iter().rev(), Order::Descending, |load| {
+                load.id
+            })?;
         Ok(Response::new(api::ListLoadsResponse {
             loads: page
                 .into_iter()

@@ -4,7 +4,8 @@ use crate::domain::Named;
 use crate::{
     catalog::ReadSnapshot,
     catalog::derived::{Derivation, DerivedFact},
-    domain::subscribers::{DeliveryReport, Subscriber, SubscriberState},
+    domain::delivery::DeliveryReport,
+    domain::subscribers::{Subscriber, SubscriberState},
     domain::webhooks::{Webhook, webhook_name},
     domain::{
         self, FactBody, FactKey, FactRevision, FactStatus, FactValue, LoadId, LoadRecord, Metric,

@@ -20,10 +20,8 @@ use crate::{
     catalog::SharedSnapshot,
     domain::{
         LoadId,
-        subscribers::{
-            ClaimedDelivery, DeliveryKind, NewToken, Recipient, TokenPurpose, new_token,
-            token_digest,
-        },
+        delivery::{ClaimedDelivery, DeliveryKind, Recipient},
+        subscribers::{NewToken, TokenPurpose, new_token, token_digest},
     },
     outbox::{Channel, ChannelSender, EMAIL_CHANNEL, Readiness, SendFailure, SendOutcome},
     store::{Store, StoreError},

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 
 use crate::{
     domain::LoadId,
-    domain::subscribers::{Audience, ClaimedDelivery},
+    domain::delivery::ClaimedDelivery,
+    domain::subscribers::Audience,
     store::{StoreError, StoreTx},
 };
 

@@ -9,11 +9,15 @@
 
 mod channel;
 mod group_commit;
+mod progress;
+mod storage;
+#[cfg(test)]
+mod tests;
 
 use std::{
     collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
-    time::{Duration, Instant, SystemTime},
+    time::{Duration, SystemTime},
 };
 
 use tokio::{sync::Notify, task::JoinSet};
@@ -23,16 +27,14 @@ use tracing::Instrument;
 use crate::{
     catalog::SharedSnapshot,
     domain::LoadId,
-    domain::subscribers::{
-        ClaimToken, ClaimedDelivery, DeliveryKind, DeliveryReport, DeliveryResult, RetryPolicy,
-    },
+    domain::delivery::{ClaimToken, ClaimedDelivery, DeliveryKind, DeliveryResult, RetryPolicy},
     settings::DeliverySettings,
-    store::{Store, StoreError},
-    telemetry,
+    store::StoreError,
 };
 
 pub use channel::{Channel, ChannelSender, Readiness, SendFailure, SendOutcome};
 use group_commit::GroupCommit;
+pub use storage::{ClaimResults, OutboxStore};
 
 /// The channel confirmation emails go through.
 pub const EMAIL_CHANNEL: &str = "email";
@@ -68,23 +70,16 @@ impl Wakeup {
 /// first and at most.
 const RECORD_RETRY_FIRST: Duration = Duration::from_millis(50);
 const RECORD_RETRY_MAX: Duration = Duration::from_secs(5);
-/// How often fan-out progress is logged.
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 pub struct OutboxWorker {
-    store: Arc<Store>,
+    store: Arc<dyn OutboxStore>,
     snapshot: SharedSnapshot,
     channels: Vec<Arc<dyn Channel>>,
     settings: DeliverySettings,
     retry: RetryPolicy,
     wakeup: Wakeup,
     results: GroupCommit,
-    progress: Mutex<HashMap<LoadId, FanOutProgress>>,
-}
-
-/// When a fan-out's progress was last logged.
-struct FanOutProgress {
-    last_logged: Instant,
+    progress: Mutex<HashMap<LoadId, progress::FanOutProgress>>,
 }
 
 /// What one round of work did, for callers that drive the worker step by step.
@@ -118,7 +113,7 @@ impl HeldClaim {
 
 impl OutboxWorker {
     pub fn new(
-        store: Arc<Store>,
+        store: Arc<dyn OutboxStore>,
         snapshot: SharedSnapshot,
         channels: Vec<Arc<dyn Channel>>,
         settings: DeliverySettings,
@@ -521,7 +516,9 @@ impl OutboxWorker {
         if results.is_empty() {
             return Ok(0);
         }
-        self.results.record(&self.store, claim, results, now).await
+        self.results
+            .record(self.store.as_ref(), claim, results, now)
+            .await
     }
 
     /// Hands unsent deliveries back, due at once, without counting the attempt. Only
@@ -598,72 +595,5 @@ impl OutboxWorker {
             next_attempt_at,
             error,
         }
-    }
-
-    /// Logs sent / total and the rate of a load's fan-out, every few seconds and at the end.
-    async fn log_progress(&self, load: LoadId) {
-        let now = Instant::now();
-        {
-            let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
-            let entry = progress
-                .entry(load)
-                .or_insert(FanOutProgress { last_logged: now });
-            if now.duration_since(entry.last_logged) < PROGRESS_EVERY {
-                return;
-            }
-            entry.last_logged = now;
-        }
-        self.report_progress(load).await;
-    }
-
-    /// The outbox ran dry for this lane: a last progress line for each fan-out it saw
-    /// (other lanes may still be finishing theirs, and will log again when they are done).
-    async fn finish_progress(&self) {
-        let finished: Vec<LoadId> = self
-            .progress
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain()
-            .map(|(load, _)| load)
-            .collect();
-        for load in finished {
-            // Only the lane that drains a load's entry after its last result sees it
-            // done, so each fan-out is timed once.
-            if let Some((report, elapsed)) = self.report_progress(load).await
-                && report.pending == 0
-                && report.retrying == 0
-            {
-                metrics::histogram!(telemetry::FAN_OUT_SECONDS).record(elapsed);
-            }
-        }
-    }
-
-    /// Sent / total, and the rate since the load committed its deliveries; the report,
-    /// and the seconds since that commit.
-    async fn report_progress(&self, load: LoadId) -> Option<(DeliveryReport, f64)> {
-        let Ok(Some(report)) = self.store.delivery_report(load).await else {
-            return None;
-        };
-        let committed = self
-            .snapshot
-            .load()
-            .load_record(load)
-            .map_or(SystemTime::now(), |record| record.recorded_at);
-        let elapsed = committed
-            .elapsed()
-            .unwrap_or_default()
-            .as_secs_f64()
-            .max(0.001);
-        tracing::info!(
-            load,
-            sent = report.sent,
-            total = report.recipients,
-            pending = report.pending,
-            retrying = report.retrying,
-            failed = report.failed,
-            rate_per_second = format!("{:.0}", report.sent as f64 / elapsed),
-            "fan-out progress"
-        );
-        Some((report, elapsed))
     }
 }

@@ -13,9 +13,16 @@ use sqlx::{
 use super::StoreError;
 use crate::settings::DatabaseSettings;
 
+// One numbering for both: a migration's number names the same change on each database.
+// PostgreSQL's 0001 is SQLite's 0001 to 0003, written when PostgreSQL joined.
 static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("src/store/migrations/sqlite");
 static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator =
     sqlx::migrate!("src/store/migrations/postgres");
+/// PostgreSQL's migrations after its first were numbered from 2 until they took
+/// SQLite's numbers; a database migrated then says so by this one at version 2.
+const POSTGRES_FIRST_RENUMBERED: (i64, &str) = (2, "delivery claims");
+/// How far those numbers moved.
+const POSTGRES_RENUMBERED_BY: i64 = 2;
 
 /// SQLite's default page size (runrate never changes it), to turn `max_bytes` into pages.
 const SQLITE_PAGE_SIZE: u64 = 4096;
@@ -57,11 +64,16 @@ impl Backend {
         self == Backend::Sqlite
     }
 
-    pub(super) fn migrator(self) -> &'static sqlx::migrate::Migrator {
+    /// Brings the database's schema up to date.
+    pub(super) async fn migrate(self, pool: &AnyPool) -> Result<(), StoreError> {
         match self {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
-            Backend::Postgres => &POSTGRES_MIGRATIONS,
+            Backend::Sqlite => SQLITE_MIGRATIONS.run(pool).await?,
+            Backend::Postgres => {
+                renumber_postgres_migrations(pool).await?;
+                POSTGRES_MIGRATIONS.run(pool).await?;
+            }
         }
+        Ok(())
     }
 
     pub(super) async fn connect(
@@ -261,4 +273,80 @@ async fn reusable(connection: &mut AnyConnection) -> bool {
         }
     }
     !connection.is_in_transaction()
+}
+
+/// Moves the record of PostgreSQL migrations applied under their old numbers to the
+/// numbers they have now, once, so that the migrator finds them applied. Replicas
+/// starting together take turns on the table; the first does it, the rest find it done.
+async fn renumber_postgres_migrations(pool: &AnyPool) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    let recorded: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.tables \
+         WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    if recorded == 0 {
+        return Ok(());
+    }
+    sqlx::query("LOCK TABLE _sqlx_migrations IN EXCLUSIVE MODE")
+        .execute(&mut *tx)
+        .await?;
+    let (version, description) = POSTGRES_FIRST_RENUMBERED;
+    let old_numbers: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM _sqlx_migrations WHERE version = $1 AND description = $2",
+    )
+    .bind(version)
+    .bind(description)
+    .fetch_one(&mut *tx)
+    .await?;
+    if old_numbers == 0 {
+        return Ok(());
+    }
+    // Through negative numbers, so that no two rows ever hold one version.
+    sqlx::query("UPDATE _sqlx_migrations SET version = -(version + $1) WHERE version >= $2")
+        .bind(POSTGRES_RENUMBERED_BY)
+        .bind(version)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE _sqlx_migrations SET version = -version WHERE version < 0")
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    tracing::info!("renumbered the PostgreSQL migrations applied so far to SQLite's numbering");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_migration_s_number_names_the_same_change_on_both_databases() {
+        let sqlite: Vec<(i64, &str)> = SQLITE_MIGRATIONS
+            .iter()
+            .map(|migration| (migration.version, migration.description.as_ref()))
+            .collect();
+        let postgres: Vec<(i64, &str)> = POSTGRES_MIGRATIONS
+            .iter()
+            .map(|migration| (migration.version, migration.description.as_ref()))
+            .collect();
+        assert_eq!(postgres.first().map(|m| m.0), Some(1));
+        for migration in &postgres[1..] {
+            assert!(
+                sqlite.contains(migration),
+                "PostgreSQL's {migration:?} is not SQLite's migration of that number"
+            );
+        }
+        assert_eq!(
+            postgres.last(),
+            sqlite.last(),
+            "each change is written for both databases"
+        );
+        let (first, description) = POSTGRES_FIRST_RENUMBERED;
+        assert!(
+            postgres.contains(&(first + POSTGRES_RENUMBERED_BY, description)),
+            "the renumbering moves a migration to where it is now"
+        );
+    }
 }

@@ -3,7 +3,7 @@
 use std::time::SystemTime;
 
 use super::{
-    Store, StoreContents, StoreError, StoreTx, TokenKey, from_micros,
+    Store, StoreContents, StoreError, StoreTx, from_micros,
     rows::{FactRevisionRow, LoadRow, decode_json, encode_json},
     to_micros,
 };
@@ -11,6 +11,7 @@ use crate::domain::Named;
 use crate::domain::{
     FactBody, FactKey, FactRevision, LoadId, LoadRecord, Metric, Provider, RevisionReason,
 };
+use crate::sealing::TokenKey;
 
 impl Store {
     pub async fn read_contents(&self) -> Result<StoreContents, StoreError> {

@@ -48,9 +48,6 @@ pub enum StoreError {
     Migration(#[from] sqlx::migrate::MigrateError),
 }
 
-/// A 256-bit secret key.
-pub type TokenKey = [u8; 32];
-
 /// Everything stored about figures, in the order it was written.
 #[derive(Debug, Default)]
 pub struct StoreContents {
@@ -83,7 +80,7 @@ impl Store {
         let backend = Backend::from_url(url.expose())
             .ok_or_else(|| StoreError::UnsupportedUrl(url.clone()))?;
         let pool = backend.connect(url.expose(), settings).await?;
-        backend.migrator().run(&pool).await?;
+        backend.migrate(&pool).await?;
         Ok(Store { pool, backend })
     }
 

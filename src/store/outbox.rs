@@ -13,7 +13,7 @@ use super::{
 use crate::domain::Named;
 use crate::domain::{
     LoadId,
-    subscribers::{
+    delivery::{
         ClaimToken, ClaimedDelivery, DeliveryFailure, DeliveryKind, DeliveryReport, DeliveryResult,
         DeliveryState,
     },

@@ -2,10 +2,8 @@
 
 use crate::domain::Named;
 use crate::{
-    domain::subscribers::{
-        ClaimedDelivery, DeliveryFailure, DeliveryKind, DeliveryState, Recipient, Subscriber,
-        SubscriberState,
-    },
+    domain::delivery::{ClaimedDelivery, DeliveryFailure, DeliveryKind, DeliveryState, Recipient},
+    domain::subscribers::{Subscriber, SubscriberState},
     domain::{
         EmailAddress, FactKey, FactRevision, LoadRecord, Quarter, ResourceId, RevisionReason,
     },

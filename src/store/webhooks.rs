@@ -7,7 +7,7 @@ use super::{
 };
 use crate::domain::{
     LoadId, Named,
-    subscribers::{DeliveryKind, DeliveryState},
+    delivery::{DeliveryKind, DeliveryState},
     webhooks::{MAX_WEBHOOKS, Webhook, WebhookSecret, WebhookTarget, WebhookUrl},
 };
 

@@ -219,32 +219,32 @@ impl MethodTable {
 /// The layer, or with no `/metrics` to read them, a pass-through: no clock read, method
 /// lookup or body wrapped per call for series nobody renders.
 #[derive(Clone, Copy)]
-pub struct GrpcMetricsLayer(Option<&'static MethodTable>);
+pub struct GrpcPrometheusLayer(Option<&'static MethodTable>);
 
-impl GrpcMetricsLayer {
+impl GrpcPrometheusLayer {
     /// Series for every method of these encoded `FileDescriptorSet`s, in the recorder
     /// of [`super::prometheus`] (installed now if it is not yet). The first server of the
     /// process decides the table; every server serves the same compiled-in methods.
     pub fn new(descriptor_sets: &[&[u8]]) -> anyhow::Result<Self> {
         super::prometheus()?;
         if let Some(table) = METHODS.get() {
-            return Ok(GrpcMetricsLayer(Some(table)));
+            return Ok(GrpcPrometheusLayer(Some(table)));
         }
         let table = MethodTable::new(descriptor_sets)?;
-        Ok(GrpcMetricsLayer(Some(METHODS.get_or_init(|| table))))
+        Ok(GrpcPrometheusLayer(Some(METHODS.get_or_init(|| table))))
     }
 
     /// Counts nothing.
     pub fn off() -> Self {
-        GrpcMetricsLayer(None)
+        GrpcPrometheusLayer(None)
     }
 }
 
-impl<S> tower_layer::Layer<S> for GrpcMetricsLayer {
-    type Service = GrpcMetrics<S>;
+impl<S> tower_layer::Layer<S> for GrpcPrometheusLayer {
+    type Service = GrpcPrometheus<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        GrpcMetrics {
+        GrpcPrometheus {
             inner,
             methods: self.0,
         }
@@ -252,12 +252,12 @@ impl<S> tower_layer::Layer<S> for GrpcMetricsLayer {
 }
 
 #[derive(Clone)]
-pub struct GrpcMetrics<S> {
+pub struct GrpcPrometheus<S> {
     inner: S,
     methods: Option<&'static MethodTable>,
 }
 
-impl<S, ResBody> Service<Request<Body>> for GrpcMetrics<S>
+impl<S, ResBody> Service<Request<Body>> for GrpcPrometheus<S>
 where
     S: Service<Request<Body>, Response = Response<ResBody>>,
     S::Future: Send + 'static,

@@ -10,7 +10,7 @@ use std::{
 use async_trait::async_trait;
 use runrate::{
     api::{ListSubscribersRequest, SubscriberState},
-    domain::subscribers::{ClaimedDelivery, DeliveryKind},
+    domain::delivery::{ClaimedDelivery, DeliveryKind},
     outbox::{Channel, Readiness, SendFailure},
     store::StoreError,
 };

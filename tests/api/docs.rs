@@ -4,7 +4,8 @@
 //! The README and `docs/` kept true: the README stays a front page, every link resolves
 //! inside the repository, the configuration page lists every setting with its real
 //! default, every command shown parses as the real CLI or names a real gRPC method with a
-//! valid request, and the README's tour runs as written against `runrate serve`.
+//! valid request, and the README's tour runs as written against `runrate serve`. And the
+//! source tree stays one a newcomer can read: each file says first what it holds.
 
 use std::{
     collections::BTreeMap,
@@ -359,6 +360,41 @@ fn every_command_shown_is_one_the_cli_or_the_server_takes() {
         }
     }
     assert!(runrate_commands >= 10 && grpc_calls >= 4, "the documents lost their examples");
+}
+
+/// The longest a source file may grow before it holds more than one thing.
+const SOURCE_MAX_LINES: usize = 700;
+
+#[test]
+fn every_source_file_says_first_what_it_holds_and_holds_one_thing() {
+    let mut pending = vec![repository().join("src")];
+    let mut files = 0;
+    while let Some(dir) = pending.pop() {
+        for entry in std::fs::read_dir(&dir).expect("list a source directory") {
+            let path = entry.expect("a directory entry").path();
+            if path.is_dir() {
+                pending.push(path);
+                continue;
+            }
+            if path.extension().is_none_or(|ext| ext != "rs") {
+                continue;
+            }
+            files += 1;
+            let source = std::fs::read_to_string(&path).expect("read a source file");
+            assert!(
+                source.starts_with("//!"),
+                "{} does not begin with a `//!` comment saying what it holds",
+                name(&path)
+            );
+            let lines = source.lines().count();
+            assert!(
+                lines <= SOURCE_MAX_LINES,
+                "{} has {lines} lines: split what it holds",
+                name(&path)
+            );
+        }
+    }
+    assert!(files > 50, "found only {files} source files");
 }
 
 /// The README's tour, run as written in a fresh directory beside `runrate serve`: each

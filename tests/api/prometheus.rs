@@ -118,7 +118,7 @@ fn serve_with_metrics(dir: &TestDir, extra: &[(&str, String)]) -> (ServeProcess,
     environment.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     let server = ServeProcess::start(dir.path(), environment);
     let address = server
-        .metrics_address
+        .prometheus_address
         .unwrap_or_else(|| panic!("it serves metrics:\n{}", server.output()));
     (server, address)
 }

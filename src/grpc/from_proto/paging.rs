@@ -3,6 +3,8 @@
 //! with the server's key, so that a token runrate did not issue, or one reused with other
 //! request fields, is refused instead of silently misread.
 
+use std::{fmt::Display, str::FromStr};
+
 use sha2::{Digest, Sha256};
 
 use crate::{domain::hex, grpc::ApiError, sealing::TokenSealer};
@@ -13,6 +15,15 @@ pub const MAX_PAGE_SIZE: usize = 1000;
 const TOKEN_VERSION: &str = "p1";
 /// What page tokens are sealed for.
 const PURPOSE: &str = "page";
+
+/// Which way a listing runs by the key its cursor holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Order {
+    /// Smallest key first (ids, periods).
+    Ascending,
+    /// Largest key first (loads and revisions, newest first).
+    Descending,
+}
 
 /// Where a page starts and how long it is.
 pub struct PageRequest<'s> {
@@ -73,6 +84,35 @@ impl<'s> PageRequest<'s> {
                 })
             })
             .transpose()
+    }
+
+    /// One page of `items`, which run in `order` by `key`, from after the cursor; and
+    /// the token for the next page, empty when there is none. The cursor holds the last
+    /// key returned, as text.
+    pub fn page_by<T, K>(
+        &self,
+        items: impl Iterator<Item = T>,
+        order: Order,
+        key: impl Fn(&T) -> K,
+    ) -> Result<(Vec<T>, String), ApiError>
+    where
+        K: Ord + FromStr + Display,
+    {
+        let cursor = self
+            .after
+            .as_deref()
+            .map(|text| {
+                text.parse::<K>().map_err(|_| {
+                    ApiError::invalid("page_token", "is not a page token for this listing")
+                })
+            })
+            .transpose()?;
+        let rest = items.filter(|item| match (&cursor, order) {
+            (None, _) => true,
+            (Some(cursor), Order::Ascending) => key(item) > *cursor,
+            (Some(cursor), Order::Descending) => key(item) < *cursor,
+        });
+        Ok(self.page(rest, |item| key(item).to_string()))
     }
 
     /// Takes one page from `items` (already positioned after the cursor) and the token
@@ -147,6 +187,45 @@ mod tests {
             token = next;
         }
         assert_eq!(seen, items);
+    }
+
+    #[test]
+    fn pages_by_key_run_either_way_and_refuse_a_cursor_of_another_kind() {
+        let sealer = sealer();
+        let fp = fingerprint(&["y"]);
+        for (order, items) in [
+            (Order::Ascending, vec![1i64, 2, 3, 4, 5]),
+            (Order::Descending, vec![5i64, 4, 3, 2, 1]),
+        ] {
+            let mut seen = Vec::new();
+            let mut token = String::new();
+            loop {
+                let request = PageRequest::parse(2, &token, fp.clone(), &sealer).unwrap();
+                let (page, next) = request
+                    .page_by(items.iter().copied(), order, |i| *i)
+                    .unwrap();
+                seen.extend(page);
+                if next.is_empty() {
+                    break;
+                }
+                token = next;
+            }
+            assert_eq!(seen, items, "{order:?}");
+        }
+        let words = PageRequest::parse(1, "", fp.clone(), &sealer).unwrap();
+        let (_, token) = words
+            .page_by(
+                ["a".to_string(), "b".to_string()].into_iter(),
+                Order::Ascending,
+                |w| w.clone(),
+            )
+            .unwrap();
+        let numbers = PageRequest::parse(1, &token, fp, &sealer).unwrap();
+        assert!(
+            numbers
+                .page_by([1i64].into_iter(), Order::Ascending, |i| *i)
+                .is_err()
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use runrate::{
         newsletter_service_client::NewsletterServiceClient,
     },
     app::Application,
-    outbox::{Channel as OutboxChannel, OutboxWorker},
+    outbox::{self, OutboxWorker},
     settings::{DatabaseUrl, ListenAddress, MailTransport, Settings, TextDuration},
     store::Store,
 };
@@ -325,7 +325,7 @@ impl TestServer {
     }
 
     /// A server with an extra outbox channel beside email.
-    pub async fn start_with_channel(channel: Arc<dyn OutboxChannel>) -> TestServer {
+    pub async fn start_with_channel(channel: Arc<dyn outbox::Channel>) -> TestServer {
         let dir = TestDir::new().await;
         let mut server = TestServer::launch(dir.settings(), false, vec![channel]).await;
         server.dir = Some(dir);
@@ -341,7 +341,7 @@ impl TestServer {
     async fn launch(
         settings: Settings,
         lanes: bool,
-        channels: Vec<Arc<dyn OutboxChannel>>,
+        channels: Vec<Arc<dyn outbox::Channel>>,
     ) -> TestServer {
         init_test_log();
         let data_dir = settings.data_dir.clone();
@@ -543,7 +543,7 @@ pub struct ServeProcess {
     /// The address of its web side.
     pub http_address: Option<SocketAddr>,
     /// Where it serves Prometheus metrics, when it does (logged before the other two).
-    pub metrics_address: Option<SocketAddr>,
+    pub prometheus_address: Option<SocketAddr>,
     /// Every line it wrote to stdout and stderr so far.
     output: Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -588,7 +588,7 @@ impl ServeProcess {
             } else if message.ends_with("serving HTTP") {
                 self.http_address = address.parse().ok();
             } else if message.ends_with("serving Prometheus metrics") {
-                self.metrics_address = address.parse().ok();
+                self.prometheus_address = address.parse().ok();
             }
         }
         self
@@ -652,7 +652,7 @@ impl ServeProcess {
             child,
             url: String::new(),
             http_address: None,
-            metrics_address: None,
+            prometheus_address: None,
             output,
         };
         (process, lines_rx)

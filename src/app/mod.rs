@@ -1,6 +1,8 @@
 //! Building and running the service: open the store, load the seed into an empty one,
 //! build the read snapshot, bind the gRPC and HTTP ports, start the delivery worker, and
-//! serve until told to stop.
+//! serve until told to stop. What watches the database meanwhile is in `watchers`.
+
+mod watchers;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -44,7 +46,7 @@ use crate::{
     sealing::TokenSealer,
     settings::Settings,
     store::Store,
-    telemetry::{self, grpc::GrpcMetricsLayer},
+    telemetry::{self, grpc::GrpcPrometheusLayer},
     webhooks::WebhookChannel,
 };
 
@@ -56,7 +58,7 @@ const MAX_ENCODING_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
 /// RUSTSEC-2024-0003, which tonic does not set).
 const MAX_LOCAL_ERROR_RESET_STREAMS: usize = 1024;
 /// Open connections to `/metrics` at most: a scraper or two, and an operator's curl.
-const METRICS_MAX_CONNECTIONS: usize = 16;
+const PROMETHEUS_MAX_CONNECTIONS: usize = 16;
 
 pub struct Application {
     settings: Settings,
@@ -65,7 +67,7 @@ pub struct Application {
     http_listener: Option<TcpListener>,
     http_address: SocketAddr,
     /// Prometheus's own listener, when `metrics.listen` is set.
-    metrics_listener: Option<MetricsListener>,
+    prometheus_listener: Option<PrometheusListener>,
     snapshot: SharedSnapshot,
     loader: Arc<FigureLoader>,
     admin_token: Arc<AdminToken>,
@@ -82,7 +84,7 @@ pub struct Application {
 }
 
 /// Where `/metrics` is served, and the recorder it renders.
-struct MetricsListener {
+struct PrometheusListener {
     listener: TcpListener,
     address: SocketAddr,
     prometheus: telemetry::PrometheusHandle,
@@ -220,11 +222,11 @@ impl Application {
             bind(settings.grpc.listen.0, "gRPC", "grpc.listen").await?;
         let (http_listener, http_address) =
             bind(settings.http.listen.0, "HTTP", "http.listen").await?;
-        let metrics_listener = match prometheus {
+        let prometheus_listener = match prometheus {
             Some((address, handle)) => {
                 let (listener, bound) =
                     bind(address, "Prometheus metrics", "metrics.listen").await?;
-                Some(MetricsListener {
+                Some(PrometheusListener {
                     listener,
                     address: bound,
                     prometheus: handle,
@@ -238,7 +240,7 @@ impl Application {
             grpc_address,
             http_listener: Some(http_listener),
             http_address,
-            metrics_listener,
+            prometheus_listener,
             snapshot,
             loader,
             admin_token,
@@ -262,10 +264,10 @@ impl Application {
     }
 
     /// Where `/metrics` is served, when it is.
-    pub fn metrics_address(&self) -> Option<SocketAddr> {
-        self.metrics_listener
+    pub fn prometheus_address(&self) -> Option<SocketAddr> {
+        self.prometheus_listener
             .as_ref()
-            .map(|metrics| metrics.address)
+            .map(|listener| listener.address)
     }
 
     pub fn store(&self) -> Arc<Store> {
@@ -307,7 +309,7 @@ impl Application {
             .set_serving::<AdminServiceServer<AdminApi>>()
             .await;
 
-        tokio::spawn(report_store_health(
+        tokio::spawn(watchers::report_store_health(
             self.store.clone(),
             health_reporter.clone(),
             self.settings.database.health_check_interval.0,
@@ -323,9 +325,9 @@ impl Application {
             stopping.clone(),
         )?;
         let http = self.spawn_http(http_listener, metrics_service, stopping.clone())?;
-        let metrics = self.metrics_listener.take().map(|metrics| {
-            tracing::info!(address = %metrics.address, "serving Prometheus metrics");
-            self.spawn_metrics(metrics, stopping.clone())
+        let prometheus = self.prometheus_listener.take().map(|listener| {
+            tracing::info!(address = %listener.address, "serving Prometheus metrics");
+            self.spawn_prometheus(listener, stopping.clone())
         });
         let outbox = if self.outbox_lanes {
             tokio::spawn(self.outbox.clone().run(stopping.clone()))
@@ -333,7 +335,7 @@ impl Application {
             tokio::spawn(async {})
         };
         if self.store.is_shared() {
-            tokio::spawn(follow_other_replicas(
+            tokio::spawn(watchers::follow_other_replicas(
                 self.store.clone(),
                 self.loader.clone(),
                 self.settings.database.refresh_interval.0,
@@ -354,8 +356,10 @@ impl Application {
             let (grpc, http, outbox) = tokio::join!(grpc, http, outbox);
             grpc.context("the gRPC server task failed")??;
             http.context("the HTTP server task failed")??;
-            if let Some(metrics) = metrics {
-                metrics.await.context("the metrics server task failed")??;
+            if let Some(prometheus) = prometheus {
+                prometheus
+                    .await
+                    .context("the Prometheus server task failed")??;
             }
             outbox.context("the outbox worker failed")?;
             anyhow::Ok(())
@@ -388,15 +392,15 @@ impl Application {
                 // So that tools can decode the error details runrate sends.
                 .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         };
-        let grpc_metrics = match self.settings.metrics.listen.0 {
-            Some(_) => GrpcMetricsLayer::new(&[
+        let grpc_prometheus = match self.settings.metrics.listen.0 {
+            Some(_) => GrpcPrometheusLayer::new(&[
                 pb::FILE_DESCRIPTOR_SET,
                 tonic_health::pb::FILE_DESCRIPTOR_SET,
                 tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET,
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             ])
-            .context("cannot serve the gRPC methods' metrics")?,
-            None => GrpcMetricsLayer::off(),
+            .context("cannot serve the gRPC methods' Prometheus series")?,
+            None => GrpcPrometheusLayer::off(),
         };
         let reflection_v1 = reflection()
             .build_v1()
@@ -441,7 +445,7 @@ impl Application {
             ))
             .layer(tonic_web::GrpcWebLayer::new())
             // Inside gRPC-Web, so that it sees every call as gRPC.
-            .layer(grpc_metrics)
+            .layer(grpc_prometheus)
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
@@ -516,17 +520,17 @@ impl Application {
     }
 
     /// `/metrics` on its own listener, bounded like the web side.
-    fn spawn_metrics(
+    fn spawn_prometheus(
         &self,
-        metrics: MetricsListener,
+        listener: PrometheusListener,
         stopping: CancellationToken,
     ) -> JoinHandle<anyhow::Result<()>> {
-        let app = telemetry::router(metrics.prometheus, self.store.clone());
+        let app = telemetry::router(listener.prometheus, self.store.clone());
         self.spawn_web(
             app,
-            metrics.listener,
+            listener.listener,
             "metrics",
-            METRICS_MAX_CONNECTIONS,
+            PROMETHEUS_MAX_CONNECTIONS,
             stopping,
         )
     }
@@ -604,84 +608,6 @@ async fn serve_http(
     }
     graceful.shutdown().await;
     Ok(())
-}
-
-/// Replicas on one database learn of each other's loads by polling the newest load id
-/// (one indexed read), and swap in a new snapshot when it moved.
-async fn follow_other_replicas(
-    store: Arc<Store>,
-    loader: Arc<FigureLoader>,
-    interval: Duration,
-    stopping: CancellationToken,
-) {
-    while !stopping.is_cancelled() {
-        tokio::select! {
-            _ = stopping.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let head = match store.head_load_id().await {
-            Ok(head) => head,
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot check for loads from other replicas");
-                continue;
-            }
-        };
-        if head > loader.snapshot().load().head() {
-            match loader.refresh_snapshot().await {
-                Ok(()) => {
-                    tracing::info!(load = head, "picked up a load made through another replica")
-                }
-                Err(err) => {
-                    tracing::warn!(error = %err, "cannot read a load made through another replica")
-                }
-            }
-        }
-    }
-}
-
-/// Keeps the health of the services that need the database to its state: with the
-/// database unreachable (or too slow to answer within one interval), NewsletterService
-/// and AdminService are NOT_SERVING, while MetricsService goes on serving its snapshot.
-/// Logs each change once.
-async fn report_store_health(
-    store: Arc<Store>,
-    reporter: tonic_health::server::HealthReporter,
-    interval: Duration,
-    stopping: CancellationToken,
-) {
-    let mut reachable = true;
-    loop {
-        tokio::select! {
-            _ = stopping.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
-        }
-        let checked = tokio::time::timeout(interval, store.head_load_id()).await;
-        let now_reachable = matches!(checked, Ok(Ok(_)));
-        if now_reachable == reachable {
-            continue;
-        }
-        reachable = now_reachable;
-        let status = if reachable {
-            tracing::info!("the database is reachable again; sign-ups and admin calls are back");
-            ServingStatus::Serving
-        } else {
-            let error = match checked {
-                Ok(Err(err)) => err.to_string(),
-                _ => format!("no answer within {interval:?}"),
-            };
-            tracing::error!(%error, "the database is unreachable; sign-ups and admin calls are NOT_SERVING until it is back");
-            ServingStatus::NotServing
-        };
-        reporter
-            .set_service_status(
-                <NewsletterServiceServer<NewsletterApi> as NamedService>::NAME,
-                status,
-            )
-            .await;
-        reporter
-            .set_service_status(<AdminServiceServer<AdminApi> as NamedService>::NAME, status)
-            .await;
-    }
 }
 
 /// Completes on SIGINT (Ctrl-C) or SIGTERM.

@@ -1,4 +1,4 @@
-//! Every template runrate renders — web pages and emails — kept in `src/templates/` and
+//! Every template runrate renders — web pages and emails — kept beside this file and
 //! compiled into the binary, plus the comparison table they share.
 
 use std::{sync::OnceLock, time::SystemTime};
@@ -13,41 +13,29 @@ use crate::{
 };
 
 const TEMPLATES: &[(&str, &str)] = &[
-    ("layout.html", include_str!("templates/layout.html")),
+    ("layout.html", include_str!("layout.html")),
     (
         "comparison_table.html",
-        include_str!("templates/comparison_table.html"),
+        include_str!("comparison_table.html"),
     ),
-    ("signup.html", include_str!("templates/signup.html")),
-    ("message.html", include_str!("templates/message.html")),
-    ("confirm.html", include_str!("templates/confirm.html")),
-    (
-        "unsubscribe.html",
-        include_str!("templates/unsubscribe.html"),
-    ),
-    ("privacy.html", include_str!("templates/privacy.html")),
-    ("history.html", include_str!("templates/history.html")),
-    (
-        "restatements.html",
-        include_str!("templates/restatements.html"),
-    ),
-    ("provider.html", include_str!("templates/provider.html")),
+    ("signup.html", include_str!("signup.html")),
+    ("message.html", include_str!("message.html")),
+    ("confirm.html", include_str!("confirm.html")),
+    ("unsubscribe.html", include_str!("unsubscribe.html")),
+    ("privacy.html", include_str!("privacy.html")),
+    ("history.html", include_str!("history.html")),
+    ("restatements.html", include_str!("restatements.html")),
+    ("provider.html", include_str!("provider.html")),
     (
         "confirmation_email.txt",
-        include_str!("templates/confirmation_email.txt"),
+        include_str!("confirmation_email.txt"),
     ),
     (
         "confirmation_email.html",
-        include_str!("templates/confirmation_email.html"),
+        include_str!("confirmation_email.html"),
     ),
-    (
-        "update_email.txt",
-        include_str!("templates/update_email.txt"),
-    ),
-    (
-        "update_email.html",
-        include_str!("templates/update_email.html"),
-    ),
+    ("update_email.txt", include_str!("update_email.txt")),
+    ("update_email.html", include_str!("update_email.html")),
 ];
 
 /// The shared template environment; `.html` templates escape their values.
