@@ -317,7 +317,7 @@ impl Application {
         ));
         // One watch hub for gRPC and the JSON API: its caps count both.
         let metrics_service =
-            MetricsWithWatch::new(self.metrics_server(), self.watch_hub(&stopping));
+            MetricsWithWatch::new(self.metrics_service_server(), self.watch_hub(&stopping));
         let grpc = self.spawn_grpc(
             grpc_listener,
             health_service,
@@ -513,7 +513,7 @@ impl Application {
     }
 
     /// The read API's gRPC service, for the gRPC side and the JSON API alike.
-    fn metrics_server(&self) -> MetricsServiceServer<MetricsApi> {
+    fn metrics_service_server(&self) -> MetricsServiceServer<MetricsApi> {
         MetricsServiceServer::new(MetricsApi::new(self.snapshot.clone(), self.tokens.clone()))
             .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES)

@@ -65,7 +65,7 @@ fn shard() -> usize {
 }
 
 /// One method's series, registered once; `handled` by code as codes occur.
-struct MethodMetrics {
+struct MethodSeries {
     labels: Vec<Label>,
     counts: [Counts; SHARDS],
     started: Counter,
@@ -75,14 +75,14 @@ struct MethodMetrics {
     handled: [OnceLock<Counter>; CODES],
 }
 
-impl MethodMetrics {
+impl MethodSeries {
     fn new(grpc_type: &'static str, service: &str, method: &str) -> Self {
         let labels = vec![
             Label::new("grpc_type", grpc_type),
             Label::new("grpc_service", service.to_owned()),
             Label::new("grpc_method", method.to_owned()),
         ];
-        MethodMetrics {
+        MethodSeries {
             counts: Default::default(),
             started: metrics::counter!(GRPC_STARTED, labels.clone()),
             received: metrics::counter!(GRPC_MSG_RECEIVED, labels.clone()),
@@ -174,8 +174,8 @@ fn code_name(code: Code) -> &'static str {
 /// (foldhash rather than SipHash: the table is filled once from the descriptors, so a
 /// client's paths can only look it up, never crowd it.)
 struct MethodTable {
-    by_path: foldhash::HashMap<String, MethodMetrics>,
-    unknown: MethodMetrics,
+    by_path: foldhash::HashMap<String, MethodSeries>,
+    unknown: MethodSeries,
 }
 
 impl MethodTable {
@@ -199,7 +199,7 @@ impl MethodTable {
                         };
                         by_path.insert(
                             format!("/{service_name}/{}", method.name()),
-                            MethodMetrics::new(grpc_type, &service_name, method.name()),
+                            MethodSeries::new(grpc_type, &service_name, method.name()),
                         );
                     }
                 }
@@ -207,11 +207,11 @@ impl MethodTable {
         }
         Ok(MethodTable {
             by_path,
-            unknown: MethodMetrics::new("unary", "unknown", "unknown"),
+            unknown: MethodSeries::new("unary", "unknown", "unknown"),
         })
     }
 
-    fn get(&self, path: &str) -> &MethodMetrics {
+    fn get(&self, path: &str) -> &MethodSeries {
         self.by_path.get(path).unwrap_or(&self.unknown)
     }
 }
@@ -323,7 +323,7 @@ fn grpc_status(headers: &HeaderMap) -> Option<Code> {
 /// One call in flight; counted as handled when its status is known, or as cancelled
 /// when its answer is dropped unfinished (the client went away).
 struct Call {
-    method: &'static MethodMetrics,
+    method: &'static MethodSeries,
     started: Instant,
     code: Option<Code>,
 }
@@ -390,7 +390,7 @@ pub struct MeteredBody<B> {
     inner: B,
     /// Where the messages stand, and the method and count they are counted in; `None`
     /// when uncounted.
-    counting: Option<(Framing, &'static MethodMetrics, MessageCount)>,
+    counting: Option<(Framing, &'static MethodSeries, MessageCount)>,
     call: Option<Call>,
 }
 

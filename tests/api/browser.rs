@@ -21,7 +21,10 @@ use tokio::net::TcpListener;
 
 use runrate::api::SubscribeRequest;
 
-use crate::support::{helpers::{TestDir, TestServer}, smtp_server::SmtpServer};
+use crate::support::{
+    helpers::{TestDir, TestServer},
+    smtp_server::SmtpServer,
+};
 
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")

@@ -6,7 +6,10 @@ use base64::Engine;
 use prost::Message;
 use runrate::{api::GetFactRequest, settings::CorsOrigins};
 
-use crate::support::{helpers::{TestDir, TestServer}, http_client::{HttpResponse, request_with_headers}};
+use crate::support::{
+    helpers::{TestDir, TestServer},
+    http_client::{HttpResponse, request_with_headers},
+};
 
 const DASHBOARD: &str = "https://dashboard.example";
 const FACT: &str = "providers/aws/periods/2026-q1/facts/ai-revenue-run-rate";

@@ -15,7 +15,10 @@ use tonic_health::pb::{
     HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
 };
 
-use crate::support::{helpers::{TestDir, TestServer}, tcp_proxy::{Mode, TcpProxy}};
+use crate::support::{
+    helpers::{TestDir, TestServer},
+    tcp_proxy::{Mode, TcpProxy},
+};
 
 const NEWSLETTER: &str = "runrate.v1.NewsletterService";
 const ADMIN: &str = "runrate.v1.AdminService";

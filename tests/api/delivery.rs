@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 
 use runrate::settings::TextDuration;
 
-use crate::support::{helpers::{ServeProcess, TestDir, TestServer, load_example_through}, smtp_server::{Fault, SmtpServer}};
+use crate::support::{
+    helpers::{ServeProcess, TestDir, TestServer, load_example_through},
+    smtp_server::{Fault, SmtpServer},
+};
 
 const WAIT: Duration = Duration::from_secs(60);
 

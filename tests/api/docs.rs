@@ -4,8 +4,9 @@
 //! The README and `docs/` kept true: the README stays a front page, every link resolves
 //! inside the repository, the configuration page lists every setting with its real
 //! default, every command shown parses as the real CLI or names a real gRPC method with a
-//! valid request, and the README's tour runs as written against `runrate serve`. And the
-//! source tree stays one a newcomer can read: each file says first what it holds.
+//! valid request, and the README's tour and the loading examples run as written against
+//! `runrate serve`. And the source tree stays one a newcomer can read: each file says
+//! first what it holds, and holds one thing.
 
 use std::{
     collections::BTreeMap,
@@ -151,7 +152,9 @@ fn runrate_arguments(command: &str) -> Option<Vec<String>> {
         .collect();
     match words.first().map(String::as_str) {
         Some("runrate") => Some(words[1..].to_vec()),
-        Some("cargo") if words.get(1..4) == Some(&["run".into(), "--release".into(), "--".into()]) => {
+        Some("cargo")
+            if words.get(1..4) == Some(&["run".into(), "--release".into(), "--".into()]) =>
+        {
             Some(words[4..].to_vec())
         }
         _ => None,
@@ -258,7 +261,10 @@ fn the_configuration_page_lists_every_setting_with_its_default_and_variable() {
                 .replace("Top level", "");
             continue;
         }
-        let cells: Vec<&str> = line.split(" | ").map(|cell| cell.trim_matches(|ch| ch == '|' || ch == ' ')).collect();
+        let cells: Vec<&str> = line
+            .split(" | ")
+            .map(|cell| cell.trim_matches(|ch| ch == '|' || ch == ' '))
+            .collect();
         let [key, default, variable, what] = cells[..] else {
             continue;
         };
@@ -266,9 +272,14 @@ fn the_configuration_page_lists_every_setting_with_its_default_and_variable() {
             continue;
         }
         let key = key.trim_matches('`');
-        let full_key = if section.is_empty() { key.to_owned() } else { format!("{section}.{key}") };
-        let default: toml::Table = toml::from_str(&format!("value = {}", default.trim_matches('`')))
-            .unwrap_or_else(|err| panic!("{full_key}: the default is not a TOML value: {err}"));
+        let full_key = if section.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{section}.{key}")
+        };
+        let default: toml::Table =
+            toml::from_str(&format!("value = {}", default.trim_matches('`')))
+                .unwrap_or_else(|err| panic!("{full_key}: the default is not a TOML value: {err}"));
         assert_eq!(
             variable.trim_matches('`'),
             format!("RUNRATE__{}", full_key.replace('.', "__").to_uppercase()),
@@ -312,7 +323,11 @@ fn flatten(prefix: &str, value: &toml::Value, keys: &mut BTreeMap<String, toml::
     match value {
         toml::Value::Table(table) => {
             for (key, value) in table {
-                let key = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                let key = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 flatten(&key, value, keys);
             }
         }
@@ -336,7 +351,9 @@ fn every_command_shown_is_one_the_cli_or_the_server_takes() {
             }
         }
         let words = words(command.split(" | ").next().unwrap_or_default());
-        if words.first().map(String::as_str) != Some("grpcurl") || words.last().map(String::as_str) == Some("list") {
+        if words.first().map(String::as_str) != Some("grpcurl")
+            || words.last().map(String::as_str) == Some("list")
+        {
             continue;
         }
         grpc_calls += 1;
@@ -351,15 +368,26 @@ fn every_command_shown_is_one_the_cli_or_the_server_takes() {
         let method = service
             .methods()
             .find(|candidate| candidate.name() == method_name)
-            .unwrap_or_else(|| panic!("{document}: `{command}` names no method of {}", service.name()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{document}: `{command}` names no method of {}",
+                    service.name()
+                )
+            });
         if let Some(at) = words.iter().position(|word| word == "-d") {
             let mut json = serde_json::Deserializer::from_str(&words[at + 1]);
             DynamicMessage::deserialize(method.input(), &mut json).unwrap_or_else(|err| {
-                panic!("{document}: `{command}` sends no valid {}: {err}", method.input().name())
+                panic!(
+                    "{document}: `{command}` sends no valid {}: {err}",
+                    method.input().name()
+                )
             });
         }
     }
-    assert!(runrate_commands >= 10 && grpc_calls >= 4, "the documents lost their examples");
+    assert!(
+        runrate_commands >= 10 && grpc_calls >= 4,
+        "the documents lost their examples"
+    );
 }
 
 /// The longest a source file may grow before it holds more than one thing.
@@ -397,14 +425,31 @@ fn every_source_file_says_first_what_it_holds_and_holds_one_thing() {
     assert!(files > 50, "found only {files} source files");
 }
 
-/// The README's tour, run as written in a fresh directory beside `runrate serve`: each
-/// command's output must be what the README shows (`…` stands for any text within a
+/// The documents whose console sessions run as written, each in a fresh directory beside
+/// a new `runrate serve`, one command after the other: the README's tour, and loading
+/// files. The others show what depends on more than a fresh server (another server's
+/// state, a stream that does not end, a secret made at random), and are checked by
+/// `every_command_shown_is_one_the_cli_or_the_server_takes`.
+const RUNNABLE: [&str; 2] = ["README.md", "docs/figures-file.md"];
+
+/// Each runnable document's console sessions run against `runrate serve`: every
+/// command's output must be what the document shows (`…` stands for any text within a
 /// line, and on a line of its own for any lines).
 #[tokio::test(flavor = "multi_thread")]
-async fn the_readme_tour_runs_as_written() {
+async fn the_readme_tour_and_the_loading_examples_run_as_written() {
+    for document in RUNNABLE {
+        let text = std::fs::read_to_string(repository().join(document)).expect("a document");
+        let ran = run_console_sessions(document, &text).await;
+        assert!(ran >= 5, "{document} lost its commands ({ran} ran)");
+    }
+}
+
+/// Runs every console session of `text` in order beside a new server; how many ran.
+async fn run_console_sessions(document: &str, text: &str) -> usize {
     let dir = TestDir::new().await;
     let work = dir.path();
-    std::os::unix::fs::symlink(repository().join("tests"), work.join("tests")).expect("link tests/");
+    std::os::unix::fs::symlink(repository().join("tests"), work.join("tests"))
+        .expect("link tests/");
     let server = ServeProcess::start(work, dir.serve_environment());
     let http = server.http_address.expect("the web side's address");
     let grpc = server.url.trim_start_matches("http://").to_owned();
@@ -412,21 +457,36 @@ async fn the_readme_tour_runs_as_written() {
     // `runrate` and `grpcurl` on the PATH, as the reader has them.
     let bin = work.join("bin");
     std::fs::create_dir(&bin).expect("make bin/");
-    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_runrate"), bin.join("runrate")).expect("link runrate");
-    let grpcurl = tokio::task::spawn_blocking(grpcurl).await.expect("find grpcurl");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_runrate"), bin.join("runrate"))
+        .expect("link runrate");
+    let grpcurl = tokio::task::spawn_blocking(grpcurl)
+        .await
+        .expect("find grpcurl");
     std::os::unix::fs::symlink(grpcurl, bin.join("grpcurl")).expect("link grpcurl");
-    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
 
-    let readme = std::fs::read_to_string(repository().join("README.md")).expect("README.md");
     let mut ran = 0;
-    for block in code_blocks(&readme, "console") {
+    for block in code_blocks(text, "console") {
         for session in sessions(&block) {
             let command = session
                 .command
+                .replace("cargo run --release --", "runrate")
                 .replace("localhost:50051", &grpc)
                 .replace("127.0.0.1:8080", &http.to_string());
+            let mut shown: Vec<&str> = session.output.iter().map(String::as_str).collect();
+            while shown.last().is_some_and(|line| line.is_empty()) {
+                shown.pop();
+            }
             // What the outbox has sent is read until it has sent it, for a while.
-            let patience = if command.starts_with("runrate deliveries") { 30 } else { 0 };
+            let patience = if command.starts_with("runrate deliveries") {
+                30
+            } else {
+                0
+            };
             let started = Instant::now();
             loop {
                 let output = Command::new("bash")
@@ -436,16 +496,15 @@ async fn the_readme_tour_runs_as_written() {
                     .env("RUNRATE_SERVER", &server.url)
                     .output()
                     .expect("run a command of the tour");
-                let text = String::from_utf8_lossy(&output.stdout).to_string()
+                let printed = String::from_utf8_lossy(&output.stdout).to_string()
                     + &String::from_utf8_lossy(&output.stderr);
-                let lines: Vec<&str> = text.lines().collect();
-                let shown: Vec<&str> = session.output.iter().map(String::as_str).collect();
+                let lines: Vec<&str> = printed.lines().collect();
                 if matches(&shown, &lines) {
                     break;
                 }
                 if started.elapsed() >= Duration::from_secs(patience) {
                     panic!(
-                        "README.md: `{}` printed\n{text}\ninstead of\n{}\n(server log:\n{})",
+                        "{document}: `{}` printed\n{printed}\ninstead of\n{}\n(server log:\n{})",
                         session.command,
                         shown.join("\n"),
                         server.output()
@@ -456,12 +515,24 @@ async fn the_readme_tour_runs_as_written() {
             ran += 1;
         }
     }
-    assert!(ran >= 8, "the tour lost its commands ({ran} ran)");
+    ran
+}
 
-    // Every page the documents link on the web side, and every GET they show, is there.
+/// Every page the documents link on the web side, and every GET they show, is there.
+#[tokio::test]
+async fn every_page_the_documents_send_a_reader_to_is_there() {
+    let dir = TestDir::new().await;
+    let server = ServeProcess::start(dir.path(), dir.serve_environment());
+    let http = server.http_address.expect("the web side's address");
     for (document, text) in documents() {
-        let commands = text.lines().filter(|line| line.contains("curl") && !line.contains(" -X ") && !line.contains(" -d"));
-        let links = text.split('<').skip(1).filter_map(|rest| rest.split_once('>')).map(|(link, _)| link);
+        let commands = text.lines().filter(|line| {
+            line.contains("curl") && !line.contains(" -X ") && !line.contains(" -d")
+        });
+        let links = text
+            .split('<')
+            .skip(1)
+            .filter_map(|rest| rest.split_once('>'))
+            .map(|(link, _)| link);
         for target in commands.chain(links) {
             let Some((_, rest)) = target.split_once("http://127.0.0.1:8080") else {
                 continue;

@@ -4,7 +4,10 @@
 
 use std::path::PathBuf;
 
-use crate::support::{helpers::TestServer, smtp_server::{Received, SmtpServer}};
+use crate::support::{
+    helpers::TestServer,
+    smtp_server::{Received, SmtpServer},
+};
 
 fn golden_path(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

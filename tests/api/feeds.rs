@@ -3,7 +3,11 @@
 
 use std::process::Command;
 
-use crate::support::{helpers::TestServer, http_client::{HttpResponse, request_with_headers}, python::{python, script}};
+use crate::support::{
+    helpers::TestServer,
+    http_client::{HttpResponse, request_with_headers},
+    python::{python, script},
+};
 
 async fn get(server: &TestServer, path: &str, headers: &[(&str, &str)]) -> HttpResponse {
     request_with_headers(server.http_address, "GET", path, headers, None).await

@@ -6,7 +6,11 @@ use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::{helpers::TestServer, http_client::{HttpResponse, request_with_headers}, python::grpcurl};
+use crate::support::{
+    helpers::TestServer,
+    http_client::{HttpResponse, request_with_headers},
+    python::grpcurl,
+};
 
 /// What grpcurl prints for `method` called with `request` (JSON), parsed. It runs off
 /// the test's runtime thread, which serves runrate meanwhile.

@@ -7,7 +7,9 @@ use std::{path::PathBuf, process::Command};
 
 use runrate::api::{LiftSuppressionRequest, ListSubscribersRequest, SubscriberState};
 
-use crate::support::{helpers::TestServer, http_client::request_with_headers, smtp_server::SmtpServer};
+use crate::support::{
+    helpers::TestServer, http_client::request_with_headers, smtp_server::SmtpServer,
+};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_runrate");
 

@@ -31,7 +31,10 @@ async fn a_database_migrated_under_the_old_numbers_opens_and_is_renumbered_once(
     let current = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/store/migrations/postgres");
     for entry in std::fs::read_dir(&current).expect("list the migrations") {
         let path = entry.expect("an entry").path();
-        let name = path.file_name().and_then(|name| name.to_str()).expect("a file name");
+        let name = path
+            .file_name()
+            .and_then(|name| name.to_str())
+            .expect("a file name");
         let (number, rest) = name.split_once('_').expect("NNNN_name.sql");
         let number: u32 = number.parse().expect("a number");
         let old_number = if number == 1 { 1 } else { number - 2 };

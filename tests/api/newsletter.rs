@@ -10,7 +10,11 @@ use runrate::api::{
 };
 use tonic::Code;
 
-use crate::support::{helpers::{TestDir, TestServer}, http_client::{path_of, request, request_with_body, token_of}, smtp_server::SmtpServer};
+use crate::support::{
+    helpers::{TestDir, TestServer},
+    http_client::{path_of, request, request_with_body, token_of},
+    smtp_server::SmtpServer,
+};
 
 async fn try_subscribe(
     server: &TestServer,

@@ -6,7 +6,11 @@ use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use runrate::api::{GetFactRequest, metrics_service_client::MetricsServiceClient};
 
-use crate::support::{helpers::{ServeProcess, TestDir, load_example_through}, http_client, smtp_server::{Fault, SmtpServer}};
+use crate::support::{
+    helpers::{ServeProcess, TestDir, load_example_through},
+    http_client,
+    smtp_server::{Fault, SmtpServer},
+};
 
 const ADMIN_TOKEN: &str = "prometheus-test-token-0123456789abcdef";
 const WAIT: Duration = Duration::from_secs(60);

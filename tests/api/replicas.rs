@@ -18,8 +18,8 @@ use runrate::{
 use sqlx::Connection;
 
 use crate::{
-    support::helpers::{ServeProcess, TestDir, TestServer, figures_file},
     sending::busiest_second,
+    support::helpers::{ServeProcess, TestDir, TestServer, figures_file},
     support::smtp_server::SmtpServer,
 };
 

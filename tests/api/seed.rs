@@ -361,8 +361,10 @@ async fn an_as_of_read_before_the_seed_finds_nothing() {
 /// The figures an earlier version of the embedded seed loaded (before its sources and the
 /// chip run rate's scope were corrected).
 fn earlier_seed() -> Vec<u8> {
-    std::fs::read(crate::support::helpers::figures_file("seed-before-corrections.toml"))
-        .expect("the fixture")
+    std::fs::read(crate::support::helpers::figures_file(
+        "seed-before-corrections.toml",
+    ))
+    .expect("the fixture")
 }
 
 #[tokio::test]

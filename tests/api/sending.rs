@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 use runrate::settings::{Settings, TextDuration};
 
-use crate::support::{helpers::{TestDir, TestServer}, smtp_server::{Fault, SmtpServer}};
+use crate::support::{
+    helpers::{TestDir, TestServer},
+    smtp_server::{Fault, SmtpServer},
+};
 
 /// A server mailing through `smtp` with one lane of `settings`, `subscribers` confirmed
 /// subscribers and the Q2 example loaded, its outbox worked until nothing is left.

@@ -9,7 +9,10 @@ use runrate::api::{CheckFiguresFileRequest, GetFactRequest, LoadFiguresRequest};
 use tonic::Code;
 use tonic_types::StatusExt;
 
-use crate::support::{helpers::TestServer, python::{python, script}};
+use crate::support::{
+    helpers::TestServer,
+    python::{python, script},
+};
 
 /// Largest status message and details runrate sends, in bytes.
 const STATUS_BUDGET: usize = 4096;

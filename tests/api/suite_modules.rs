@@ -23,8 +23,16 @@ fn every_module_runs_on_both_backends_unless_it_says_why_not() {
     let mut expected = Vec::new();
     for entry in std::fs::read_dir(&suite).expect("list tests/api") {
         let path = entry.expect("a directory entry").path();
-        let name = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_owned();
-        let module = if path.is_dir() { path.join("mod.rs") } else { path.clone() };
+        let name = path
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .to_owned();
+        let module = if path.is_dir() {
+            path.join("mod.rs")
+        } else {
+            path.clone()
+        };
         if name == "main" || module.extension().is_none_or(|ext| ext != "rs") {
             continue;
         }
@@ -56,11 +64,17 @@ fn every_module_runs_on_both_backends_unless_it_says_why_not() {
         }
     }
     expected.sort();
-    let mut built: Vec<String> = crate::SUITE_MODULES.iter().map(|name| name.to_string()).collect();
+    let mut built: Vec<String> = crate::SUITE_MODULES
+        .iter()
+        .map(|name| name.to_string())
+        .collect();
     built.sort();
     assert_eq!(
         built, expected,
         "the modules built into this run differ from those under tests/api/"
     );
-    assert!(expected.len() >= 30, "the suite lost its modules: {expected:?}");
+    assert!(
+        expected.len() >= 30,
+        "the suite lost its modules: {expected:?}"
+    );
 }

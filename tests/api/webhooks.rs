@@ -162,7 +162,8 @@ async fn create(server: &TestServer, url: &str, secret: &str) -> Result<Webhook,
 
 /// The JSON API's answer for `path` on `server`'s web side.
 async fn json_api(server: &TestServer, path: &str) -> serde_json::Value {
-    let response = crate::support::http_client::request(server.http_address, "GET", path, None).await;
+    let response =
+        crate::support::http_client::request(server.http_address, "GET", path, None).await;
     assert_eq!(response.status, 200, "{path}: {}", response.body);
     serde_json::from_str(&response.body).expect("JSON")
 }
