@@ -475,7 +475,7 @@ impl Application {
     ) -> anyhow::Result<JoinHandle<anyhow::Result<()>>> {
         let json_api = JsonApi::new(metrics)
             .context("cannot serve the JSON API from the protos' HTTP rules")?;
-        let app = http::router(WebState {
+        let app = http::security_headers::apply(http::router(WebState {
             newsletter: self.newsletter.clone(),
             snapshot: self.snapshot.clone(),
             feedback: self.feedback.clone(),
@@ -488,7 +488,7 @@ impl Application {
                 .public_base_url
                 .trim_end_matches('/')
                 .into(),
-        })
+        }))
         .layer(cors::layer(&self.settings.http.cors_allowed_origins))
         .layer(axum::middleware::from_fn(telemetry::http::record));
         let cap = self.connection_cap(self.settings.http.max_connections);

@@ -20,6 +20,7 @@ mod feeds;
 mod history;
 mod json_api;
 mod openapi;
+pub mod security_headers;
 
 pub use feeds::FeedCache;
 pub use json_api::JsonApi;

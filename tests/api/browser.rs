@@ -249,6 +249,11 @@ fn assert_accessible(findings: &[serde_json::Value]) {
     for finding in findings {
         let page = format!("{} at {}", finding["url"], finding["viewport"]);
         assert_eq!(finding["violations"], json!([]), "axe-core on {page}");
+        assert_eq!(
+            finding["refused"],
+            json!([]),
+            "the content security policy refused something {page} needs"
+        );
         assert!(
             finding["scrollWidth"].as_u64() <= finding["innerWidth"].as_u64(),
             "{page} scrolls sideways: {finding}"
