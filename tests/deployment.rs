@@ -20,6 +20,13 @@ fn compose_file() -> Yaml {
 
 /// A strong enough token for the tests, as an operator would export it.
 const TOKEN: &str = "deployment-test-token-0123456789abcdef";
+/// PostgreSQL's password, as an operator would export it.
+const POSTGRES_PASSWORD: &str = "0123456789abcdef0123456789abcdef";
+/// Every secret the compose file requires, set.
+const SECRETS: [(&str, &str); 2] = [
+    ("RUNRATE_ADMIN_TOKEN", TOKEN),
+    ("POSTGRES_PASSWORD", POSTGRES_PASSWORD),
+];
 
 /// `${NAME:-default}` and `${NAME:?error}` as Compose reads them, with only `variables`
 /// set; the error of the first required one unset.
@@ -97,8 +104,7 @@ fn empty_config_file(name: &str) -> std::path::PathBuf {
 #[test]
 fn every_runrate_variable_in_the_compose_file_is_a_valid_setting() {
     let compose = compose_file();
-    let environments =
-        runrate_environments(&compose, &[("RUNRATE_ADMIN_TOKEN", TOKEN)]).expect("interpolated");
+    let environments = runrate_environments(&compose, &SECRETS).expect("interpolated");
     assert_eq!(
         environments.len(),
         2,
@@ -120,8 +126,12 @@ fn every_runrate_variable_in_the_compose_file_is_a_valid_setting() {
             "{service}"
         );
         assert!(
-            settings.database.url.expose().contains("@postgres:5432/"),
-            "{service}"
+            settings
+                .database
+                .url
+                .expose()
+                .contains(&format!(":{POSTGRES_PASSWORD}@postgres:5432/")),
+            "{service}: the operator's password, on the compose file's PostgreSQL"
         );
         assert_eq!(settings.mail.transport, MailTransport::Smtp, "{service}");
         assert_eq!(settings.mail.smtp.host, "mailpit", "{service}");
@@ -141,11 +151,12 @@ const METRICS_PORT: u16 = 9464;
 #[test]
 fn without_an_admin_token_the_compose_file_does_not_start_and_a_short_one_is_refused() {
     let compose = compose_file();
-    let error = runrate_environments(&compose, &[]).unwrap_err();
+    let error = runrate_environments(&compose, &SECRETS[1..]).unwrap_err();
     assert!(error.starts_with("RUNRATE_ADMIN_TOKEN: "), "{error}");
     let short = "0123456789abcdef0123456789abcde";
     let environments =
-        runrate_environments(&compose, &[("RUNRATE_ADMIN_TOKEN", short)]).expect("interpolated");
+        runrate_environments(&compose, &[("RUNRATE_ADMIN_TOKEN", short), SECRETS[1]])
+            .expect("interpolated");
     let empty = empty_config_file("runrate-deployment-test-empty-3.toml");
     for environment in environments.into_values() {
         let error = Settings::load_from(Some(&empty), environment).unwrap_err();
@@ -256,8 +267,7 @@ fn prometheus_scrapes_every_replica_on_its_metrics_port() {
         .iter()
         .filter_map(Yaml::as_str)
         .collect();
-    let replicas =
-        runrate_environments(&compose, &[("RUNRATE_ADMIN_TOKEN", TOKEN)]).expect("interpolated");
+    let replicas = runrate_environments(&compose, &SECRETS).expect("interpolated");
     let expected: Vec<String> = replicas
         .keys()
         .map(|replica| format!("{replica}:{METRICS_PORT}"))
@@ -355,6 +365,38 @@ fn the_build_context_holds_what_the_dockerfile_copies_and_nothing_else() {
         assert!(
             copied.contains(source),
             "{source} is in the context but never copied"
+        );
+    }
+}
+
+#[test]
+fn no_password_is_written_in_the_compose_file_and_the_example_env_names_every_secret() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docker-compose.yml");
+    let text = std::fs::read_to_string(path).expect("read docker-compose.yml");
+    // Without POSTGRES_PASSWORD nothing starts: the URL and PostgreSQL both require it.
+    let compose = compose_file();
+    let error = runrate_environments(&compose, &SECRETS[..1]).unwrap_err();
+    assert!(error.starts_with("POSTGRES_PASSWORD: "), "{error}");
+    let postgres = &compose["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"];
+    assert!(
+        postgres
+            .as_str()
+            .is_some_and(|value| value.starts_with("${POSTGRES_PASSWORD:?")),
+        "PostgreSQL's password comes from the operator: {postgres:?}"
+    );
+    // Every variable the file requires is in .env.example, with no value filled in.
+    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/.env.example"))
+        .expect("read .env.example");
+    let required: std::collections::BTreeSet<&str> = text
+        .match_indices("${")
+        .filter_map(|(at, _)| text[at + 2..].split_once(":?").map(|(name, _)| name))
+        .filter(|name| name.chars().all(|ch| ch.is_ascii_uppercase() || ch == '_'))
+        .collect();
+    assert!(required.len() >= 3, "{required:?}");
+    for name in required {
+        assert!(
+            example.lines().any(|line| line == format!("{name}=")),
+            ".env.example does not list {name}= (empty)"
         );
     }
 }

@@ -3,6 +3,7 @@
 //! variable is needed to run. The checks across keys are in `validate`, the value types
 //! (addresses, durations, secrets, origins) in `values`.
 
+mod secret_files;
 mod validate;
 mod values;
 
@@ -75,6 +76,8 @@ pub struct DatabaseSettings {
     /// `sqlite://PATH` or `postgres://USER:PASSWORD@HOST/DATABASE`; empty means
     /// `runrate.db` in the data directory.
     pub url: DatabaseUrl,
+    /// A file holding the URL instead, password and all (a Docker or Kubernetes secret).
+    pub url_file: PathBuf,
     /// On PostgreSQL, how often a replica checks for loads made through another one.
     pub refresh_interval: TextDuration,
     /// How often the database is checked for gRPC health (a check taking longer fails):
@@ -115,6 +118,8 @@ pub struct AdminSettings {
     /// Bearer token for AdminService. Empty: the server generates one on first start and
     /// keeps it in `<data_dir>/admin-token`, readable by its owner only.
     pub token: Secret,
+    /// A file holding the token instead (a Docker or Kubernetes secret).
+    pub token_file: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -186,6 +191,8 @@ pub struct SmtpSettings {
     /// Empty for no authentication.
     pub username: String,
     pub password: Secret,
+    /// A file holding the password instead (a Docker or Kubernetes secret).
+    pub password_file: PathBuf,
     /// Long-lived connections kept open to the server.
     pub pool_size: u32,
     pub connect_timeout: TextDuration,
@@ -288,6 +295,7 @@ impl Default for Settings {
             },
             database: DatabaseSettings {
                 url: DatabaseUrl::default(),
+                url_file: PathBuf::new(),
                 refresh_interval: TextDuration(Duration::from_millis(250)),
                 health_check_interval: TextDuration(Duration::from_secs(5)),
                 max_connections: 8,
@@ -305,6 +313,7 @@ impl Default for Settings {
             },
             admin: AdminSettings {
                 token: Secret::default(),
+                token_file: PathBuf::new(),
             },
             http: HttpSettings {
                 listen: ListenAddress(SocketAddr::from(([127, 0, 0, 1], 8080))),
@@ -330,6 +339,7 @@ impl Default for Settings {
                     tls: SmtpTls::None,
                     username: String::new(),
                     password: Secret::default(),
+                    password_file: PathBuf::new(),
                     pool_size: 4,
                     connect_timeout: TextDuration(Duration::from_secs(10)),
                     send_timeout: TextDuration(Duration::from_secs(60)),
@@ -422,10 +432,11 @@ impl Settings {
                 .separator("__")
                 .source(Some(environment)),
         );
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .build()
             .and_then(|config| config.try_deserialize())
             .map_err(|err| SettingsError(explain_environment_key(err.to_string())))?;
+        settings.read_secret_files()?;
         settings.validate()?;
         Ok(settings)
     }
