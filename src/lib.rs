@@ -8,7 +8,8 @@ pub mod app;
 pub mod cli;
 
 // Edges: the gRPC and web doors, who may call them from a browser, connection bounds,
-// and what an operator sees.
+// who a request is from, and what an operator sees.
+pub mod client_address;
 pub mod connections;
 pub mod cors;
 pub mod grpc;

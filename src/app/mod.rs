@@ -22,6 +22,7 @@ use tonic_health::ServingStatus;
 use crate::{
     auth::AdminToken,
     catalog::{ReadSnapshot, SharedSnapshot},
+    client_address,
     connections::{self, ConnectionLimits},
     cors,
     figures_file::ParseLimits,
@@ -408,9 +409,12 @@ impl Application {
         let reflection_v1alpha = reflection()
             .build_v1alpha()
             .context("cannot build the reflection service")?;
-        let newsletter = NewsletterServiceServer::new(NewsletterApi::new(self.newsletter.clone()))
-            .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
+        let newsletter = NewsletterServiceServer::new(NewsletterApi::new(
+            self.newsletter.clone(),
+            grpc.trusted_proxies.clone(),
+        ))
+        .max_decoding_message_size(MAX_DECODING_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_ENCODING_MESSAGE_BYTES);
         // A figures file rides in one message; leave room so that a file over the limit
         // still reaches the loader, which names the limit in its answer.
         // A mail feedback report may be up to MAX_FEEDBACK_BYTES.
@@ -439,7 +443,10 @@ impl Application {
             .max_connection_age_grace(grpc.max_connection_age_grace.0)
             .http2_max_local_error_reset_streams(Some(MAX_LOCAL_ERROR_RESET_STREAMS))
             .timeout(grpc.request_timeout.0)
-            .trace_fn(telemetry::traces::grpc_span)
+            .trace_fn({
+                let trusted = Arc::new(grpc.trusted_proxies.clone());
+                move |request| telemetry::traces::grpc_span(request, &trusted)
+            })
             .layer(cors::CrossOriginOnlyLayer::new(
                 &self.settings.http.cors_allowed_origins,
             ))
@@ -490,7 +497,12 @@ impl Application {
                 .into(),
         }))
         .layer(cors::layer(&self.settings.http.cors_allowed_origins))
-        .layer(axum::middleware::from_fn(telemetry::http::record));
+        .layer(axum::middleware::from_fn(telemetry::http::record))
+        // Outermost: the span and the handlers see the client it finds.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(self.settings.http.trusted_proxies.clone()),
+            client_address::web,
+        ));
         let cap = self.connection_cap(self.settings.http.max_connections);
         Ok(self.spawn_web(app, listener, "HTTP", cap, stopping))
     }

@@ -5,8 +5,10 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::{
+    client_address,
     domain::subscribers::TokenOutcome,
     newsletter::{Newsletter, SUBSCRIBE_ANSWER},
+    settings::TrustedProxies,
 };
 
 use super::{
@@ -16,11 +18,15 @@ use super::{
 
 pub struct NewsletterApi {
     newsletter: Arc<Newsletter>,
+    trusted_proxies: TrustedProxies,
 }
 
 impl NewsletterApi {
-    pub fn new(newsletter: Arc<Newsletter>) -> Self {
-        NewsletterApi { newsletter }
+    pub fn new(newsletter: Arc<Newsletter>, trusted_proxies: TrustedProxies) -> Self {
+        NewsletterApi {
+            newsletter,
+            trusted_proxies,
+        }
     }
 }
 
@@ -30,7 +36,7 @@ impl NewsletterService for NewsletterApi {
         &self,
         request: Request<api::SubscribeRequest>,
     ) -> Result<Response<api::SubscribeResponse>, Status> {
-        let client = request.remote_addr().map(|address| address.ip());
+        let client = client_address::of_grpc_request(&request, &self.trusted_proxies);
         let request = request.into_inner();
         self.newsletter
             .subscribe(

@@ -3,12 +3,12 @@
 //! confirming and unsubscribing each take a POST; the RFC 8058 one-click POST works with
 //! no cookie or login, answers 200 without a redirect, and may be repeated.
 
-use std::{net::SocketAddr, sync::Arc};
+use std::sync::Arc;
 
 use axum::{
-    Router,
+    Extension, Router,
     body::Bytes,
-    extract::{ConnectInfo, DefaultBodyLimit, Query, State},
+    extract::{DefaultBodyLimit, Query, State},
     http::{HeaderValue, StatusCode, header},
     response::{Html, IntoResponse, Response},
     routing::{get, post},
@@ -29,6 +29,7 @@ use crate::domain::{Named, Quarter};
 use crate::{
     auth::AdminToken,
     catalog::SharedSnapshot,
+    client_address::ClientAddress,
     mail::{FeedbackDesk, FeedbackError, MAX_FEEDBACK_BYTES},
     newsletter::{Newsletter, NewsletterError, SUBSCRIBE_ANSWER},
     templates::{ComparisonTable, render},
@@ -189,14 +190,14 @@ async fn signup_page(State(state): State<WebState>, Query(query): Query<PeriodQu
 
 async fn subscribe(
     State(state): State<WebState>,
-    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    Extension(ClientAddress(client)): Extension<ClientAddress>,
     body: Bytes,
 ) -> Response {
     let email = form_value(&body, "email").unwrap_or_default();
     let providers = form_values(&body, "providers");
     match state
         .newsletter
-        .subscribe(Some(client.ip()), &email, "en", &providers)
+        .subscribe(Some(client), &email, "en", &providers)
         .await
     {
         Ok(_) => message(StatusCode::OK, "Check your inbox", SUBSCRIBE_ANSWER),

@@ -20,7 +20,7 @@ use crate::{
 };
 
 pub use crate::domain::{EmailAddress, EmailAddressError};
-use rate_limit::RateLimiter;
+use rate_limit::{Admission, RateLimiter};
 
 /// Languages emails and pages are written in.
 pub const LANGUAGES: &[&str] = &["en"];
@@ -111,8 +111,12 @@ impl Newsletter {
         providers: &[String],
     ) -> Result<SubscribeOutcome, NewsletterError> {
         if let Some(client) = client
-            && !self.limiter.try_acquire(client)
+            && let Admission::Refused { first } = self.limiter.try_acquire(client)
         {
+            // Once per client and window: a flood of refusals writes no flood of lines.
+            if first {
+                tracing::info!(%client, "sign-ups refused: this client's limit is spent");
+            }
             return Err(NewsletterError::RateLimited);
         }
         let email = EmailAddress::parse(email)?;

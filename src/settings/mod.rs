@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 pub use values::{
     CorsOrigins, DatabaseUrl, ListenAddress, OptionalListenAddress, Secret, TextDuration,
+    TrustedProxies,
 };
 
 /// The file read from the working directory when no `--config` is given.
@@ -68,6 +69,8 @@ pub struct GrpcSettings {
     /// watches resume), and closed after `max_connection_age_grace` more.
     pub max_connection_age: TextDuration,
     pub max_connection_age_grace: TextDuration,
+    /// Proxies in front of the gRPC side whose `x-forwarded-for` names the client.
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,6 +143,9 @@ pub struct HttpSettings {
     /// Web pages on these origins (`https://dashboard.example`, separated by commas, or
     /// `*` for any) may call the gRPC-Web and HTTP APIs from a browser; empty for none.
     pub cors_allowed_origins: CorsOrigins,
+    /// Proxies in front of the web side whose `X-Forwarded-For` names the client (for
+    /// the sign-up limit, logs and traces); empty: every client is its connection's peer.
+    pub trusted_proxies: TrustedProxies,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -292,6 +298,7 @@ impl Default for Settings {
                 keepalive_timeout: TextDuration(Duration::from_secs(10)),
                 max_connection_age: TextDuration(Duration::from_secs(30 * 60)),
                 max_connection_age_grace: TextDuration(Duration::from_secs(30)),
+                trusted_proxies: TrustedProxies::default(),
             },
             database: DatabaseSettings {
                 url: DatabaseUrl::default(),
@@ -322,6 +329,7 @@ impl Default for Settings {
                 header_read_timeout: TextDuration(Duration::from_secs(10)),
                 idle_timeout: TextDuration(Duration::from_secs(60)),
                 cors_allowed_origins: CorsOrigins::default(),
+                trusted_proxies: TrustedProxies::default(),
             },
             newsletter: NewsletterSettings {
                 confirmation_ttl: TextDuration(Duration::from_secs(72 * 3600)),

@@ -210,6 +210,66 @@ impl<'de> Deserialize<'de> for CorsOrigins {
     }
 }
 
+/// The proxies whose `X-Forwarded-For` is believed: addresses and networks, written
+/// `10.0.0.0/8, 127.0.0.1` (a bare address is the network of it alone) or as a list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<ipnet::IpNet>);
+
+impl TrustedProxies {
+    /// Whether `address` is one of them (an IPv4 address written as IPv6 counts as itself).
+    pub fn contains(&self, address: std::net::IpAddr) -> bool {
+        let address = address.to_canonical();
+        self.0.iter().any(|network| network.contains(&address))
+    }
+}
+
+impl FromStr for TrustedProxies {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty())
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map(|network| network.trunc())
+                    .map_err(|_| {
+                        format!(
+                            "`{entry}` is not an address or a network (expected e.g. 127.0.0.1 or 10.0.0.0/8)"
+                        )
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(TrustedProxies)
+    }
+}
+
+impl Serialize for TrustedProxies {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let written: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        serializer.serialize_str(&written.join(","))
+    }
+}
+
+impl<'de> Deserialize<'de> for TrustedProxies {
+    /// From a comma-separated string (as environment variables give it) or a list.
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            List(Vec<String>),
+        }
+        let text = match Written::deserialize(deserializer)? {
+            Written::Text(text) => text,
+            Written::List(entries) => entries.join(","),
+        };
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// A duration written like `10s`, `500ms` or `2m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TextDuration(pub Duration);
@@ -266,6 +326,31 @@ mod tests {
             let err = parse(bad).expect_err(bad);
             assert!(err.contains(named), "{bad}: {err}");
         }
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_and_networks() {
+        let trusted: TrustedProxies = " 10.0.0.0/8, 127.0.0.1 ,2001:db8::/32".parse().unwrap();
+        for inside in [
+            "10.200.3.4",
+            "127.0.0.1",
+            "::ffff:127.0.0.1",
+            "2001:db8:5::1",
+        ] {
+            assert!(trusted.contains(inside.parse().unwrap()), "{inside}");
+        }
+        for outside in ["11.0.0.1", "127.0.0.2", "2001:db9::1"] {
+            assert!(!trusted.contains(outside.parse().unwrap()), "{outside}");
+        }
+        assert_eq!("".parse::<TrustedProxies>(), Ok(TrustedProxies::default()));
+        let err = "10.0.0.0/33".parse::<TrustedProxies>().unwrap_err();
+        assert!(err.contains("10.0.0.0/33"), "{err}");
+        // What is written reads back the same.
+        let written = serde_json::to_value(&trusted).unwrap();
+        assert_eq!(
+            serde_json::from_value::<TrustedProxies>(written).unwrap(),
+            trusted
+        );
     }
 
     #[test]

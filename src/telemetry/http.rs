@@ -14,6 +14,7 @@ use axum::{
 use tracing::Instrument;
 
 use super::{HTTP_REQUEST_SECONDS, HTTP_REQUESTS, traces};
+use crate::client_address::ClientAddress;
 
 /// `axum::middleware::from_fn` over a router: counts each request, times it, and runs it
 /// in a span that continues the caller's trace.
@@ -24,7 +25,8 @@ pub async fn record(request: Request, next: Next) -> Response {
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |path| path.as_str().to_owned());
-    let span = traces::http_span(method, &route, request.headers());
+    let client = request.extensions().get::<ClientAddress>().copied();
+    let span = traces::http_span(method, &route, request.headers(), client);
     let response = next.run(request).instrument(span).await;
     let status = response.status().as_u16().to_string();
     metrics::counter!(HTTP_REQUESTS, "method" => method, "route" => route.clone(), "status" => status)

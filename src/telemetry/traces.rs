@@ -32,7 +32,10 @@ use tracing_subscriber::{
     util::SubscriberInitExt,
 };
 
-use crate::settings::{LogFormat, LogSettings, TracingSettings};
+use crate::{
+    client_address::{self, ClientAddress},
+    settings::{LogFormat, LogSettings, TracingSettings, TrustedProxies},
+};
 
 /// The service name spans are exported under.
 const SERVICE_NAME: &str = "runrate";
@@ -168,7 +171,7 @@ macro_rules! request_span {
 
 /// The span of one gRPC call, named `package.Service/Method` as OpenTelemetry's RPC
 /// conventions name it. Its fields are worked out only if a layer wants the span.
-pub fn grpc_span(request: &http::Request<()>) -> Span {
+pub fn grpc_span(request: &http::Request<()>, trusted: &TrustedProxies) -> Span {
     let path = request.uri().path();
     let incoming = incoming_trace(request.headers());
     let span = request_span!(
@@ -179,6 +182,8 @@ pub fn grpc_span(request: &http::Request<()>) -> Span {
         rpc.system = "grpc",
         rpc.service = rpc_name(path).1,
         rpc.method = rpc_name(path).2,
+        client.address =
+            client_address::of_grpc_call(request, trusted).map(tracing::field::display),
         trace_id = tracing::field::Empty,
     );
     continue_trace(&span, incoming);
@@ -194,7 +199,12 @@ fn rpc_name(path: &str) -> (&str, &str, &str) {
 }
 
 /// The span of one web request, named by its route template.
-pub fn http_span(method: &str, route: &str, headers: &HeaderMap) -> Span {
+pub fn http_span(
+    method: &str,
+    route: &str,
+    headers: &HeaderMap,
+    client: Option<ClientAddress>,
+) -> Span {
     let incoming = incoming_trace(headers);
     let span = request_span!(
         is_traced(&incoming),
@@ -203,6 +213,7 @@ pub fn http_span(method: &str, route: &str, headers: &HeaderMap) -> Span {
         otel.kind = "server",
         http.request.method = %method,
         http.route = %route,
+        client.address = client.map(|ClientAddress(address)| tracing::field::display(address)),
         trace_id = tracing::field::Empty,
     );
     continue_trace(&span, incoming);

@@ -1,11 +1,14 @@
 //! A minimal HTTP/1.1 client over a TCP socket: the requests a browser or a mail client
 //! would make, byte for byte, with nothing hidden (no redirects followed, no cookies).
 
-use std::{net::SocketAddr, time::Duration};
+use std::{
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
 
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
-    net::TcpStream,
+    net::{TcpSocket, TcpStream},
 };
 
 #[derive(Debug)]
@@ -52,6 +55,41 @@ pub async fn request_with_headers(
     headers: &[(&str, &str)],
     content: Option<(&str, &str)>,
 ) -> HttpResponse {
+    let stream = TcpStream::connect(address)
+        .await
+        .expect("connect to the web side");
+    exchange(stream, address, method, path, headers, content).await
+}
+
+/// A request sent from the local address `source` (any of 127.0.0.0/8 on loopback), as
+/// a client on another machine would come from its own.
+pub async fn request_from(
+    source: IpAddr,
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    content: Option<(&str, &str)>,
+) -> HttpResponse {
+    let socket = TcpSocket::new_v4().expect("a socket");
+    socket
+        .bind(SocketAddr::new(source, 0))
+        .expect("bind the source address");
+    let stream = socket
+        .connect(address)
+        .await
+        .expect("connect to the web side");
+    exchange(stream, address, method, path, headers, content).await
+}
+
+async fn exchange(
+    mut stream: TcpStream,
+    address: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    content: Option<(&str, &str)>,
+) -> HttpResponse {
     let body = content.map_or("", |(_, body)| body);
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
     for (name, value) in headers {
@@ -64,9 +102,6 @@ pub async fn request_with_headers(
         ));
     }
     head.push_str("\r\n");
-    let mut stream = TcpStream::connect(address)
-        .await
-        .expect("connect to the web side");
     stream
         .write_all(head.as_bytes())
         .await
