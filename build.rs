@@ -32,7 +32,33 @@ fn main() -> Result<(), Box<dyn Error>> {
         println!("cargo:rustc-cfg=postgres_tests");
     }
     write_suite_modules(&out_dir)?;
+    println!("cargo:rustc-env=RUNRATE_REVISION={}", revision());
     Ok(())
+}
+
+/// The commit being built, for `runrate_build_info`: `RUNRATE_REVISION` when set (a
+/// container build has no `.git`), else git's short hash, else `unknown`.
+fn revision() -> String {
+    println!("cargo:rerun-if-env-changed=RUNRATE_REVISION");
+    if let Some(revision) = env::var("RUNRATE_REVISION").ok().filter(|r| !r.is_empty()) {
+        return revision;
+    }
+    // Rebuilt when HEAD moves: a checkout changes HEAD, a commit the branch it names.
+    println!("cargo:rerun-if-changed=.git/HEAD");
+    if let Ok(head) = std::fs::read_to_string(".git/HEAD")
+        && let Some(branch) = head.trim().strip_prefix("ref: ")
+    {
+        println!("cargo:rerun-if-changed=.git/{branch}");
+    }
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short=12", "HEAD"])
+        .output()
+        .ok()
+        .filter(|output| output.status.success())
+        .and_then(|output| String::from_utf8(output.stdout).ok())
+        .map(|revision| revision.trim().to_owned())
+        .filter(|revision| !revision.is_empty())
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The first line of a module comment that keeps an integration module to one backend's

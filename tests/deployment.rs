@@ -249,8 +249,8 @@ fn every_file_the_services_mount_is_in_the_repository() {
         }
     }
     assert_eq!(
-        mounted, 3,
-        "Prometheus's configuration, Grafana's provisioning and dashboards"
+        mounted, 4,
+        "Prometheus's configuration and alerts, Grafana's provisioning and dashboards"
     );
 }
 
@@ -398,5 +398,55 @@ fn no_password_is_written_in_the_compose_file_and_the_example_env_names_every_se
             example.lines().any(|line| line == format!("{name}=")),
             ".env.example does not list {name}= (empty)"
         );
+    }
+}
+
+#[test]
+fn the_alert_rules_ask_only_for_series_runrate_exports_and_prometheus_loads_them() {
+    let prometheus = read("deploy/prometheus/prometheus.yml");
+    assert!(
+        prometheus.contains("- alerts.yml"),
+        "prometheus.yml loads the rules"
+    );
+    let compose = read("docker-compose.yml");
+    assert!(
+        compose.contains("./deploy/prometheus/alerts.yml:/etc/prometheus/alerts.yml:ro"),
+        "Compose mounts them beside the configuration"
+    );
+    let rules = YamlLoader::load_from_str(&read("deploy/prometheus/alerts.yml"))
+        .expect("alerts.yml is YAML")
+        .pop()
+        .expect("one document");
+    let mut alerts = Vec::new();
+    for group in rules["groups"].as_vec().expect("groups") {
+        for rule in group["rules"].as_vec().expect("rules") {
+            alerts.push(rule["alert"].as_str().expect("an alert name").to_owned());
+            let expression = rule["expr"].as_str().expect("an expression");
+            for word in expression.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("runrate_") || word.starts_with("grpc_") {
+                    let family = word
+                        .trim_end_matches("_bucket")
+                        .trim_end_matches("_count")
+                        .trim_end_matches("_sum");
+                    assert!(
+                        runrate::telemetry::NAMES.contains(&family),
+                        "{}: {word} is not a series runrate exports",
+                        alerts.last().expect("this alert")
+                    );
+                }
+            }
+            assert!(
+                !rule["annotations"]["summary"].is_badvalue(),
+                "every alert says what is wrong"
+            );
+        }
+    }
+    for wanted in [
+        "RunrateDown",
+        "RunrateOutboxBacklogGrowing",
+        "RunrateDeliveriesFailing",
+        "RunrateFanOutStalled",
+    ] {
+        assert!(alerts.iter().any(|alert| alert == wanted), "{wanted}");
     }
 }

@@ -60,6 +60,13 @@ pub struct StoreContents {
     pub fact_revisions: Vec<FactRevision>,
 }
 
+/// How many of a pool's connections are idle and how many in use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStatus {
+    pub idle: u32,
+    pub in_use: u32,
+}
+
 /// The database: a pool of connections and what kind of database it is.
 pub struct Store {
     pool: AnyPool,
@@ -88,6 +95,15 @@ impl Store {
     /// must watch for their loads).
     pub fn is_shared(&self) -> bool {
         self.backend.is_shared()
+    }
+
+    /// This process's connections to the database now.
+    pub fn pool_status(&self) -> PoolStatus {
+        let idle = self.pool.num_idle() as u32;
+        PoolStatus {
+            idle,
+            in_use: self.pool.size().saturating_sub(idle),
+        }
     }
 
     /// Whether write transactions wait for one another (SQLite), so that writers gain

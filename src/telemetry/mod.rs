@@ -45,6 +45,8 @@ pub const SUPPRESSIONS: &str = "runrate_suppressions_total";
 pub const FAN_OUT_SECONDS: &str = "runrate_fan_out_duration_seconds";
 pub const SMTP_CONNECTIONS_OPEN: &str = "runrate_smtp_connections_open";
 pub const WATCH_STREAMS_OPEN: &str = "runrate_watch_streams_open";
+pub const BUILD_INFO: &str = "runrate_build_info";
+pub const DATABASE_CONNECTIONS: &str = "runrate_database_connections";
 /// Every name above, for whatever reads them by name (the Grafana dashboard's test).
 pub const NAMES: &[&str] = &[
     GRPC_STARTED,
@@ -63,7 +65,13 @@ pub const NAMES: &[&str] = &[
     FAN_OUT_SECONDS,
     SMTP_CONNECTIONS_OPEN,
     WATCH_STREAMS_OPEN,
+    BUILD_INFO,
+    DATABASE_CONNECTIONS,
 ];
+
+/// This build's version and the commit it was built from (`build.rs`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const REVISION: &str = env!("RUNRATE_REVISION");
 
 /// Bucket bounds of every `*_seconds` histogram: from a cached read (well under a
 /// millisecond) to a long fan-out (half an hour).
@@ -89,6 +97,7 @@ pub fn prometheus() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()
         .context("cannot install the metrics recorder")?;
     describe();
+    metrics::gauge!(BUILD_INFO, "version" => VERSION, "revision" => REVISION).set(1.0);
     let handle = PROMETHEUS.get_or_init(|| handle).clone();
     let upkeep = handle.clone();
     std::thread::Builder::new()
@@ -139,6 +148,9 @@ async fn render(State(scrape): State<Arc<Scrape>>) -> Response {
         }
         Err(err) => tracing::warn!(error = %err, "cannot count the outbox for a scrape"),
     }
+    let pool = scrape.store.pool_status();
+    metrics::gauge!(DATABASE_CONNECTIONS, "state" => "idle").set(pool.idle as f64);
+    metrics::gauge!(DATABASE_CONNECTIONS, "state" => "in_use").set(pool.in_use as f64);
     grpc::publish();
     let mut response = scrape.prometheus.render().into_response();
     response
@@ -196,6 +208,14 @@ fn describe() {
     );
     describe_gauge!(SMTP_CONNECTIONS_OPEN, "SMTP connections open.");
     describe_gauge!(WATCH_STREAMS_OPEN, "WatchLoads streams open.");
+    describe_gauge!(
+        BUILD_INFO,
+        "1, labelled with the version and the commit this process was built from."
+    );
+    describe_gauge!(
+        DATABASE_CONNECTIONS,
+        "This process's database connections, idle or in use (read at scrape)."
+    );
 }
 
 /// One more of something open (a connection, a stream) for as long as this lives.

@@ -87,9 +87,9 @@ pub fn init(log: &LogSettings, traces: &TracingSettings) -> anyhow::Result<Traci
         LogFormat::Text => logs.with_ansi(std::io::stdout().is_terminal()).boxed(),
         LogFormat::Json => logs.json().flatten_event(true).boxed(),
     };
-    let provider = match traces.otlp_endpoint.trim() {
-        "" => None,
-        endpoint => {
+    let provider = match collector(traces).as_deref() {
+        None => None,
+        Some(endpoint) => {
             let exporter = opentelemetry_otlp::SpanExporter::builder()
                 .with_tonic()
                 .with_endpoint(endpoint)
@@ -102,11 +102,7 @@ pub fn init(log: &LogSettings, traces: &TracingSettings) -> anyhow::Result<Traci
                     .with_sampler(RequestsDecided(Sampler::ParentBased(Box::new(
                         Sampler::TraceIdRatioBased(traces.sample_ratio),
                     ))))
-                    .with_resource(
-                        opentelemetry_sdk::Resource::builder()
-                            .with_service_name(SERVICE_NAME)
-                            .build(),
-                    )
+                    .with_resource(resource())
                     .build(),
             )
         }
@@ -141,6 +137,38 @@ pub fn init(log: &LogSettings, traces: &TracingSettings) -> anyhow::Result<Traci
         .try_init()
         .context("cannot install the log subscriber")?;
     Ok(Tracing { provider })
+}
+
+/// Where spans go: `tracing.otlp_endpoint`, or else where OpenTelemetry's standard
+/// variables say (`OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`, `OTEL_EXPORTER_OTLP_ENDPOINT`);
+/// `None` for nowhere.
+fn collector(traces: &TracingSettings) -> Option<String> {
+    let configured = traces.otlp_endpoint.trim();
+    if !configured.is_empty() {
+        return Some(configured.to_owned());
+    }
+    [
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+    ]
+    .into_iter()
+    .filter_map(|variable| std::env::var(variable).ok())
+    .map(|endpoint| endpoint.trim().to_owned())
+    .find(|endpoint| !endpoint.is_empty())
+}
+
+/// What the spans say they come from: the SDK reads `OTEL_SERVICE_NAME` and
+/// `OTEL_RESOURCE_ATTRIBUTES`; without either naming the service, it is runrate.
+fn resource() -> opentelemetry_sdk::Resource {
+    let builder = opentelemetry_sdk::Resource::builder();
+    let named = std::env::var_os("OTEL_SERVICE_NAME").is_some()
+        || std::env::var("OTEL_RESOURCE_ATTRIBUTES")
+            .is_ok_and(|attributes| attributes.contains("service.name="));
+    if named {
+        builder.build()
+    } else {
+        builder.with_service_name(SERVICE_NAME).build()
+    }
 }
 
 /// Whether the log filter lets request spans through, asked once of a throwaway

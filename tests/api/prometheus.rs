@@ -389,3 +389,41 @@ fn a_finished_fan_out_is_timed_once() {
         );
     });
 }
+
+#[test]
+fn the_scrape_names_the_build_and_counts_the_database_connections() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let dir = runtime.block_on(TestDir::new());
+    let (_server, metrics) = serve_with_metrics(&dir, &[]);
+    let text = runtime.block_on(scrape(metrics));
+    let samples = samples(&text);
+    let build: Vec<&Sample> = samples
+        .iter()
+        .filter(|sample| sample.name == "runrate_build_info")
+        .collect();
+    assert_eq!(build.len(), 1, "{build:?}");
+    assert_eq!(build[0].value, 1.0);
+    assert_eq!(
+        build[0].labels.get("version").map(String::as_str),
+        Some(env!("CARGO_PKG_VERSION"))
+    );
+    let revision = build[0].labels.get("revision").expect("a revision label");
+    assert!(
+        revision == "unknown" || revision.chars().all(|ch| ch.is_ascii_hexdigit()),
+        "{revision}"
+    );
+    let idle = value(
+        &samples,
+        "runrate_database_connections",
+        &[("state", "idle")],
+    );
+    let in_use = value(
+        &samples,
+        "runrate_database_connections",
+        &[("state", "in_use")],
+    );
+    assert!(
+        idle + in_use >= 1.0,
+        "the scrape itself read the outbox through a connection"
+    );
+}

@@ -13,11 +13,12 @@ use opentelemetry_proto::tonic::{
         ExportTraceServiceRequest, ExportTraceServiceResponse,
         trace_service_server::{TraceService, TraceServiceServer},
     },
+    common::v1::any_value,
     trace::v1::Span,
 };
 use runrate::api::{
-    GetFactRequest, LoadFiguresRequest, admin_service_client::AdminServiceClient,
-    metrics_service_client::MetricsServiceClient,
+    GetFactRequest, ListProvidersRequest, LoadFiguresRequest,
+    admin_service_client::AdminServiceClient, metrics_service_client::MetricsServiceClient,
 };
 use tokio::sync::Notify;
 
@@ -26,10 +27,11 @@ use crate::support::helpers::{ServeProcess, TestDir, figures_file};
 const ADMIN_TOKEN: &str = "traces-test-token-0123456789abcdef0123";
 const WAIT: Duration = Duration::from_secs(60);
 
-/// A collector that keeps every span it is sent.
+/// A collector that keeps every span it is sent, and the services they came from.
 #[derive(Clone, Default)]
 struct Collector {
     spans: Arc<Mutex<Vec<Span>>>,
+    services: Arc<Mutex<Vec<String>>>,
     arrived: Arc<Notify>,
 }
 
@@ -39,9 +41,19 @@ impl TraceService for Collector {
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let spans = request
-            .into_inner()
-            .resource_spans
+        let resources = request.into_inner().resource_spans;
+        let services = resources
+            .iter()
+            .filter_map(|resource| resource.resource.as_ref())
+            .flat_map(|resource| &resource.attributes)
+            .filter(|attribute| attribute.key == "service.name")
+            .filter_map(|attribute| attribute.value.as_ref()?.value.as_ref())
+            .filter_map(|value| match value {
+                any_value::Value::StringValue(name) => Some(name.clone()),
+                _ => None,
+            });
+        self.services.lock().expect("services").extend(services);
+        let spans = resources
             .into_iter()
             .flat_map(|resource| resource.scope_spans)
             .flat_map(|scope| scope.spans);
@@ -93,14 +105,21 @@ async fn serve_exporting_to(
     dir: &TestDir,
     extra: &[(&str, &str)],
 ) -> ServeProcess {
+    serve_exporting_through("RUNRATE__TRACING__OTLP_ENDPOINT", collector, dir, extra).await
+}
+
+/// `runrate serve` told the collector's address through `variable`.
+async fn serve_exporting_through(
+    variable: &str,
+    collector: &Collector,
+    dir: &TestDir,
+    extra: &[(&str, &str)],
+) -> ServeProcess {
     let address = collector.clone().start().await;
     let mut environment = dir.serve_environment();
     environment.extend(
         [
-            (
-                "RUNRATE__TRACING__OTLP_ENDPOINT",
-                format!("http://{address}"),
-            ),
+            (variable, format!("http://{address}")),
             ("RUNRATE__ADMIN__TOKEN", ADMIN_TOKEN.into()),
             // Export within 50 ms rather than the batch's default 5 s.
             ("OTEL_BSP_SCHEDULE_DELAY", "50".into()),
@@ -169,7 +188,20 @@ fn a_traceparent_is_continued_by_the_spans_exported_even_with_quiet_logs() {
         assert_eq!(hex(&read.parent_span_id), read_parent);
         let mut attributes: Vec<&str> = read.attributes.iter().map(|kv| kv.key.as_str()).collect();
         attributes.sort_unstable();
-        assert_eq!(attributes, ["rpc.method", "rpc.service", "rpc.system"]);
+        assert_eq!(
+            attributes,
+            ["client.address", "rpc.method", "rpc.service", "rpc.system"]
+        );
+        let client = read
+            .attributes
+            .iter()
+            .find(|kv| kv.key == "client.address")
+            .and_then(|kv| kv.value.as_ref()?.value.as_ref());
+        assert_eq!(
+            client,
+            Some(&any_value::Value::StringValue("127.0.0.1".into())),
+            "the caller's address, as OpenTelemetry names it"
+        );
         let call = collector
             .wait_for("LoadFigures in the caller's trace", |span| {
                 span.name == "runrate.v1.AdminService/LoadFigures"
@@ -301,5 +333,36 @@ fn assert_logged_in_trace(
     assert!(
         spans.iter().any(|span| span["trace_id"] == trace_id),
         "{logged}"
+    );
+}
+
+#[test]
+fn the_standard_opentelemetry_variables_name_the_collector_and_the_service() {
+    let runtime = tokio::runtime::Runtime::new().expect("a runtime");
+    let dir = runtime.block_on(TestDir::new());
+    let collector = Collector::default();
+    let server = runtime.block_on(serve_exporting_through(
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        &collector,
+        &dir,
+        &[("OTEL_SERVICE_NAME", "runrate-eu-west")],
+    ));
+    runtime.block_on(async {
+        MetricsServiceClient::connect(server.url.clone())
+            .await
+            .expect("connect")
+            .list_providers(ListProvidersRequest::default())
+            .await
+            .expect("providers");
+        collector
+            .wait_for("ListProviders", |span| {
+                span.name.ends_with("/ListProviders")
+            })
+            .await;
+    });
+    let services = collector.services.lock().expect("services").clone();
+    assert!(
+        !services.is_empty() && services.iter().all(|name| name == "runrate-eu-west"),
+        "{services:?}"
     );
 }
