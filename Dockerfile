@@ -1,6 +1,9 @@
 # runrate: build with the official Rust image, run on slim Debian as a non-root user.
 
 FROM rust:1.95-slim-bookworm AS build
+# The commit built, for runrate_build_info (the context has no .git):
+#   docker build --build-arg RUNRATE_REVISION="$(git rev-parse --short=12 HEAD)" .
+ARG RUNRATE_REVISION=unknown
 WORKDIR /src
 # Dependencies first, so that code changes do not rebuild them.
 COPY Cargo.toml Cargo.lock build.rs ./
