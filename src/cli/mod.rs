@@ -104,13 +104,26 @@ async fn manage_webhooks(
             println!("secret: {}", created.secret);
         }
         WebhookAction::List => {
-            let listed = client
-                .list_webhooks(authorized(ListWebhooksRequest {}, &bearer))
-                .await
-                .map_err(status_error)?
-                .into_inner();
-            for webhook in &listed.webhooks {
-                println!("{}  {}", webhook.name, printable(&webhook.url));
+            let mut page_token = String::new();
+            loop {
+                let listed = client
+                    .list_webhooks(authorized(
+                        ListWebhooksRequest {
+                            page_size: 0,
+                            page_token,
+                        },
+                        &bearer,
+                    ))
+                    .await
+                    .map_err(status_error)?
+                    .into_inner();
+                for webhook in &listed.webhooks {
+                    println!("{}  {}", webhook.name, printable(&webhook.url));
+                }
+                if listed.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = listed.next_page_token;
             }
         }
         WebhookAction::Delete { webhook } => {
@@ -254,7 +267,12 @@ async fn print_deliveries(
         println!("{retried} failed deliveries are due again.");
     }
     let report = client
-        .get_delivery_report(authorized(GetDeliveryReportRequest { load }, &bearer))
+        .get_delivery_report(authorized(
+            GetDeliveryReportRequest {
+                name: delivery_report_name(&load),
+            },
+            &bearer,
+        ))
         .await
         .map_err(status_error)?
         .into_inner();
@@ -279,6 +297,14 @@ async fn print_deliveries(
         }
     }
     Ok(())
+}
+
+/// The delivery report of `load` (`loads/2`), or of the latest load when none is named.
+fn delivery_report_name(load: &str) -> String {
+    match load {
+        "" => String::new(),
+        load => format!("{load}/deliveryReport"),
+    }
 }
 
 async fn load_figures(

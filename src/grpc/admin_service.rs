@@ -8,7 +8,6 @@ use tonic::{Request, Response, Status, service::Interceptor};
 
 use crate::{
     auth::{AdminToken, generate_secret},
-    domain::LoadId,
     domain::webhooks::{WebhookSecret, WebhookUrl},
     loading::FigureLoader,
     mail::FeedbackDesk,
@@ -22,7 +21,7 @@ use crate::sealing::TokenSealer;
 use super::{
     ApiError, from_proto,
     from_proto::filter::parse_subscriber_filter,
-    from_proto::paging::{PageRequest, fingerprint},
+    from_proto::paging::{Order, PageRequest, fingerprint},
     pb::runrate::v1::{self as api, admin_service_server::AdminService},
     to_proto,
 };
@@ -54,14 +53,6 @@ impl AdminApi {
             feedback,
             outbox,
         }
-    }
-
-    /// The load a request names, or the newest load that sent updates.
-    async fn notified_load(&self, name: &str) -> Result<Option<LoadId>, ApiError> {
-        if !name.is_empty() {
-            return Ok(Some(from_proto::parse_load_name("load", name)?));
-        }
-        Ok(self.store.latest_notified_load().await?)
     }
 }
 
@@ -147,18 +138,26 @@ impl AdminService for AdminApi {
         &self,
         request: Request<api::GetDeliveryReportRequest>,
     ) -> Result<Response<api::DeliveryReport>, Status> {
-        let name = request.into_inner().load;
+        let name = request.into_inner().name;
+        let load_name = from_proto::parse_delivery_report_name("name", &name)?;
         let not_found = || {
             ApiError::not_found(
                 "runrate.v1.DeliveryReport",
-                if name.is_empty() {
-                    "loads/- (no load has sent updates yet)".to_owned()
-                } else {
-                    format!("{name}/deliveryReport")
+                match &load_name {
+                    None => "loads/-/deliveryReport (no load has sent updates yet)".to_owned(),
+                    Some(_) => name.clone(),
                 },
             )
         };
-        let load = self.notified_load(&name).await?.ok_or_else(not_found)?;
+        let load = match load_name {
+            Some(load) => Some(load),
+            None => self
+                .store
+                .latest_notified_load()
+                .await
+                .map_err(ApiError::from)?,
+        }
+        .ok_or_else(not_found)?;
         let report = self
             .store
             .delivery_report(load)
@@ -245,11 +244,22 @@ impl AdminService for AdminApi {
 
     async fn list_webhooks(
         &self,
-        _: Request<api::ListWebhooksRequest>,
+        request: Request<api::ListWebhooksRequest>,
     ) -> Result<Response<api::ListWebhooksResponse>, Status> {
+        let request = request.into_inner();
+        let page = PageRequest::parse(
+            request.page_size,
+            &request.page_token,
+            fingerprint(&["webhooks"]),
+            &self.tokens,
+        )?;
+        // At most MAX_WEBHOOKS of them: read whole, paged here.
         let webhooks = self.store.list_webhooks().await.map_err(ApiError::from)?;
+        let (webhooks, next_page_token) =
+            page.page_by(webhooks.into_iter(), Order::Ascending, |webhook| webhook.id)?;
         Ok(Response::new(api::ListWebhooksResponse {
             webhooks: webhooks.iter().map(to_proto::webhook).collect(),
+            next_page_token,
         }))
     }
 

@@ -323,6 +323,7 @@ pub fn subscriber(subscriber: &Subscriber) -> api::Subscriber {
 pub fn delivery_report(report: &DeliveryReport) -> api::DeliveryReport {
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
     api::DeliveryReport {
+        name: format!("{}/deliveryReport", load_name(report.load_id)),
         load: load_name(report.load_id),
         recipients: count(report.recipients),
         sent: count(report.sent),

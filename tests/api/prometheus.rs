@@ -322,7 +322,7 @@ async fn wait_for_report(
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let mut request = tonic::Request::new(runrate::api::GetDeliveryReportRequest {
-            load: "loads/2".into(),
+            name: "loads/2/deliveryReport".into(),
         });
         request.metadata_mut().insert(
             "authorization",

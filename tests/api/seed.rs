@@ -446,7 +446,7 @@ async fn a_store_of_an_earlier_seed_is_corrected_at_start_in_one_load_that_email
         .await
         .get_delivery_report(
             server.admin_request(runrate::api::GetDeliveryReportRequest {
-                load: "loads/4".into(),
+                name: "loads/4/deliveryReport".into(),
             }),
         )
         .await;

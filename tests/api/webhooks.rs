@@ -182,7 +182,7 @@ async fn every_load_is_posted_once_to_each_endpoint_signed_with_its_secret() {
     let listed = server
         .admin()
         .await
-        .list_webhooks(server.admin_request(ListWebhooksRequest {}))
+        .list_webhooks(server.admin_request(ListWebhooksRequest::default()))
         .await
         .expect("list")
         .into_inner()
@@ -385,7 +385,7 @@ async fn bad_webhook_requests_are_refused_naming_what_is_wrong() {
     let status = server
         .admin()
         .await
-        .list_webhooks(ListWebhooksRequest {})
+        .list_webhooks(ListWebhooksRequest::default())
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::Unauthenticated);
@@ -466,7 +466,7 @@ fn after_a_kill_mid_post_the_load_is_posted_at_most_once_more() {
                 let request = with_token(
                     &token,
                     runrate::api::GetDeliveryReportRequest {
-                        load: "loads/2".into(),
+                        name: "loads/2/deliveryReport".into(),
                     },
                 );
                 let report = client.get_delivery_report(request).await.expect("a report");
@@ -496,4 +496,50 @@ fn after_a_kill_mid_post_the_load_is_posted_at_most_once_more() {
         !log.contains("receiver-credential"),
         "nor the URL's path or query"
     );
+}
+
+#[tokio::test]
+async fn webhooks_are_listed_a_page_at_a_time() {
+    let server = TestServer::start().await;
+    let mut created = Vec::new();
+    for n in 0..5 {
+        let webhook = create(&server, &format!("https://hooks.example.com/{n}"), SECRET)
+            .await
+            .expect("create");
+        created.push(webhook.name);
+    }
+    let mut listed = Vec::new();
+    let mut page_token = String::new();
+    let mut pages = 0;
+    loop {
+        let page = server
+            .admin()
+            .await
+            .list_webhooks(server.admin_request(ListWebhooksRequest {
+                page_size: 2,
+                page_token,
+            }))
+            .await
+            .expect("a page")
+            .into_inner();
+        assert!(page.webhooks.len() <= 2);
+        listed.extend(page.webhooks.into_iter().map(|webhook| webhook.name));
+        pages += 1;
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(listed, created, "each once, in the order they were made");
+    let refused = server
+        .admin()
+        .await
+        .list_webhooks(server.admin_request(ListWebhooksRequest {
+            page_size: -1,
+            page_token: String::new(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
 }

@@ -162,6 +162,26 @@ pub fn parse_load_name(field: &str, name: &str) -> Result<i64, ApiError> {
     numbered_name(field, name, "loads/{load}", "a load id")
 }
 
+/// `loads/{load}/deliveryReport`: the load it reports on, or `None` for the latest one
+/// (`loads/-/deliveryReport`, or an empty name).
+pub fn parse_delivery_report_name(field: &str, name: &str) -> Result<Option<i64>, ApiError> {
+    const PATTERN: &str = "loads/{load}/deliveryReport";
+    if name.is_empty() {
+        return Ok(None);
+    }
+    let parts = segments(field, name, PATTERN)?;
+    if parts[0] == "-" {
+        return Ok(None);
+    }
+    numbered_name(
+        field,
+        &format!("loads/{}", parts[0]),
+        "loads/{load}",
+        "a load id",
+    )
+    .map(Some)
+}
+
 /// A collection's resource named by a positive number, such as `loads/{load}`.
 fn numbered_name(field: &str, name: &str, pattern: &str, what: &str) -> Result<i64, ApiError> {
     let parts = segments(field, name, pattern)?;
@@ -196,6 +216,27 @@ pub fn parse_facts_parent(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_delivery_report_is_named_under_its_load_or_the_latest() {
+        assert_eq!(
+            parse_delivery_report_name("name", "loads/12/deliveryReport").unwrap(),
+            Some(12)
+        );
+        assert_eq!(
+            parse_delivery_report_name("name", "loads/-/deliveryReport").unwrap(),
+            None
+        );
+        assert_eq!(parse_delivery_report_name("name", "").unwrap(), None);
+        for bad in [
+            "loads/12",
+            "loads/0/deliveryReport",
+            "loads/x/deliveryReport",
+            "reports/1",
+        ] {
+            assert!(parse_delivery_report_name("name", bad).is_err(), "{bad}");
+        }
+    }
     use crate::grpc::to_proto::fact_name;
 
     #[test]

@@ -497,9 +497,9 @@ impl TestServer {
     pub async fn delivery_report(&self, load: &str) -> runrate::api::DeliveryReport {
         self.admin()
             .await
-            .get_delivery_report(
-                self.admin_request(runrate::api::GetDeliveryReportRequest { load: load.into() }),
-            )
+            .get_delivery_report(self.admin_request(runrate::api::GetDeliveryReportRequest {
+                name: format!("{load}/deliveryReport"),
+            }))
             .await
             .expect("a delivery report")
             .into_inner()
