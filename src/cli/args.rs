@@ -35,6 +35,13 @@ pub(super) enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Apply the database migrations this build brings, and nothing else: for upgrades
+    /// where the replicas start with database.migrate_on_start off.
+    Migrate {
+        /// A TOML configuration file (default: runrate.toml in the working directory, if any).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Print the provider comparison for a period, as the article's table shows it.
     Report {
         /// A calendar quarter such as 2026-Q1 (default: the latest with figures).

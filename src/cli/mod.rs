@@ -21,6 +21,7 @@ use crate::{
         admin_service_client::AdminServiceClient, metrics_service_client::MetricsServiceClient,
     },
     settings::Settings,
+    store::Store,
     telemetry::traces,
     text_table::printable,
 };
@@ -40,6 +41,7 @@ fn authorized<T>(message: T, bearer: &MetadataValue<Ascii>) -> tonic::Request<T>
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
+        Command::Migrate { config } => migrate(config).await,
         Command::Report {
             period,
             server,
@@ -409,6 +411,34 @@ fn reason_text(reason: RevisionReason) -> &'static str {
         RevisionReason::Corrected => "corrected",
         RevisionReason::EstimateReplaced => "estimate replaced by a reported figure",
     }
+}
+
+async fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings =
+        Settings::load(config.as_deref()).context("cannot read the server's configuration")?;
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| {
+        format!(
+            "cannot create the data directory {}",
+            settings.data_dir.display()
+        )
+    })?;
+    let url = settings.database_url();
+    let (store, before) = Store::open_migrating(&settings.database, &url, true)
+        .await
+        .with_context(|| format!("cannot migrate the database {url}"))?;
+    let after = store.schema().await?;
+    if before.database == after.database {
+        println!(
+            "The database is at schema {}: nothing to migrate.",
+            after.database
+        );
+    } else {
+        println!(
+            "Migrated the database from schema {} to {}.",
+            before.database, after.database
+        );
+    }
+    Ok(())
 }
 
 async fn serve(config: Option<PathBuf>) -> anyhow::Result<()> {

@@ -235,7 +235,9 @@ impl From<StoreError> for ApiError {
             | StoreError::Corrupt(_)
             | StoreError::Batch(_)
             | StoreError::Database(_)
-            | StoreError::Migration(_) => ApiError::Internal(err.into()),
+            | StoreError::Migration(_)
+            | StoreError::SchemaTooNew { .. }
+            | StoreError::SchemaBehind { .. } => ApiError::Internal(err.into()),
         }
     }
 }

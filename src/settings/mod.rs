@@ -88,6 +88,10 @@ pub struct DatabaseSettings {
     pub health_check_interval: TextDuration,
     /// Connections to PostgreSQL this process keeps at most.
     pub max_connections: u32,
+    /// Whether `runrate serve` applies the migrations it brings as it starts. Off, it
+    /// refuses a database that needs them: for upgrades where `runrate migrate` runs
+    /// first and the replicas follow.
+    pub migrate_on_start: bool,
     /// SQLite: the database file grows no larger than this many bytes (0: no limit).
     /// Writes past it fail as on a full disk, and succeed again once space is freed.
     pub max_bytes: u64,
@@ -306,6 +310,7 @@ impl Default for Settings {
                 refresh_interval: TextDuration(Duration::from_millis(250)),
                 health_check_interval: TextDuration(Duration::from_secs(5)),
                 max_connections: 8,
+                migrate_on_start: true,
                 max_bytes: 0,
             },
             load: LoadSettings {

@@ -64,6 +64,49 @@ impl Backend {
         self == Backend::Sqlite
     }
 
+    fn migrator(self) -> &'static sqlx::migrate::Migrator {
+        match self {
+            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Postgres => &POSTGRES_MIGRATIONS,
+        }
+    }
+
+    /// The newest migration the database has applied (0 before any; PostgreSQL's under
+    /// the shared numbering, renumbered first if need be) and the newest this build has.
+    pub(super) async fn schema(self, pool: &AnyPool) -> Result<super::Schema, StoreError> {
+        if self == Backend::Postgres {
+            renumber_postgres_migrations(pool).await?;
+        }
+        let binary = self
+            .migrator()
+            .iter()
+            .map(|migration| migration.version)
+            .max()
+            .unwrap_or(0);
+        let recorded: i64 = sqlx::query_scalar(match self {
+            Backend::Sqlite => {
+                "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = '_sqlx_migrations'"
+            }
+            Backend::Postgres => {
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = current_schema() AND table_name = '_sqlx_migrations'"
+            }
+        })
+        .fetch_one(pool)
+        .await?;
+        let database = if recorded == 0 {
+            0
+        } else {
+            sqlx::query_scalar::<_, Option<i64>>(
+                "SELECT MAX(version) FROM _sqlx_migrations WHERE success = TRUE",
+            )
+            .fetch_one(pool)
+            .await?
+            .unwrap_or(0)
+        };
+        Ok(super::Schema { database, binary })
+    }
+
     /// Brings the database's schema up to date.
     pub(super) async fn migrate(self, pool: &AnyPool) -> Result<(), StoreError> {
         match self {

@@ -46,6 +46,14 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error(transparent)]
     Migration(#[from] sqlx::migrate::MigrateError),
+    #[error(
+        "the database was migrated by a newer runrate (to schema {database}; this one knows schema {binary} at most): run that version or newer, or restore a backup made before the upgrade"
+    )]
+    SchemaTooNew { database: i64, binary: i64 },
+    #[error(
+        "the database is at schema {database} and this runrate needs schema {binary}, but database.migrate_on_start is off: run `runrate migrate` first"
+    )]
+    SchemaBehind { database: i64, binary: i64 },
 }
 
 /// Everything stored about figures, in the order it was written.
@@ -58,6 +66,14 @@ pub struct StoreContents {
     pub metrics: Vec<Metric>,
     /// Every revision of every fact.
     pub fact_revisions: Vec<FactRevision>,
+}
+
+/// Schema versions: the newest migration the database has applied (0 for none) and the
+/// newest this build brings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Schema {
+    pub database: i64,
+    pub binary: i64,
 }
 
 /// How many of a pool's connections are idle and how many in use.
@@ -82,13 +98,45 @@ pub struct StoreTx {
 }
 
 impl Store {
-    /// Opens the store a database URL names, creating and migrating it as needed.
+    /// Opens the store a database URL names, creating it as needed, and migrating it
+    /// when `database.migrate_on_start` says so; refuses a schema newer than this build
+    /// knows, and (without migrating) one older than it needs.
     pub async fn open(settings: &DatabaseSettings, url: &DatabaseUrl) -> Result<Self, StoreError> {
+        let (store, _) = Self::open_migrating(settings, url, settings.migrate_on_start).await?;
+        Ok(store)
+    }
+
+    /// As [`Store::open`], migrating or not as `migrate` says (`runrate migrate`); with
+    /// the schema the database was at when opened.
+    pub async fn open_migrating(
+        settings: &DatabaseSettings,
+        url: &DatabaseUrl,
+        migrate: bool,
+    ) -> Result<(Self, Schema), StoreError> {
         let backend = Backend::from_url(url.expose())
             .ok_or_else(|| StoreError::UnsupportedUrl(url.clone()))?;
         let pool = backend.connect(url.expose(), settings).await?;
-        backend.migrate(&pool).await?;
-        Ok(Store { pool, backend })
+        let schema = backend.schema(&pool).await?;
+        if schema.database > schema.binary {
+            return Err(StoreError::SchemaTooNew {
+                database: schema.database,
+                binary: schema.binary,
+            });
+        }
+        if migrate {
+            backend.migrate(&pool).await?;
+        } else if schema.database < schema.binary {
+            return Err(StoreError::SchemaBehind {
+                database: schema.database,
+                binary: schema.binary,
+            });
+        }
+        Ok((Store { pool, backend }, schema))
+    }
+
+    /// The schema the database is at and the one this build brings.
+    pub async fn schema(&self) -> Result<Schema, StoreError> {
+        self.backend.schema(&self.pool).await
     }
 
     /// Whether other processes may write to this database too (and so whether this one

@@ -233,7 +233,7 @@ impl TestDir {
     }
 
     /// A connection to the database of a server run in `data_dir`, for fixtures.
-    async fn fixture_connection(&self, data_dir: &Path) -> sqlx::AnyConnection {
+    pub async fn fixture_connection(&self, data_dir: &Path) -> sqlx::AnyConnection {
         sqlx::any::install_default_drivers();
         let url = match &self.database {
             None => format!("sqlite://{}", data_dir.join("runrate.db").display()),
