@@ -42,6 +42,16 @@ pub(super) enum Command {
         #[arg(long, value_name = "FILE")]
         config: Option<PathBuf>,
     },
+    /// Copy the embedded database (and the generated admin token) into a directory, while
+    /// the server runs: restore by copying them into an empty data directory.
+    Backup {
+        /// The directory to write (created if missing; an earlier backup in it is kept).
+        destination: PathBuf,
+        /// The server's TOML configuration file (default: runrate.toml in the working
+        /// directory, if any).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Print the provider comparison for a period, as the article's table shows it.
     Report {
         /// A calendar quarter such as 2026-Q1 (default: the latest with figures).

@@ -6,7 +6,7 @@ mod args;
 mod mailbox;
 mod report;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -14,6 +14,7 @@ use tonic_types::StatusExt;
 
 use crate::{
     app::{Application, shutdown_signal},
+    auth::TOKEN_FILE_NAME,
     domain::Quarter,
     grpc::pb::runrate::v1::{
         CheckFiguresFileRequest, CompareProvidersRequest, GetDeliveryReportRequest,
@@ -42,6 +43,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve { config } => serve(config).await,
         Command::Migrate { config } => migrate(config).await,
+        Command::Backup {
+            destination,
+            config,
+        } => backup(&destination, config).await,
         Command::Report {
             period,
             server,
@@ -438,6 +443,46 @@ async fn migrate(config: Option<PathBuf>) -> anyhow::Result<()> {
             before.database, after.database
         );
     }
+    Ok(())
+}
+
+/// The database's file in a backup.
+const BACKUP_DATABASE: &str = "runrate.db";
+
+async fn backup(destination: &Path, config: Option<PathBuf>) -> anyhow::Result<()> {
+    let settings =
+        Settings::load(config.as_deref()).context("cannot read the server's configuration")?;
+    let url = settings.database_url();
+    if !url.expose().starts_with("sqlite:") {
+        anyhow::bail!(
+            "runrate backup copies the embedded SQLite database; {url} is PostgreSQL: back it up with pg_dump (docs/operations.md, Backups)"
+        );
+    }
+    std::fs::create_dir_all(destination)
+        .with_context(|| format!("cannot create {}", destination.display()))?;
+    let database = destination.join(BACKUP_DATABASE);
+    if database.exists() {
+        anyhow::bail!(
+            "{} holds a backup already; name a new directory",
+            destination.display()
+        );
+    }
+    Store::backup_sqlite(&url, &database)
+        .await
+        .with_context(|| format!("cannot back up {url}"))?;
+    let size = std::fs::metadata(&database)?.len();
+    let mut copied = vec![format!("{BACKUP_DATABASE} ({size} bytes)")];
+    let token = settings.data_dir.join(TOKEN_FILE_NAME);
+    if token.is_file() {
+        let copy = destination.join(TOKEN_FILE_NAME);
+        std::fs::copy(&token, &copy).with_context(|| format!("cannot copy {}", token.display()))?;
+        copied.push(TOKEN_FILE_NAME.to_owned());
+    }
+    println!(
+        "Backed up {url} into {}: {}. To restore, copy them into an empty data directory.",
+        destination.display(),
+        copied.join(", ")
+    );
     Ok(())
 }
 

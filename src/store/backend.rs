@@ -318,6 +318,26 @@ async fn reusable(connection: &mut AnyConnection) -> bool {
     !connection.is_in_transaction()
 }
 
+/// A consistent copy of the SQLite database at `url` in the new file `destination`,
+/// taken while other connections read and write it: `VACUUM INTO` reads one snapshot
+/// (WAL lets writers go on meanwhile) and writes it compacted.
+pub(super) async fn backup_sqlite(
+    url: &str,
+    destination: &std::path::Path,
+) -> Result<(), StoreError> {
+    let options = SqliteConnectOptions::from_str(url)?.read_only(true);
+    let mut connection = SqliteConnection::connect_with(&options).await?;
+    let destination = destination.to_str().ok_or_else(|| {
+        StoreError::Corrupt(format!("{} is not a UTF-8 path", destination.display()))
+    })?;
+    sqlx::query("VACUUM INTO ?")
+        .bind(destination)
+        .execute(&mut connection)
+        .await?;
+    connection.close().await?;
+    Ok(())
+}
+
 /// Moves the record of PostgreSQL migrations applied under their old numbers to the
 /// numbers they have now, once, so that the migrator finds them applied. Replicas
 /// starting together take turns on the table; the first does it, the rest find it done.

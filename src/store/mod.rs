@@ -14,7 +14,10 @@ mod rows;
 mod subscribers;
 mod webhooks;
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::{
+    path::Path,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use sqlx::{Any, AnyPool, Transaction};
 
@@ -132,6 +135,15 @@ impl Store {
             });
         }
         Ok((Store { pool, backend }, schema))
+    }
+
+    /// Copies the SQLite database `url` names into the new file `destination`,
+    /// consistently, while a server may be using it. PostgreSQL has `pg_dump` for this.
+    pub async fn backup_sqlite(url: &DatabaseUrl, destination: &Path) -> Result<(), StoreError> {
+        match Backend::from_url(url.expose()) {
+            Some(Backend::Sqlite) => backend::backup_sqlite(url.expose(), destination).await,
+            _ => Err(StoreError::UnsupportedUrl(url.clone())),
+        }
     }
 
     /// The schema the database is at and the one this build brings.
