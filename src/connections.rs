@@ -308,14 +308,102 @@ impl tonic::transport::server::Connected for TrackedStream {
     }
 }
 
+/// An accepted connection: plain, or TLS over the tracked TCP stream.
+pub enum Connection {
+    Plain(TrackedStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TrackedStream>>),
+}
+
+impl Connection {
+    fn tcp(&self) -> &TrackedStream {
+        match self {
+            Connection::Plain(stream) => stream,
+            Connection::Tls(stream) => stream.get_ref().0,
+        }
+    }
+
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        self.tcp().peer_addr()
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Plain(stream) => Pin::new(stream).poll_read(cx, buf),
+            Connection::Tls(stream) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Plain(stream) => Pin::new(stream).poll_write(cx, buf),
+            Connection::Tls(stream) => Pin::new(stream.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Connection::Plain(stream) => Pin::new(stream).poll_write_vectored(cx, bufs),
+            Connection::Tls(stream) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Connection::Plain(stream) => stream.is_write_vectored(),
+            Connection::Tls(stream) => stream.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Plain(stream) => Pin::new(stream).poll_flush(cx),
+            Connection::Tls(stream) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Connection::Plain(stream) => Pin::new(stream).poll_shutdown(cx),
+            Connection::Tls(stream) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Connection {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.tcp().connect_info()
+    }
+}
+
 /// Accepts connections on `listener` within `limits` until `stopping`, handing them out
-/// through the returned stream.
+/// through the returned stream; with `tls`, once their handshake is done (within
+/// `first_byte_timeout`, and apart from the accept loop, so a slow client holds up no
+/// one else).
 pub fn accept(
     listener: TcpListener,
     what: &'static str,
     limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     stopping: CancellationToken,
-) -> ReceiverStream<io::Result<TrackedStream>> {
+) -> ReceiverStream<io::Result<Connection>> {
     let registry = Arc::new(Registry {
         what,
         limits,
@@ -378,9 +466,26 @@ pub fn accept(
                 tracked,
                 registry: registry.clone(),
             };
-            if sender.send(Ok(stream)).await.is_err() {
-                return;
-            }
+            let Some(tls) = &tls else {
+                if sender.send(Ok(Connection::Plain(stream))).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let (tls, sender) = (tls.clone(), sender.clone());
+            tokio::spawn(async move {
+                let handshake =
+                    tokio::time::timeout(limits.first_byte_timeout, tls.accept(stream)).await;
+                match handshake {
+                    Ok(Ok(stream)) => {
+                        let _ = sender.send(Ok(Connection::Tls(Box::new(stream)))).await;
+                    }
+                    Ok(Err(err)) => {
+                        tracing::debug!(listener = what, error = %err, "a TLS handshake failed")
+                    }
+                    Err(_) => tracing::debug!(listener = what, "a TLS handshake timed out"),
+                }
+            });
         }
     });
     ReceiverStream::new(receiver)

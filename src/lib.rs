@@ -8,13 +8,14 @@ pub mod app;
 pub mod cli;
 
 // Edges: the gRPC and web doors, who may call them from a browser, connection bounds,
-// who a request is from, and what an operator sees.
+// who a request is from, TLS, and what an operator sees.
 pub mod client_address;
 pub mod connections;
 pub mod cors;
 pub mod grpc;
 pub mod http;
 pub mod telemetry;
+pub mod tls;
 
 // Delivery: email and webhooks as the outbox's channels, and what they render.
 pub mod mail;

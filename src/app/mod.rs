@@ -48,6 +48,7 @@ use crate::{
     settings::Settings,
     store::Store,
     telemetry::{self, grpc::GrpcPrometheusLayer},
+    tls,
     webhooks::WebhookChannel,
 };
 
@@ -82,6 +83,22 @@ pub struct Application {
     outbox_wakeup: Wakeup,
     /// Whether `run_until` works the outbox in the background (tests drain it instead).
     outbox_lanes: bool,
+    /// TLS on the gRPC and web listeners, where certificates are configured.
+    grpc_tls: Option<tokio_rustls::TlsAcceptor>,
+    http_tls: Option<tokio_rustls::TlsAcceptor>,
+}
+
+/// TLS for a listener whose certificate and key files are set, offering `protocols`.
+fn tls_acceptor(
+    certificate: &std::path::Path,
+    key: &std::path::Path,
+    protocols: &[&[u8]],
+) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    if certificate.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let certificate = Arc::new(tls::ReloadingCertificate::load(certificate, key)?);
+    Ok(Some(tls::server_config(certificate, protocols)?.into()))
 }
 
 /// Where `/metrics` is served, and the recorder it renders.
@@ -122,6 +139,19 @@ impl Application {
             .0
             .map(|address| telemetry::prometheus().map(|handle| (address, handle)))
             .transpose()?;
+        // gRPC-Web may come over HTTP/1.1; the web side speaks only that.
+        let grpc_tls = tls_acceptor(
+            &settings.grpc.tls_certificate,
+            &settings.grpc.tls_key,
+            &[b"h2", b"http/1.1"],
+        )
+        .context("cannot serve gRPC over TLS")?;
+        let http_tls = tls_acceptor(
+            &settings.http.tls_certificate,
+            &settings.http.tls_key,
+            &[b"http/1.1"],
+        )
+        .context("cannot serve the web side over TLS")?;
         let fd_limit = connections::raise_fd_limit();
         std::fs::create_dir_all(&settings.data_dir).with_context(|| {
             format!(
@@ -253,6 +283,8 @@ impl Application {
             outbox,
             outbox_wakeup,
             outbox_lanes: true,
+            grpc_tls,
+            http_tls,
         })
     }
 
@@ -465,7 +497,13 @@ impl Application {
             // Healthy connections see a ping (or a watch heartbeat) well within this.
             idle_timeout: Some(grpc.keepalive_interval.0 * 2 + grpc.keepalive_timeout.0),
         };
-        let incoming = connections::accept(listener, "gRPC", limits, stopping.clone());
+        let incoming = connections::accept(
+            listener,
+            "gRPC",
+            limits,
+            self.grpc_tls.clone(),
+            stopping.clone(),
+        );
         Ok(tokio::spawn(router.serve_with_incoming_shutdown(
             incoming,
             async move {
@@ -504,7 +542,7 @@ impl Application {
             client_address::web,
         ));
         let cap = self.connection_cap(self.settings.http.max_connections);
-        Ok(self.spawn_web(app, listener, "HTTP", cap, stopping))
+        Ok(self.spawn_web(app, listener, "HTTP", cap, self.http_tls.clone(), stopping))
     }
 
     /// WatchLoads' streams, ended when `stopping` is cancelled.
@@ -543,6 +581,7 @@ impl Application {
             listener.listener,
             "metrics",
             PROMETHEUS_MAX_CONNECTIONS,
+            None,
             stopping,
         )
     }
@@ -554,6 +593,7 @@ impl Application {
         listener: TcpListener,
         what: &'static str,
         max_connections: usize,
+        tls: Option<tokio_rustls::TlsAcceptor>,
         stopping: CancellationToken,
     ) -> JoinHandle<anyhow::Result<()>> {
         let settings = &self.settings.http;
@@ -562,7 +602,7 @@ impl Application {
             first_byte_timeout: settings.header_read_timeout.0,
             idle_timeout: Some(settings.idle_timeout.0),
         };
-        let incoming = connections::accept(listener, what, limits, stopping.clone());
+        let incoming = connections::accept(listener, what, limits, tls, stopping.clone());
         tokio::spawn(serve_http(
             app,
             incoming,
@@ -586,9 +626,7 @@ impl Application {
 /// instead.
 async fn serve_http(
     app: axum::Router,
-    mut incoming: tokio_stream::wrappers::ReceiverStream<
-        std::io::Result<connections::TrackedStream>,
-    >,
+    mut incoming: tokio_stream::wrappers::ReceiverStream<std::io::Result<connections::Connection>>,
     header_read_timeout: Duration,
     stopping: CancellationToken,
 ) -> anyhow::Result<()> {

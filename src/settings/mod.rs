@@ -71,6 +71,10 @@ pub struct GrpcSettings {
     pub max_connection_age_grace: TextDuration,
     /// Proxies in front of the gRPC side whose `x-forwarded-for` names the client.
     pub trusted_proxies: TrustedProxies,
+    /// PEM files of the certificate chain and private key for TLS on the gRPC listener
+    /// (read again when they change); empty: plain HTTP/2.
+    pub tls_certificate: PathBuf,
+    pub tls_key: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -150,6 +154,10 @@ pub struct HttpSettings {
     /// Proxies in front of the web side whose `X-Forwarded-For` names the client (for
     /// the sign-up limit, logs and traces); empty: every client is its connection's peer.
     pub trusted_proxies: TrustedProxies,
+    /// PEM files of the certificate chain and private key for HTTPS on the web side
+    /// (read again when they change); empty: plain HTTP.
+    pub tls_certificate: PathBuf,
+    pub tls_key: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -303,6 +311,8 @@ impl Default for Settings {
                 max_connection_age: TextDuration(Duration::from_secs(30 * 60)),
                 max_connection_age_grace: TextDuration(Duration::from_secs(30)),
                 trusted_proxies: TrustedProxies::default(),
+                tls_certificate: PathBuf::new(),
+                tls_key: PathBuf::new(),
             },
             database: DatabaseSettings {
                 url: DatabaseUrl::default(),
@@ -335,6 +345,8 @@ impl Default for Settings {
                 idle_timeout: TextDuration(Duration::from_secs(60)),
                 cors_allowed_origins: CorsOrigins::default(),
                 trusted_proxies: TrustedProxies::default(),
+                tls_certificate: PathBuf::new(),
+                tls_key: PathBuf::new(),
             },
             newsletter: NewsletterSettings {
                 confirmation_ttl: TextDuration(Duration::from_secs(72 * 3600)),

@@ -6,7 +6,23 @@ use std::str::FromStr;
 use super::{DATABASE_FILE, MIN_ADMIN_TOKEN_LEN, MailTransport, Settings, SettingsError};
 
 impl Settings {
+    /// TLS needs both files of a listener, or neither.
+    fn validate_tls(&self) -> Result<(), SettingsError> {
+        for (section, certificate, key) in [
+            ("grpc", &self.grpc.tls_certificate, &self.grpc.tls_key),
+            ("http", &self.http.tls_certificate, &self.http.tls_key),
+        ] {
+            if certificate.as_os_str().is_empty() != key.as_os_str().is_empty() {
+                return Err(SettingsError(format!(
+                    "`{section}.tls_certificate` and `{section}.tls_key` go together (set both for TLS, or neither)"
+                )));
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn validate(&self) -> Result<(), SettingsError> {
+        self.validate_tls()?;
         let fail = |key: &str, expected: &str| {
             Err(SettingsError(format!(
                 "`{key}` is not valid (expected {expected})"
