@@ -5,7 +5,7 @@
 //! That is for SQLite, where writers take turns anyway; PostgreSQL commits the lanes'
 //! separate transactions side by side, and each lane commits its own there.
 
-use std::{sync::Mutex, time::SystemTime};
+use std::{collections::HashMap, sync::Mutex, time::SystemTime};
 
 use tokio::sync::oneshot;
 
@@ -17,6 +17,7 @@ use crate::{
 
 struct Job {
     claim: ClaimToken,
+    channels: HashMap<i64, &'static str>,
     results: Vec<DeliveryResult>,
     now: SystemTime,
     done: oneshot::Sender<Result<usize, String>>,
@@ -26,6 +27,7 @@ impl Job {
     fn results(&self) -> ClaimResults<'_> {
         ClaimResults {
             claim: self.claim,
+            channels: &self.channels,
             results: &self.results,
             now: self.now,
         }
@@ -46,12 +48,14 @@ impl GroupCommit {
         &self,
         store: &dyn OutboxStore,
         claim: ClaimToken,
+        channels: &HashMap<i64, &'static str>,
         results: &[DeliveryResult],
         now: SystemTime,
     ) -> Result<usize, StoreError> {
         if !store.writers_take_turns() {
             let own = ClaimResults {
                 claim,
+                channels,
                 results,
                 now,
             };
@@ -63,6 +67,10 @@ impl GroupCommit {
             .unwrap_or_else(|p| p.into_inner())
             .push(Job {
                 claim,
+                channels: results
+                    .iter()
+                    .filter_map(|result| Some((result.id(), *channels.get(&result.id())?)))
+                    .collect(),
                 results: results.to_vec(),
                 now,
                 done,

@@ -99,6 +99,13 @@ pub enum OutboxError {
     Randomness(getrandom::Error),
 }
 
+/// One claim of deliveries: its token, and the channel each delivery goes through (for
+/// the counts of what was recorded).
+struct Claim {
+    token: ClaimToken,
+    channels: HashMap<i64, &'static str>,
+}
+
 /// What a lane's claim still holds, as of its last renewal.
 struct HeldClaim {
     until: SystemTime,
@@ -222,6 +229,16 @@ impl OutboxWorker {
             return Ok(ExecutionOutcome::Idle);
         }
         let count = claimed.len();
+        let claim = Claim {
+            token: claim,
+            channels: claimed
+                .iter()
+                .map(|delivery| {
+                    let channel = self.channel(&delivery.channel).map_or("unknown", |c| c.name());
+                    (delivery.id, channel)
+                })
+                .collect(),
+        };
         let held = Mutex::new(HeldClaim {
             until: now + lease,
             ids: claimed.iter().map(|delivery| delivery.id).collect(),
@@ -230,13 +247,13 @@ impl OutboxWorker {
         let (worked, ()) = tokio::join!(
             async {
                 let worked = self
-                    .work_claim(claim, claimed, &held, shutdown, clock)
+                    .work_claim(&claim, claimed, &held, shutdown, clock)
                     .instrument(tracing::info_span!("deliveries", claimed = count))
                     .await;
                 finished.cancel();
                 worked
             },
-            self.keep_lease(claim, &held, &finished, clock),
+            self.keep_lease(claim.token, &held, &finished, clock),
         );
         worked?;
         Ok(ExecutionOutcome::Processed(count))
@@ -283,7 +300,7 @@ impl OutboxWorker {
 
     async fn work_claim(
         &self,
-        claim: ClaimToken,
+        claim: &Claim,
         claimed: Vec<ClaimedDelivery>,
         held: &Mutex<HeldClaim>,
         shutdown: &CancellationToken,
@@ -474,7 +491,7 @@ impl OutboxWorker {
     /// is lost would be sent again once the lease ends. Gives up only when stopping.
     async fn record(
         &self,
-        claim: ClaimToken,
+        claim: &Claim,
         results: &[DeliveryResult],
         shutdown: &CancellationToken,
         clock: Clock,
@@ -509,7 +526,7 @@ impl OutboxWorker {
     /// returns how many it recorded.
     async fn try_record(
         &self,
-        claim: ClaimToken,
+        claim: &Claim,
         results: &[DeliveryResult],
         now: SystemTime,
     ) -> Result<usize, StoreError> {
@@ -517,13 +534,13 @@ impl OutboxWorker {
             return Ok(0);
         }
         self.results
-            .record(self.store.as_ref(), claim, results, now)
+            .record(self.store.as_ref(), claim.token, &claim.channels, results, now)
             .await
     }
 
     /// Hands unsent deliveries back, due at once, without counting the attempt. Only
     /// tried once: if it fails, the rows come back when the lease ends.
-    async fn release(&self, claim: ClaimToken, ids: &[i64], clock: Clock) {
+    async fn release(&self, claim: &Claim, ids: &[i64], clock: Clock) {
         let released: Vec<DeliveryResult> = ids
             .iter()
             .map(|&id| DeliveryResult::Released {

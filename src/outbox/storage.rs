@@ -20,6 +20,8 @@ use crate::{
 /// One claim's results, to be recorded where the claim still holds the rows.
 pub struct ClaimResults<'a> {
     pub claim: ClaimToken,
+    /// The channel of each delivery, by id: what the counts are labelled with.
+    pub channels: &'a HashMap<i64, &'static str>,
     pub results: &'a [DeliveryResult],
     pub now: SystemTime,
 }
@@ -114,7 +116,7 @@ async fn commit(store: &Store, jobs: &[ClaimResults<'_>]) -> Result<Vec<usize>, 
                 continue;
             }
             counts[index] += 1;
-            outcomes.recorded(result.state());
+            outcomes.recorded(channel_of(job, result.id()), result.state());
             if let DeliveryResult::Failed {
                 bounced: Some(subscriber_id),
                 ..
@@ -130,7 +132,7 @@ async fn commit(store: &Store, jobs: &[ClaimResults<'_>]) -> Result<Vec<usize>, 
     for id in tx.record_sent(&sent).await? {
         if let Some(&index) = sent_by.get(&id) {
             counts[index] += 1;
-            outcomes.sent += 1;
+            outcomes.recorded(channel_of(&jobs[index], id), DeliveryState::Sent);
         }
     }
     tx.commit().await?;
@@ -138,38 +140,35 @@ async fn commit(store: &Store, jobs: &[ClaimResults<'_>]) -> Result<Vec<usize>, 
     Ok(counts)
 }
 
-/// What one commit recorded, counted once it is committed.
+/// The channel a claim's delivery went through.
+fn channel_of(job: &ClaimResults<'_>, id: i64) -> &'static str {
+    job.channels.get(&id).copied().unwrap_or("unknown")
+}
+
+/// What one commit recorded, by channel and outcome, counted once it is committed.
 #[derive(Default)]
 struct Outcomes {
-    sent: u64,
-    retried: u64,
-    failed: u64,
-    skipped: u64,
+    recorded: HashMap<(&'static str, &'static str), u64>,
     suppressed: u64,
 }
 
 impl Outcomes {
-    fn recorded(&mut self, state: DeliveryState) {
-        match state {
-            DeliveryState::Sent => self.sent += 1,
-            DeliveryState::Retrying => self.retried += 1,
-            DeliveryState::Failed => self.failed += 1,
-            DeliveryState::Skipped => self.skipped += 1,
+    fn recorded(&mut self, channel: &'static str, state: DeliveryState) {
+        let outcome = match state {
+            DeliveryState::Sent => "sent",
+            DeliveryState::Retrying => "retried",
+            DeliveryState::Failed => "failed",
+            DeliveryState::Skipped => "skipped",
             // Handed back unsent: not an outcome.
-            DeliveryState::Pending | DeliveryState::Sending => {}
-        }
+            DeliveryState::Pending | DeliveryState::Sending => return,
+        };
+        *self.recorded.entry((channel, outcome)).or_default() += 1;
     }
 
     fn publish(&self) {
-        for (outcome, count) in [
-            ("sent", self.sent),
-            ("retried", self.retried),
-            ("failed", self.failed),
-            ("skipped", self.skipped),
-        ] {
-            if count > 0 {
-                metrics::counter!(telemetry::EMAILS, "outcome" => outcome).increment(count);
-            }
+        for (&(channel, outcome), &count) in &self.recorded {
+            metrics::counter!(telemetry::EMAILS, "channel" => channel, "outcome" => outcome)
+                .increment(count);
         }
         if self.suppressed > 0 {
             metrics::counter!(telemetry::SUPPRESSIONS, "reason" => "bounced")

@@ -284,7 +284,13 @@ fn the_email_counters_and_the_outbox_gauge_match_the_fan_out_s_report() {
 
         let text = scrape(metrics).await;
         let samples = samples(&text);
-        let emails = |outcome| value(&samples, "runrate_emails_total", &[("outcome", outcome)]);
+        let emails = |outcome| {
+            value(
+                &samples,
+                "runrate_emails_total",
+                &[("channel", "email"), ("outcome", outcome)],
+            )
+        };
         assert_eq!(emails("sent"), report.sent as f64, "{text}");
         assert_eq!(emails("retried"), report.retrying as f64);
         assert_eq!(emails("failed"), 0.0);
