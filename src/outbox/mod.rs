@@ -234,7 +234,9 @@ impl OutboxWorker {
             channels: claimed
                 .iter()
                 .map(|delivery| {
-                    let channel = self.channel(&delivery.channel).map_or("unknown", |c| c.name());
+                    let channel = self
+                        .channel(&delivery.channel)
+                        .map_or("unknown", |c| c.name());
                     (delivery.id, channel)
                 })
                 .collect(),
@@ -534,7 +536,13 @@ impl OutboxWorker {
             return Ok(0);
         }
         self.results
-            .record(self.store.as_ref(), claim.token, &claim.channels, results, now)
+            .record(
+                self.store.as_ref(),
+                claim.token,
+                &claim.channels,
+                results,
+                now,
+            )
             .await
     }
 
