@@ -75,3 +75,69 @@ pub mod fuzzing {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prost_reflect::{DescriptorPool, Value};
+
+    use super::pb;
+
+    /// The `google.api.resource` pattern of a message, if it declares one.
+    fn resource_pattern(pool: &DescriptorPool, message: &str) -> Option<String> {
+        let resource = pool.get_extension_by_name("google.api.resource")?;
+        let options = pool.get_message_by_name(message)?.options();
+        if !options.has_extension(&resource) {
+            return None;
+        }
+        let descriptor = options.get_extension(&resource);
+        let patterns = descriptor.as_message()?.get_field_by_name("pattern")?;
+        let first = patterns.as_list()?.first()?.as_str()?.to_owned();
+        Some(first)
+    }
+
+    #[test]
+    fn every_resource_declares_its_type_and_name_pattern_and_requests_require_names() {
+        let pool = DescriptorPool::decode(pb::FILE_DESCRIPTOR_SET).expect("the protos");
+        for (message, pattern) in [
+            ("runrate.v1.Provider", "providers/{provider}"),
+            ("runrate.v1.Metric", "metrics/{metric}"),
+            ("runrate.v1.Period", "periods/{period}"),
+            (
+                "runrate.v1.Fact",
+                "providers/{provider}/periods/{period}/facts/{metric}",
+            ),
+            ("runrate.v1.Load", "loads/{load}"),
+            ("runrate.v1.Webhook", "webhooks/{webhook}"),
+            ("runrate.v1.Subscriber", "subscribers/{subscriber}"),
+            ("runrate.v1.DeliveryReport", "loads/{load}/deliveryReport"),
+        ] {
+            assert_eq!(
+                resource_pattern(&pool, message).as_deref(),
+                Some(pattern),
+                "{message}"
+            );
+        }
+        let behavior = pool
+            .get_extension_by_name("google.api.field_behavior")
+            .expect("the field_behavior extension");
+        for request in ["GetProviderRequest", "GetFactRequest", "GetLoadRequest"] {
+            let field = pool
+                .get_message_by_name(&format!("runrate.v1.{request}"))
+                .and_then(|message| message.get_field_by_name("name"))
+                .expect("a name field");
+            let options = field.options();
+            let behaviors = options.get_extension(&behavior);
+            let required = pool
+                .get_enum_by_name("google.api.FieldBehavior")
+                .and_then(|kind| kind.get_value_by_name("REQUIRED"))
+                .expect("REQUIRED")
+                .number();
+            assert!(
+                behaviors
+                    .as_list()
+                    .is_some_and(|list| list.contains(&Value::EnumNumber(required))),
+                "{request}.name is REQUIRED: {behaviors:?}"
+            );
+        }
+    }
+}
