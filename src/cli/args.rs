@@ -124,6 +124,9 @@ pub(super) enum WebhookAction {
         /// The signing secret (24 to 256 printable characters; default: generated).
         #[arg(long, env = "RUNRATE_WEBHOOK_SECRET", hide_env_values = true)]
         secret: Option<String>,
+        /// A file holding the signing secret instead (a Docker or Kubernetes secret).
+        #[arg(long, value_name = "FILE", conflicts_with = "secret")]
+        secret_file: Option<PathBuf>,
     },
     /// List the registered endpoints.
     List,

@@ -21,7 +21,7 @@ use crate::{
         LoadFiguresRequest, RetryFailedDeliveriesRequest, RevisionReason,
         admin_service_client::AdminServiceClient, metrics_service_client::MetricsServiceClient,
     },
-    settings::Settings,
+    settings::{Settings, read_secret_file},
     store::Store,
     telemetry::traces,
     text_table::printable,
@@ -91,10 +91,18 @@ async fn manage_webhooks(
     let status_error =
         |status: tonic::Status| anyhow::anyhow!("{}: {}", status.code(), status.message());
     match action {
-        WebhookAction::Create { url, secret } => {
+        WebhookAction::Create {
+            url,
+            secret,
+            secret_file,
+        } => {
+            let secret = match secret_file {
+                Some(file) => read_secret_file("--secret-file", &file)?,
+                None => secret.unwrap_or_default(),
+            };
             let webhook = Webhook {
                 url,
-                secret: secret.unwrap_or_default(),
+                secret,
                 ..Webhook::default()
             };
             let created = client

@@ -4,6 +4,8 @@
 //! (addresses, durations, secrets, origins) in `values`.
 
 mod secret_files;
+
+pub use secret_files::read_secret_file;
 mod validate;
 mod values;
 

@@ -50,12 +50,14 @@ fn read(key: &str, inline: &str, file: &Path) -> Result<Option<String>, Settings
             "`{key}` and `{key}_file` are both set (give one of them)"
         )));
     }
-    let unreadable = |reason: String| {
-        SettingsError(format!(
-            "`{key}_file`: cannot read {}: {reason}",
-            file.display()
-        ))
-    };
+    read_secret_file(&format!("`{key}_file`"), file).map(Some)
+}
+
+/// The secret a file holds, without its final line break; `what` names it in errors,
+/// which never quote the file.
+pub fn read_secret_file(what: &str, file: &Path) -> Result<String, SettingsError> {
+    let unreadable =
+        |reason: String| SettingsError(format!("{what}: cannot read {}: {reason}", file.display()));
     let size = std::fs::metadata(file)
         .map_err(|err| unreadable(err.to_string()))?
         .len();
@@ -70,7 +72,7 @@ fn read(key: &str, inline: &str, file: &Path) -> Result<Option<String>, Settings
     if secret.is_empty() {
         return Err(unreadable("it is empty".into()));
     }
-    Ok(Some(secret.to_owned()))
+    Ok(secret.to_owned())
 }
 
 #[cfg(test)]

@@ -543,3 +543,33 @@ async fn webhooks_are_listed_a_page_at_a_time() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_takes_a_webhook_s_secret_from_a_file() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("a directory");
+    let file = dir.path().join("webhook_secret");
+    std::fs::write(&file, format!("{SECRET}\n")).expect("write the secret");
+    let (url, token) = (server.url(), server.admin_token());
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_runrate"))
+            .args(["webhooks", "--server", &url, "--token", &token, "create"])
+            .arg("https://hooks.example.com/from-a-file")
+            .arg("--secret-file")
+            .arg(&file)
+            .output()
+            .expect("run runrate")
+    })
+    .await
+    .expect("the command ran");
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        printed.contains(&format!("secret: {SECRET}")),
+        "signed with the file's secret, its line break dropped: {printed}"
+    );
+}
