@@ -194,20 +194,29 @@ impl Serialize for CorsOrigins {
 }
 
 impl<'de> Deserialize<'de> for CorsOrigins {
-    /// From a comma-separated string (as environment variables give it) or a list.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Written {
-            Text(String),
-            List(Vec<String>),
-        }
-        let text = match Written::deserialize(deserializer)? {
-            Written::Text(text) => text,
-            Written::List(entries) => entries.join(","),
-        };
-        text.parse().map_err(serde::de::Error::custom)
+        parse_comma_separated(deserializer)
     }
+}
+
+/// A value written as a comma-separated string (as environment variables give it) or as
+/// a TOML list, parsed from the string the list would join into.
+fn parse_comma_separated<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Written {
+        Text(String),
+        List(Vec<String>),
+    }
+    let text = match Written::deserialize(deserializer)? {
+        Written::Text(text) => text,
+        Written::List(entries) => entries.join(","),
+    };
+    text.parse().map_err(serde::de::Error::custom)
 }
 
 /// The proxies whose `X-Forwarded-For` is believed: addresses and networks, written
@@ -254,19 +263,8 @@ impl Serialize for TrustedProxies {
 }
 
 impl<'de> Deserialize<'de> for TrustedProxies {
-    /// From a comma-separated string (as environment variables give it) or a list.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Written {
-            Text(String),
-            List(Vec<String>),
-        }
-        let text = match Written::deserialize(deserializer)? {
-            Written::Text(text) => text,
-            Written::List(entries) => entries.join(","),
-        };
-        text.parse().map_err(serde::de::Error::custom)
+        parse_comma_separated(deserializer)
     }
 }
 
