@@ -131,8 +131,22 @@ fn read(certificate_file: &Path, key_file: &Path) -> anyhow::Result<Loaded> {
     })
 }
 
+/// TLS for a listener whose certificate and key files are set (`None` where the
+/// certificate is not), offering `protocols` by ALPN.
+pub fn acceptor(
+    certificate_file: &Path,
+    key_file: &Path,
+    protocols: &[&[u8]],
+) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
+    if certificate_file.as_os_str().is_empty() {
+        return Ok(None);
+    }
+    let certificate = Arc::new(ReloadingCertificate::load(certificate_file, key_file)?);
+    Ok(Some(server_config(certificate, protocols)?.into()))
+}
+
 /// A server configuration presenting `certificate`, offering `protocols` by ALPN.
-pub fn server_config(
+fn server_config(
     certificate: Arc<ReloadingCertificate>,
     protocols: &[&[u8]],
 ) -> anyhow::Result<Arc<ServerConfig>> {

@@ -88,19 +88,6 @@ pub struct Application {
     http_tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
-/// TLS for a listener whose certificate and key files are set, offering `protocols`.
-fn tls_acceptor(
-    certificate: &std::path::Path,
-    key: &std::path::Path,
-    protocols: &[&[u8]],
-) -> anyhow::Result<Option<tokio_rustls::TlsAcceptor>> {
-    if certificate.as_os_str().is_empty() {
-        return Ok(None);
-    }
-    let certificate = Arc::new(tls::ReloadingCertificate::load(certificate, key)?);
-    Ok(Some(tls::server_config(certificate, protocols)?.into()))
-}
-
 /// Where `/metrics` is served, and the recorder it renders.
 struct PrometheusListener {
     listener: TcpListener,
@@ -140,13 +127,13 @@ impl Application {
             .map(|address| telemetry::prometheus().map(|handle| (address, handle)))
             .transpose()?;
         // gRPC-Web may come over HTTP/1.1; the web side speaks only that.
-        let grpc_tls = tls_acceptor(
+        let grpc_tls = tls::acceptor(
             &settings.grpc.tls_certificate,
             &settings.grpc.tls_key,
             &[b"h2", b"http/1.1"],
         )
         .context("cannot serve gRPC over TLS")?;
-        let http_tls = tls_acceptor(
+        let http_tls = tls::acceptor(
             &settings.http.tls_certificate,
             &settings.http.tls_key,
             &[b"http/1.1"],
