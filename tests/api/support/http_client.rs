@@ -63,6 +63,8 @@ pub async fn request_with_headers(
 
 /// A request sent from the local address `source` (any of 127.0.0.0/8 on loopback), as
 /// a client on another machine would come from its own.
+// Only SQLite-only modules (`reverse_proxy`) send from other addresses.
+#[allow(dead_code)]
 pub async fn request_from(
     source: IpAddr,
     address: SocketAddr,
