@@ -31,8 +31,10 @@ pub mod outbox;
 // Read side: the in-memory snapshot every read is answered from.
 pub mod catalog;
 
-// Persistence: SQL for both databases, and the figures file format.
+// Persistence: SQL for both databases, the figures file format, and the filings
+// figures are drafted from.
 pub mod figures_file;
+pub mod sources;
 pub mod store;
 
 // Core: types and every business rule, configuration, the admin token, sealed tokens.
