@@ -54,7 +54,8 @@ pub struct Fact {
     pub id: Option<String>,
     pub concept: String,
     pub context: Context,
-    /// `iso4217:USD`, `xbrli:shares`, …, as the unit's measure is written.
+    /// `iso4217:USD`, `xbrli:shares`, `iso4217:USD/xbrli:shares`, …, as the unit's
+    /// measures are written.
     pub unit: String,
     pub value: Decimal,
     /// XBRL `decimals`: -6 is rounded to millions; `None` for `INF` (exact).
@@ -162,9 +163,7 @@ pub fn read(document: &[u8]) -> Result<Vec<Fact>, XbrlError> {
                     "unit" => {
                         unit = Some((attribute(&element, "id").unwrap_or_default(), String::new()))
                     }
-                    "measure" if matches!(&unit, Some((_, measure)) if measure.is_empty()) => {
-                        collecting = Collecting::Measure
-                    }
+                    "measure" if unit.is_some() => collecting = Collecting::Measure,
                     _ => {
                         if !matches!(collecting, Collecting::Fact(..))
                             && let Some(fact) = fact_start(&element, &local)
@@ -206,9 +205,14 @@ pub fn read(document: &[u8]) -> Result<Vec<Fact>, XbrlError> {
                     Collecting::Member(axis) => {
                         context.dimensions.push((axis, text.trim().to_owned()))
                     }
+                    // A ratio's numerator, then its denominator: USD per share is
+                    // `iso4217:USD/xbrli:shares`, never plain money.
                     Collecting::Measure => {
                         if let Some((_, measure)) = &mut unit {
-                            *measure = text.trim().to_owned();
+                            if !measure.is_empty() {
+                                measure.push('/');
+                            }
+                            measure.push_str(text.trim());
                         }
                     }
                     Collecting::Nothing => {}

@@ -16,11 +16,14 @@ const INSTANCE: &str = r#"<?xml version="1.0"?>
   <context id="END2022"><entity><identifier scheme="http://www.sec.gov/CIK">0001018724</identifier></entity>
 <period><instant>2022-12-31</instant></period></context>
   <unit id="usd"><measure>iso4217:USD</measure></unit>
+<unit id="usdPerShare"><divide><unitNumerator><measure>iso4217:USD</measure></unitNumerator>
+  <unitDenominator><measure>xbrli:shares</measure></unitDenominator></divide></unit>
   <us-gaap:RevenueFromContractWithCustomerExcludingAssessedTax id="f1" contextRef="FY2022_AWS" unitRef="usd" decimals="-6">80096000000</us-gaap:RevenueFromContractWithCustomerExcludingAssessedTax>
   <us-gaap:RevenueFromContractWithCustomerExcludingAssessedTax id="f2" contextRef="FY2022_AWS" unitRef="usd" decimals="-6">80096000000</us-gaap:RevenueFromContractWithCustomerExcludingAssessedTax>
   <us-gaap:Cash contextRef="END2022" unitRef="usd" decimals="INF">12.5</us-gaap:Cash>
   <us-gaap:Commitments contextRef="END2022" unitRef="usd" xsi:nil="true" xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance"></us-gaap:Commitments>
   <us-gaap:SegmentReportingDisclosure contextRef="END2022">text, not a number</us-gaap:SegmentReportingDisclosure>
+  <us-gaap:EarningsPerShareBasic contextRef="END2022" unitRef="usdPerShare" decimals="2">-0.27</us-gaap:EarningsPerShareBasic>
 </xbrl>"#;
 
 #[test]
@@ -28,9 +31,15 @@ fn an_instance_gives_its_numeric_facts_with_context_unit_and_precision() {
     let facts = read(INSTANCE.as_bytes()).expect("facts");
     assert_eq!(
         facts.len(),
-        2,
-        "the repeated fact once, the text fact not at all"
+        3,
+        "the repeated fact once, the text and nil facts not at all"
     );
+    let per_share = &facts[2];
+    assert_eq!(
+        per_share.unit, "iso4217:USD/xbrli:shares",
+        "per share, not money"
+    );
+    assert_eq!(per_share.value, "-0.27".parse().unwrap());
     let revenue = &facts[0];
     assert_eq!(revenue.id.as_deref(), Some("f1"));
     assert_eq!(
