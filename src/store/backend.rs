@@ -109,13 +109,8 @@ impl Backend {
 
     /// Brings the database's schema up to date.
     pub(super) async fn migrate(self, pool: &AnyPool) -> Result<(), StoreError> {
-        match self {
-            Backend::Sqlite => SQLITE_MIGRATIONS.run(pool).await?,
-            Backend::Postgres => {
-                renumber_postgres_migrations(pool).await?;
-                POSTGRES_MIGRATIONS.run(pool).await?;
-            }
-        }
+        // PostgreSQL's older numbering was moved by `schema`, which always runs first.
+        self.migrator().run(pool).await?;
         Ok(())
     }
 
